@@ -1,0 +1,676 @@
+"""Temporal post-processing of per-frame MANO predictions: Neural Smooth (offline and online) and filters.
+
+Neural Smooth (Zou et al. 2024): per sequence and hand, the per-frame MANO pose (15 PCA), global
+orientation and root position become trainable parameters initialised from the network; the loss is
+
+    w_pose·accel(pose) + w_orient·accel(orient) + w_position·accel(position) + w_2d·L2D,
+    accel(x) = mean_t |x_t − 2 x_{t−1} + x_{t−2}|,
+
+where L2D compares the MANO landmarks projected through every available crop camera with the
+network's 2D keypoints (confidence-weighted, wrist excluded). AdamW (lr 1e-2, cosine), 500 iterations.
+
+Units and parameterisation (our choices, documented in docs/smoothing.md):
+
+* orientation: continuous 6D (first two rotation-matrix columns): no axis-angle wrap-around;
+* position: the MANO root joint in world metres; the optimiser works on an offset in units of
+  ``position_unit`` metres, so that Adam's step size (≈ lr per unit) is ``lr·position_unit`` metres;
+* L2D: pixel error divided by the crop camera's focal length (normalised image coordinates, i.e.
+  ≈ radians), independent of crop size;
+* all sequences and hands are optimised together in one batch; segments (runs of consecutive frames of
+  one hand) are independent: accelerations never straddle a gap. Segments shorter than 3 frames have
+  no acceleration term and are returned unchanged.
+
+The online variant is causal: for each new frame it optimises a sliding window whose older frames are
+frozen at their previously emitted values and whose newest ``free`` frames are free, warm-started from
+the previous solution.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from scipy.signal import savgol_filter
+
+from mvhand.geometry import matrix_to_rotation_6d, rotation_6d_to_matrix
+
+__all__ = [
+    "EVAL_2D_LANDMARKS",
+    "NeuralSmoothConfig",
+    "OnlineSmoothConfig",
+    "SmoothingProblem",
+    "Trajectory",
+    "accel",
+    "neural_smooth",
+    "one_euro",
+    "online_neural_smooth",
+    "savitzky_golay",
+    "segment_ids",
+]
+
+log = logging.getLogger(__name__)
+
+#: canonical landmarks used by L2D: all but the wrist (index 5), as in the evaluation.
+EVAL_2D_LANDMARKS = tuple(i for i in range(20) if i != 5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trajectory:
+    """Per-frame MANO state of N hand instances (all sequences and hands concatenated).
+
+    Attributes:
+        pose: ``(N, 15)`` MANO PCA pose coefficients.
+        rot: ``(N, 3, 3)`` global orientation (world, for the side's MANO layer).
+        root: ``(N, 3)`` MANO root joint position, world metres.
+    """
+
+    pose: np.ndarray
+    rot: np.ndarray
+    root: np.ndarray
+
+    def copy(self) -> Trajectory:
+        return Trajectory(self.pose.copy(), self.rot.copy(), self.root.copy())
+
+
+@dataclass
+class SmoothingProblem:
+    """Everything Neural Smooth needs, flattened over all hand instances and views.
+
+    Attributes:
+        init: network predictions (``N`` instances).
+        betas: ``(N, 10)`` fixed MANO shape per instance.
+        hand_side: ``(N,)`` int, 0 left / 1 right (selects the MANO layer).
+        segment: ``(N,)`` int segment id; instances of one segment are consecutive frames, in order.
+        view_instance: ``(M,)`` int index of the instance each view belongs to.
+        view_K: ``(M, 4)`` crop-camera intrinsics ``fx, fy, cx, cy`` (px).
+        view_T_world_from_crop: ``(M, 4, 4)`` crop-camera poses.
+        view_kp2d: ``(M, 20, 2)`` predicted 2D keypoints (px, canonical order); NaN = missing.
+        view_conf: ``(M, 20)`` confidences in [0, 1] (weights of L2D).
+    """
+
+    init: Trajectory
+    betas: np.ndarray
+    hand_side: np.ndarray
+    segment: np.ndarray
+    view_instance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    view_K: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    view_T_world_from_crop: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+    view_kp2d: np.ndarray = field(default_factory=lambda: np.zeros((0, 20, 2)))
+    view_conf: np.ndarray = field(default_factory=lambda: np.zeros((0, 20)))
+
+    @property
+    def n(self) -> int:
+        return len(self.hand_side)
+
+    def subset(self, idx: np.ndarray) -> SmoothingProblem:
+        """The problem restricted to instances ``idx`` (sorted), views remapped."""
+        idx = np.asarray(idx)
+        remap = np.full(self.n, -1)
+        remap[idx] = np.arange(len(idx))
+        keep = remap[self.view_instance] >= 0
+        return SmoothingProblem(
+            init=Trajectory(self.init.pose[idx], self.init.rot[idx], self.init.root[idx]),
+            betas=self.betas[idx],
+            hand_side=self.hand_side[idx],
+            segment=self.segment[idx],
+            view_instance=remap[self.view_instance[keep]],
+            view_K=self.view_K[keep],
+            view_T_world_from_crop=self.view_T_world_from_crop[keep],
+            view_kp2d=self.view_kp2d[keep],
+            view_conf=self.view_conf[keep],
+        )
+
+
+def segment_ids(keys: np.ndarray, frame_id: np.ndarray, max_gap: int = 1) -> np.ndarray:
+    """Split instances into segments of consecutive frames.
+
+    Args:
+        keys: ``(N,)`` group key per instance (e.g. ``"<sequence>/<hand_side>"``); instances must be
+            sorted by key, then frame id.
+        frame_id: ``(N,)`` int frame ids.
+        max_gap: a frame-id step larger than this starts a new segment (1 = any missing frame splits).
+
+    Returns:
+        ``(N,)`` int segment ids, 0…S−1 in order of appearance.
+    """
+    keys = np.asarray(keys)
+    frame_id = np.asarray(frame_id, dtype=np.int64)
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    new = np.ones(len(keys), bool)
+    same_key = keys[1:] == keys[:-1]
+    step = frame_id[1:] - frame_id[:-1]
+    if np.any(same_key & (step <= 0)):
+        raise ValueError("instances must be sorted by key and strictly increasing frame id within a key")
+    new[1:] = ~same_key | (step > max_gap)
+    return np.cumsum(new) - 1
+
+
+def _triplets(segment: np.ndarray) -> np.ndarray:
+    """``(K, 3)`` indices ``(t, t−1, t−2)`` of consecutive instances inside one segment."""
+    segment = np.asarray(segment)
+    t = np.arange(2, len(segment))
+    ok = (segment[t] == segment[t - 1]) & (segment[t] == segment[t - 2])
+    t = t[ok]
+    return np.stack([t, t - 1, t - 2], -1) if len(t) else np.zeros((0, 3), np.int64)
+
+
+def accel(x: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
+    """Mean absolute second difference ``mean |x_t − 2x_{t−1} + x_{t−2}|`` over the given triplets.
+
+    Args:
+        x: ``(N, D)`` per-frame values.
+        triplets: ``(K, 3)`` long indices ``(t, t−1, t−2)``.
+
+    Returns:
+        scalar tensor (0 when there is no triplet).
+    """
+    if triplets.numel() == 0:
+        return x.sum() * 0.0
+    d = x[triplets[:, 0]] - 2 * x[triplets[:, 1]] + x[triplets[:, 2]]
+    return d.abs().mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Neural Smooth
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NeuralSmoothConfig:
+    """Neural Smooth settings (defaults = the report's, units as in the module docstring)."""
+
+    iterations: int = 500
+    lr: float = 1e-2
+    weight_decay: float = 1e-2
+    w_pose: float = 0.5
+    w_orient: float = 0.5
+    w_position: float = 0.5
+    w_2d: float = 1.0
+    position_unit: float = 0.1
+    min_conf: float = 0.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0:
+            raise ValueError(f"invalid Neural Smooth settings: {self}")
+        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay"):
+            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
+                raise ValueError(f"Neural Smooth weight {name} must be finite and >= 0")
+
+
+class _Landmarks:
+    """MANO canonical landmarks for mixed left/right batches (landmark-only path)."""
+
+    def __init__(self, mano, hand_side: np.ndarray, betas: torch.Tensor):
+        self.mano = mano
+        self.side_idx = [np.flatnonzero(hand_side == s) for s in (0, 1)]
+        self.side_idx_t = [torch.as_tensor(i, device=betas.device) for i in self.side_idx]
+        self.betas = betas
+        self.j0 = torch.zeros(betas.shape[0], 3, dtype=betas.dtype, device=betas.device)
+        with torch.no_grad():
+            for s in (0, 1):
+                if len(self.side_idx[s]):
+                    self.j0[self.side_idx_t[s]] = mano.layer(s).root_joint(betas[self.side_idx_t[s]])
+
+    def __call__(self, pose: torch.Tensor, rot: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+        out = pose.new_zeros(pose.shape[0], 20, 3)
+        transl = root - self.j0
+        for s in (0, 1):
+            i = self.side_idx_t[s]
+            if len(self.side_idx[s]):
+                out = out.index_copy(
+                    0, i, self.mano.layer(s).landmarks(pose[i], rot[i], transl[i], self.betas[i])
+                )
+        return out
+
+
+def _project(points: torch.Tensor, T_world_from_crop: torch.Tensor, K: torch.Tensor):
+    """Pinhole projection of world points ``(M, L, 3)``; returns pixels ``(M, L, 2)`` and depth ``(M, L)``."""
+    R = T_world_from_crop[:, :3, :3]
+    t = T_world_from_crop[:, :3, 3]
+    eye = torch.einsum("mji,mlj->mli", R, points - t[:, None])  # Rᵀ (p − t)
+    z = eye[..., 2]
+    zs = torch.where(z > 1e-4, z, torch.full_like(z, 1e-4))
+    uv = torch.stack(
+        [K[:, None, 0] * eye[..., 0] / zs + K[:, None, 2], K[:, None, 1] * eye[..., 1] / zs + K[:, None, 3]],
+        -1,
+    )
+    return uv, z
+
+
+class _Objective:
+    """The Neural Smooth loss over a :class:`SmoothingProblem` (torch, float32)."""
+
+    def __init__(self, problem: SmoothingProblem, mano, cfg: NeuralSmoothConfig):
+        dev = torch.device(cfg.device)
+        f32 = dict(dtype=torch.float32, device=dev)
+        self.cfg = cfg
+        self.triplets = torch.as_tensor(_triplets(problem.segment), dtype=torch.long, device=dev)
+        betas = torch.as_tensor(problem.betas, **f32)
+        self.landmarks = _Landmarks(mano, problem.hand_side, betas)
+        kp = np.asarray(problem.view_kp2d, dtype=np.float32)[:, EVAL_2D_LANDMARKS]
+        conf = np.asarray(problem.view_conf, dtype=np.float32)[:, EVAL_2D_LANDMARKS].copy()
+        bad = ~np.all(np.isfinite(kp), axis=-1) | ~np.isfinite(conf) | (conf < cfg.min_conf)
+        conf[bad] = 0.0
+        kp = np.where(np.isfinite(kp), kp, 0.0)
+        K = np.asarray(problem.view_K, dtype=np.float32)
+        valid_cam = np.all(np.isfinite(K), -1) & np.all(np.isfinite(problem.view_T_world_from_crop), (-1, -2))
+        conf[~valid_cam] = 0.0
+        self.view_instance = torch.as_tensor(problem.view_instance, dtype=torch.long, device=dev)
+        self.K = torch.as_tensor(np.where(valid_cam[:, None], K, 1.0), **f32)
+        self.T = torch.as_tensor(
+            np.where(valid_cam[:, None, None], problem.view_T_world_from_crop, np.eye(4)), **f32
+        )
+        self.kp = torch.as_tensor(kp, **f32)
+        self.conf = torch.as_tensor(conf, **f32)
+        self.conf_sum = float(conf.sum())
+        self.focal = self.K[:, None, :2]
+
+    def __call__(
+        self, pose: torch.Tensor, rot6d: torch.Tensor, root: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        terms = {
+            "accel_pose": accel(pose, self.triplets),
+            "accel_orient": accel(rot6d, self.triplets),
+            "accel_position": accel(root, self.triplets),
+        }
+        if self.conf_sum > 0 and cfg.w_2d > 0:
+            rot = rotation_6d_to_matrix(rot6d)
+            lm = self.landmarks(pose, rot, root)[:, EVAL_2D_LANDMARKS]
+            uv, z = _project(lm[self.view_instance], self.T, self.K)
+            err = ((uv - self.kp) / self.focal).abs().sum(-1)  # normalised image coordinates
+            w = self.conf * (z > 1e-4)
+            terms["l2d"] = (w * err).sum() / w.sum().clamp_min(1e-6)
+        else:
+            terms["l2d"] = pose.sum() * 0.0
+        terms["loss"] = (
+            cfg.w_pose * terms["accel_pose"]
+            + cfg.w_orient * terms["accel_orient"]
+            + cfg.w_position * terms["accel_position"]
+            + cfg.w_2d * terms["l2d"]
+        )
+        return terms
+
+
+def _sanitise_init(problem: SmoothingProblem) -> tuple[Trajectory, np.ndarray]:
+    """Replace non-finite initial values by the nearest finite frame of the same segment.
+
+    Returns the repaired trajectory and a ``(N,)`` mask of instances that had no finite value at all.
+    """
+    init = problem.init.copy()
+    finite = (
+        np.all(np.isfinite(init.pose), -1)
+        & np.all(np.isfinite(init.rot), (-1, -2))
+        & np.all(np.isfinite(init.root), -1)
+    )
+    hopeless = np.zeros(problem.n, bool)
+    if finite.all():
+        return init, hopeless
+    for s in np.unique(problem.segment):
+        idx = np.flatnonzero(problem.segment == s)
+        good = idx[finite[idx]]
+        if len(good) == 0:
+            hopeless[idx] = True
+            init.pose[idx], init.rot[idx], init.root[idx] = 0.0, np.eye(3), 0.0
+            continue
+        for i in idx[~finite[idx]]:
+            j = good[np.argmin(np.abs(good - i))]
+            init.pose[i], init.rot[i], init.root[i] = init.pose[j], init.rot[j], init.root[j]
+    log.warning(
+        "%d instances had non-finite predictions; filled from neighbouring frames", int((~finite).sum())
+    )
+    return init, hopeless
+
+
+def neural_smooth(
+    problem: SmoothingProblem,
+    mano,
+    cfg: NeuralSmoothConfig | None = None,
+    frozen: np.ndarray | None = None,
+    progress: bool = False,
+    history: list | None = None,
+) -> Trajectory:
+    """Run (offline) Neural Smooth on all segments of ``problem`` at once.
+
+    Args:
+        problem: the flattened problem (see :class:`SmoothingProblem`).
+        mano: a :class:`mvhand.mano.ManoModel` (``layer(side)`` with ``landmarks`` and ``root_joint``).
+        cfg: settings.
+        frozen: optional ``(N,)`` bool; frozen instances keep their initial values (used online).
+        progress: show a tqdm bar.
+        history: if a list is given, per-iteration loss terms (floats) are appended to it.
+
+    Returns:
+        the smoothed :class:`Trajectory`. Instances of segments shorter than 3 frames, frozen
+        instances, and instances without any finite prediction are returned unchanged (NaN stays NaN).
+    """
+    cfg = cfg or NeuralSmoothConfig()
+    n = problem.n
+    if n == 0:
+        return problem.init.copy()
+    init, hopeless = _sanitise_init(problem)
+    seg_len = np.bincount(problem.segment)[problem.segment]
+    free = (seg_len >= 3) & ~hopeless
+    if frozen is not None:
+        free &= ~np.asarray(frozen, bool)
+    if not free.any() or cfg.iterations == 0:
+        return problem.init.copy()
+
+    dev = torch.device(cfg.device)
+    objective = _Objective(problem, mano, cfg)
+    f32 = dict(dtype=torch.float32, device=dev)
+    pose0 = torch.as_tensor(init.pose, **f32)
+    rot0 = matrix_to_rotation_6d(torch.as_tensor(init.rot, **f32))
+    root0 = torch.as_tensor(init.root, **f32)
+    mask = torch.as_tensor(free, device=dev)[:, None].float()
+    d_pose = torch.zeros_like(pose0, requires_grad=True)
+    d_rot = torch.zeros_like(rot0, requires_grad=True)
+    d_root = torch.zeros_like(root0, requires_grad=True)
+    opt = torch.optim.AdamW([d_pose, d_rot, d_root], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.iterations, 1))
+
+    def current():
+        return pose0 + mask * d_pose, rot0 + mask * d_rot, root0 + mask * d_root * cfg.position_unit
+
+    it = range(cfg.iterations)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="neural smooth", unit="it")
+    for _ in it:
+        opt.zero_grad(set_to_none=True)
+        terms = objective(*current())
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Neural Smooth loss became non-finite: { {k: float(v) for k, v in terms.items()} }"
+            )
+        loss.backward()
+        opt.step()
+        sched.step()
+        if history is not None:
+            history.append({k: float(v.detach()) for k, v in terms.items()})
+    with torch.no_grad():
+        pose, rot6d, root = current()
+        out = Trajectory(
+            pose.cpu().double().numpy(),
+            rotation_6d_to_matrix(rot6d).cpu().double().numpy(),
+            root.cpu().double().numpy(),
+        )
+    keep = ~free
+    out.pose[keep], out.rot[keep], out.root[keep] = (
+        problem.init.pose[keep],
+        problem.init.rot[keep],
+        problem.init.root[keep],
+    )
+    return out
+
+
+@dataclass
+class OnlineSmoothConfig:
+    """Causal sliding-window Neural Smooth.
+
+    Attributes:
+        window: frames in the optimisation window (the newest included).
+        free: newest frames that are optimised; older window frames are frozen at their emitted values.
+        iterations: optimiser iterations per new frame (warm start from the previous window).
+        base: loss weights / lr / units (its ``iterations`` is ignored).
+    """
+
+    window: int = 12
+    free: int = 3
+    iterations: int = 25
+    base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.free <= self.window) or self.window < 3 or self.iterations < 1:
+            raise ValueError(f"invalid online smoothing settings: window={self.window}, free={self.free}")
+
+
+def online_neural_smooth(
+    problem: SmoothingProblem, mano, cfg: OnlineSmoothConfig | None = None, progress: bool = False
+) -> tuple[Trajectory, np.ndarray]:
+    """Causal Neural Smooth: frame t's output depends only on frames ≤ t.
+
+    All segments advance in lock-step (step k processes the k-th frame of every segment at once), which
+    is how a multi-stream server would batch them; the reported latency is the wall time of one step
+    divided by nothing — i.e. the time to emit one new frame for every active stream.
+
+    Returns:
+        the smoothed trajectory and ``(steps,)`` per-step latencies in seconds.
+    """
+    cfg = cfg or OnlineSmoothConfig()
+    out = problem.init.copy()
+    if problem.n == 0:
+        return out, np.zeros(0)
+    seg = problem.segment
+    pos_in_seg = np.zeros(problem.n, np.int64)
+    for s in np.unique(seg):
+        idx = np.flatnonzero(seg == s)
+        pos_in_seg[idx] = np.arange(len(idx))
+    step_cfg = replace(cfg.base, iterations=cfg.iterations)
+    latencies = []
+    steps = range(int(pos_in_seg.max()) + 1)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc="online smooth", unit="frame")
+    warm = problem.init.copy()
+    for k in steps:
+        t0 = time.perf_counter()
+        in_window = (pos_in_seg <= k) & (pos_in_seg > k - cfg.window)
+        idx = np.flatnonzero(in_window)
+        sub = problem.subset(idx)
+        # warm start: emitted values for frozen frames, the last window's solution for free ones
+        sub.init = Trajectory(warm.pose[idx].copy(), warm.rot[idx].copy(), warm.root[idx].copy())
+        frozen = pos_in_seg[idx] <= k - cfg.free
+        res = neural_smooth(sub, mano, step_cfg, frozen=frozen)
+        warm.pose[idx], warm.rot[idx], warm.root[idx] = res.pose, res.rot, res.root
+        newest = idx[pos_in_seg[idx] == k]
+        j = np.searchsorted(idx, newest)
+        out.pose[newest], out.rot[newest], out.root[newest] = res.pose[j], res.rot[j], res.root[j]
+        latencies.append(time.perf_counter() - t0)
+    return out, np.asarray(latencies)
+
+
+# --------------------------------------------------------------------------------------------------
+# Filter baselines
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_features(tr: Trajectory) -> np.ndarray:
+    """``(N, 24)`` = pose 15 | 6D orientation | root 3."""
+    d6 = np.concatenate([tr.rot[:, :, 0], tr.rot[:, :, 1]], -1)
+    return np.concatenate([tr.pose, d6, tr.root], -1)
+
+
+def _from_features(x: np.ndarray) -> Trajectory:
+    rot = rotation_6d_to_matrix(torch.as_tensor(x[:, 15:21], dtype=torch.float64)).numpy()
+    return Trajectory(x[:, :15].copy(), rot, x[:, 21:24].copy())
+
+
+def _per_segment(tr: Trajectory, segment: np.ndarray, fn) -> Trajectory:
+    x = _to_features(tr)
+    out = x.copy()
+    for s in np.unique(segment):
+        idx = np.flatnonzero(segment == s)
+        seg = x[idx]
+        if np.all(np.isfinite(seg)):
+            out[idx] = fn(seg)
+    return _from_features(out)
+
+
+def savitzky_golay(tr: Trajectory, segment: np.ndarray, window: int = 9, polyorder: int = 2) -> Trajectory:
+    """Offline Savitzky–Golay smoothing of pose, 6D orientation and root, per segment.
+
+    The window is shrunk (to the largest odd length ≤ the segment) for short segments; segments not
+    longer than ``polyorder`` are left unchanged.
+    """
+
+    def fn(seg: np.ndarray) -> np.ndarray:
+        w = min(window, len(seg) if len(seg) % 2 else len(seg) - 1)
+        if w <= polyorder:
+            return seg
+        return savgol_filter(seg, w, polyorder, axis=0, mode="interp")
+
+    return _per_segment(tr, segment, fn)
+
+
+def one_euro(
+    tr: Trajectory,
+    segment: np.ndarray,
+    fps: float = 30.0,
+    min_cutoff: float = 4.0,
+    beta: float = 0.5,
+    d_cutoff: float = 1.0,
+) -> Trajectory:
+    """Causal One Euro filter (Casiez et al., CHI 2012) on pose, 6D orientation and root, per segment.
+
+    Args:
+        fps: frame rate (Hz).
+        min_cutoff: minimum cut-off frequency (Hz); lower = smoother.
+        beta: speed coefficient; higher = less lag on fast motion.
+        d_cutoff: cut-off of the derivative filter (Hz).
+    """
+    te = 1.0 / fps
+
+    def alpha(cutoff):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / te)
+
+    a_d = alpha(d_cutoff)
+
+    def fn(seg: np.ndarray) -> np.ndarray:
+        out = np.empty_like(seg)
+        out[0] = seg[0]
+        dx_hat = np.zeros_like(seg[0])
+        for t in range(1, len(seg)):
+            dx = (seg[t] - seg[t - 1]) / te  # derivative of the raw signal (reference implementation)
+            dx_hat = a_d * dx + (1 - a_d) * dx_hat
+            a = alpha(min_cutoff + beta * np.abs(dx_hat))
+            out[t] = a * seg[t] + (1 - a) * out[t - 1]
+        return out
+
+    return _per_segment(tr, segment, fn)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prediction tables (the Parquet written by ``predict``)
+# --------------------------------------------------------------------------------------------------
+
+#: columns of the prediction table that smoothing reads.
+PREDICTION_COLUMNS = (
+    "sequence_name", "frame_id", "hand_side", "global_rot", "root", "mano_theta", "mano_beta_pred",
+    "view_kp2d", "view_conf", "view_intrinsics", "view_T_world_from_crop",
+)  # fmt: skip
+
+
+def _stack(col, width: int, name: str) -> np.ndarray:
+    out = np.full((len(col), width), np.nan)
+    for i, v in enumerate(col):
+        if v is not None and len(v) == width:
+            out[i] = np.asarray(v, dtype=np.float64)
+        elif v is not None:
+            raise ValueError(f"column {name!r}: row {i} has {len(v)} values, expected {width}")
+    return out
+
+
+def problem_from_predictions(df, betas_column: str | None = None, max_gap: int = 1) -> SmoothingProblem:
+    """Build a :class:`SmoothingProblem` from a prediction table (one row per sequence, frame, hand).
+
+    Args:
+        df: pandas DataFrame with :data:`PREDICTION_COLUMNS` (schema in docs/model.md); it is sorted by
+            sequence, hand side and frame id here (the returned arrays follow that order, see
+            :func:`sort_predictions`).
+        betas_column: column with the per-row betas to use (``"mano_beta"`` — the betas the
+            prediction's ``wrist_xform`` was computed with — if present, else ``"mano_beta_pred"``).
+        max_gap: frame-id step that still counts as consecutive.
+    """
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"prediction table lacks columns {missing}; re-run the predict stage")
+    if betas_column is None:
+        betas_column = "mano_beta" if "mano_beta" in df.columns else "mano_beta_pred"
+    n = len(df)
+    keys = (df["sequence_name"].astype(str) + "/" + df["hand_side"].astype(str)).to_numpy()
+    frame_id = df["frame_id"].to_numpy(np.int64)
+    init = Trajectory(
+        _stack(df["mano_theta"], 15, "mano_theta"),
+        _stack(df["global_rot"], 9, "global_rot").reshape(n, 3, 3),
+        _stack(df["root"], 3, "root"),
+    )
+    view_instance, K, T, kp, conf = [], [], [], [], []
+    for i, (vk, vc, vi, vt) in enumerate(
+        zip(
+            df["view_kp2d"], df["view_conf"], df["view_intrinsics"], df["view_T_world_from_crop"], strict=True
+        )
+    ):
+        for k, c, intr, t in zip(vk, vc, vi, vt, strict=True):
+            view_instance.append(i)
+            kp.append(np.asarray(k, np.float64).reshape(20, 2))
+            conf.append(np.asarray(c, np.float64).reshape(20))
+            K.append(np.asarray(intr, np.float64).reshape(4))
+            T.append(np.asarray(t, np.float64).reshape(4, 4))
+    m = len(view_instance)
+    return SmoothingProblem(
+        init=init,
+        betas=np.nan_to_num(_stack(df[betas_column], 10, betas_column)),
+        hand_side=df["hand_side"].to_numpy(np.int64),
+        segment=segment_ids(keys, frame_id, max_gap),
+        view_instance=np.asarray(view_instance, np.int64),
+        view_K=np.asarray(K).reshape(m, 4),
+        view_T_world_from_crop=np.asarray(T).reshape(m, 4, 4),
+        view_kp2d=np.asarray(kp).reshape(m, 20, 2),
+        view_conf=np.asarray(conf).reshape(m, 20),
+    )
+
+
+def sort_predictions(df):
+    """Rows ordered by sequence, hand side, frame id (the order smoothing works in)."""
+    return df.sort_values(["sequence_name", "hand_side", "frame_id"], kind="stable").reset_index(drop=True)
+
+
+def apply_trajectory(df, traj: Trajectory, problem: SmoothingProblem, mano):
+    """A copy of the prediction table with the MANO state replaced by ``traj``.
+
+    Updates ``mano_theta``, ``global_rot``, ``root``, ``wrist_xform`` (axis-angle + ``root − J0(β)``
+    with the problem's betas), ``landmarks`` (MANO canonical landmarks, world) and drops the now stale
+    ``mpjpe_mm``.
+    """
+    from mvhand.geometry import axis_angle_from_matrix
+
+    out = df.copy()
+    n = len(out)
+    betas = torch.as_tensor(problem.betas, dtype=torch.float32)
+    lm_fn = _Landmarks(mano, problem.hand_side, betas)
+    finite = np.all(np.isfinite(traj.pose), -1) & np.all(np.isfinite(traj.root), -1)
+    with torch.no_grad():
+        lm = lm_fn(
+            torch.as_tensor(np.nan_to_num(traj.pose), dtype=torch.float32),
+            torch.as_tensor(np.where(finite[:, None, None], traj.rot, np.eye(3)), dtype=torch.float32),
+            torch.as_tensor(np.nan_to_num(traj.root), dtype=torch.float32),
+        ).numpy()
+        j0 = lm_fn.j0.numpy()
+    lm[~finite] = np.nan
+    aa = axis_angle_from_matrix(np.where(finite[:, None, None], traj.rot, np.eye(3)))
+    wrist = np.concatenate([aa, traj.root - j0], -1)
+    wrist[~finite] = np.nan
+    out["mano_theta"] = list(traj.pose.astype(np.float32))
+    out["global_rot"] = list(traj.rot.reshape(n, 9).astype(np.float32))
+    out["root"] = list(traj.root.astype(np.float32))
+    out["wrist_xform"] = list(wrist.astype(np.float32))
+    out["landmarks"] = list(lm.reshape(n, 60).astype(np.float32))
+    if "mpjpe_mm" in out.columns:
+        out = out.drop(columns=["mpjpe_mm"])
+    return out

@@ -1,0 +1,304 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mvhand import smoothing as sm
+from mvhand.geometry import rodrigues
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers: a synthetic hand trajectory observed by two look-at pinhole crop cameras
+# ------------------------------------------------------------------------------------------------
+
+
+def _look_at(center: np.ndarray, target: np.ndarray) -> np.ndarray:
+    z = target - center
+    z /= np.linalg.norm(z)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, :3] = np.stack([x, y, z], 1)
+    T[:3, 3] = center
+    return T
+
+
+def _trajectory(n: int, rng: np.random.Generator, smooth_only: bool = False) -> sm.Trajectory:
+    t = np.arange(n)[:, None] / 30.0
+    pose = 0.3 * np.sin(2 * np.pi * 0.5 * t + rng.uniform(0, 6, 15)) * np.linspace(1, 0.2, 15)
+    aa = np.array([1.2, -0.4, 0.3]) + 0.3 * np.sin(2 * np.pi * 0.3 * t + np.array([0.0, 1.0, 2.0]))
+    root = np.array([0.05, 0.1, 0.4]) + 0.05 * np.sin(2 * np.pi * 0.4 * t + np.array([0.0, 2.0, 4.0]))
+    if smooth_only:  # exactly linear in time: zero acceleration
+        pose = 0.01 * t * np.arange(15) / 15
+        aa = np.array([1.2, -0.4, 0.3]) + 0.0 * t
+        root = np.array([0.05, 0.1, 0.4]) + np.array([0.1, 0.0, -0.05]) * t
+    return sm.Trajectory(pose, rodrigues(aa), root)
+
+
+def _problem(gt: sm.Trajectory, init: sm.Trajectory, mano, side: int = 1, kp_noise_px: float = 0.0, rng=None):
+    n = len(gt.pose)
+    betas = np.zeros((n, 10))
+    lm_fn = sm._Landmarks(mano, np.full(n, side), torch.zeros(n, 10))
+    with torch.no_grad():
+        lm = lm_fn(
+            torch.as_tensor(gt.pose, dtype=torch.float32),
+            torch.as_tensor(gt.rot, dtype=torch.float32),
+            torch.as_tensor(gt.root, dtype=torch.float32),
+        )
+    cams = [
+        _look_at(np.array([-0.05, 0.0, 0.0]), gt.root[0]),
+        _look_at(np.array([0.05, 0.0, 0.0]), gt.root[0]),
+    ]
+    K = np.array([300.0, 300.0, 63.5, 63.5])
+    view_instance, Ks, Ts, kps = [], [], [], []
+    for i in range(n):
+        for T in cams:
+            uv, _ = sm._project(
+                lm[i : i + 1],
+                torch.as_tensor(T[None], dtype=torch.float32),
+                torch.as_tensor(K[None], dtype=torch.float32),
+            )
+            kp = uv[0].numpy().astype(np.float64)
+            if kp_noise_px:
+                kp = kp + rng.normal(0, kp_noise_px, kp.shape)
+            view_instance.append(i)
+            Ks.append(K)
+            Ts.append(T)
+            kps.append(kp)
+    m = len(view_instance)
+    return (
+        sm.SmoothingProblem(
+            init=init,
+            betas=betas,
+            hand_side=np.full(n, side),
+            segment=np.zeros(n, np.int64),
+            view_instance=np.array(view_instance),
+            view_K=np.array(Ks),
+            view_T_world_from_crop=np.array(Ts),
+            view_kp2d=np.array(kps),
+            view_conf=np.ones((m, 20)),
+        ),
+        lm.numpy(),
+    )
+
+
+def _landmark_error_mm(traj: sm.Trajectory, problem: sm.SmoothingProblem, gt_lm: np.ndarray, mano) -> float:
+    n = len(traj.pose)
+    lm_fn = sm._Landmarks(mano, problem.hand_side, torch.as_tensor(problem.betas, dtype=torch.float32))
+    with torch.no_grad():
+        lm = lm_fn(
+            torch.as_tensor(traj.pose, dtype=torch.float32),
+            torch.as_tensor(traj.rot, dtype=torch.float32),
+            torch.as_tensor(traj.root, dtype=torch.float32),
+        ).numpy()
+    idx = list(sm.EVAL_2D_LANDMARKS)
+    return float(np.linalg.norm(lm[:, idx] - gt_lm[:, idx], axis=-1).mean() * 1000) if n else 0.0
+
+
+def _noisy(gt: sm.Trajectory, rng, pose_sd=0.15, rot_sd=0.08, root_sd=0.008) -> sm.Trajectory:
+    n = len(gt.pose)
+    return sm.Trajectory(
+        gt.pose + rng.normal(0, pose_sd, gt.pose.shape),
+        gt.rot @ rodrigues(rng.normal(0, rot_sd, (n, 3))),
+        gt.root + rng.normal(0, root_sd, gt.root.shape),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# accel, segments
+# ------------------------------------------------------------------------------------------------
+
+
+def test_accel_known_sequences():
+    t = torch.arange(10, dtype=torch.float64)[:, None]
+    tri = torch.as_tensor(sm._triplets(np.zeros(10, np.int64)))
+    assert float(sm.accel(3 * t + 1, tri)) == 0.0  # linear: zero acceleration
+    assert float(sm.accel(t**2, tri)) == pytest.approx(2.0)  # t² has second difference 2
+    x = torch.tensor([[0.0], [0.0], [1.0], [0.0], [0.0]])  # one spike: |1|, |-2|, |1| over 3 triplets
+    assert float(sm.accel(x, torch.as_tensor(sm._triplets(np.zeros(5, np.int64))))) == pytest.approx(4 / 3)
+
+
+def test_triplets_never_cross_segments():
+    seg = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    tri = sm._triplets(seg)
+    assert tri.tolist() == [[2, 1, 0], [7, 6, 5], [8, 7, 6]]
+    assert float(sm.accel(torch.zeros(9, 1), torch.as_tensor(sm._triplets(np.array([0, 1, 2]))))) == 0.0
+
+
+def test_segment_ids_split_at_gaps_and_hands():
+    keys = np.array(["a/0"] * 5 + ["a/1"] * 3 + ["b/0"] * 2)
+    frames = np.array([0, 1, 2, 5, 6, 0, 1, 2, 0, 1])
+    assert sm.segment_ids(keys, frames).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert sm.segment_ids(keys, frames, max_gap=3).tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="sorted"):
+        sm.segment_ids(np.array(["a", "a"]), np.array([3, 1]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Neural Smooth
+# ------------------------------------------------------------------------------------------------
+
+
+def test_smooth_consistent_trajectory_stays_put(mano_model):
+    rng = np.random.default_rng(0)
+    gt = _trajectory(12, rng, smooth_only=True)
+    problem, gt_lm = _problem(gt, gt.copy(), mano_model)
+    out = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(iterations=80))
+    assert _landmark_error_mm(out, problem, gt_lm, mano_model) < 1.0  # already optimal: (near) unchanged
+
+
+def test_neural_smooth_reduces_error_and_jitter(mano_model):
+    rng = np.random.default_rng(1)
+    gt = _trajectory(20, rng)
+    init = _noisy(gt, rng)
+    problem, gt_lm = _problem(gt, init, mano_model, side=0, kp_noise_px=1.0, rng=rng)
+    before = _landmark_error_mm(init, problem, gt_lm, mano_model)
+    history = []
+    out = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(iterations=150), history=history)
+    after = _landmark_error_mm(out, problem, gt_lm, mano_model)
+    assert after < 0.6 * before, (before, after)
+    assert history[-1]["loss"] < history[0]["loss"]
+    tri = torch.as_tensor(sm._triplets(problem.segment))
+    assert float(sm.accel(torch.as_tensor(out.root), tri)) < 0.5 * float(
+        sm.accel(torch.as_tensor(init.root), tri)
+    )
+
+
+def test_accel_only_smooths_without_2d(mano_model):
+    rng = np.random.default_rng(2)
+    gt = _trajectory(25, rng)
+    problem, _ = _problem(gt, _noisy(gt, rng), mano_model)
+    problem.view_conf[:] = 0.0  # no 2D evidence at all: only the acceleration terms act
+    out = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(iterations=100))
+    tri = torch.as_tensor(sm._triplets(problem.segment))
+    assert float(sm.accel(torch.as_tensor(out.pose), tri)) < float(
+        sm.accel(torch.as_tensor(problem.init.pose), tri)
+    )
+
+
+def test_robust_to_nan_single_view_and_short_segments(mano_model):
+    rng = np.random.default_rng(3)
+    gt = _trajectory(12, rng)
+    problem, _ = _problem(gt, _noisy(gt, rng), mano_model)
+    problem.view_kp2d[0, 3] = np.nan  # a missing keypoint
+    problem.view_K[5] = np.nan  # a broken camera
+    problem.init.root[4] = np.nan  # a failed network prediction
+    keep_views = np.ones(len(problem.view_instance), bool)
+    keep_views[problem.view_instance == 7] = [True, False]  # frame 7 single-view
+    keep_views[problem.view_instance == 8] = False  # frame 8 no view
+    problem = sm.SmoothingProblem(
+        problem.init, problem.betas, problem.hand_side, np.array([0] * 10 + [1, 1]),  # last 2 frames: short segment
+        problem.view_instance[keep_views], problem.view_K[keep_views],
+        problem.view_T_world_from_crop[keep_views], problem.view_kp2d[keep_views], problem.view_conf[keep_views],
+    )  # fmt: skip
+    out = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(iterations=30))
+    assert np.all(np.isfinite(out.pose[:10])) and np.all(np.isfinite(out.root[:10]))
+    np.testing.assert_array_equal(out.root[10:], problem.init.root[10:])  # too short to smooth: unchanged
+
+
+def test_one_and_two_frame_sequences_unchanged(mano_model):
+    rng = np.random.default_rng(4)
+    gt = _trajectory(2, rng)
+    problem, _ = _problem(gt, _noisy(gt, rng), mano_model)
+    out = sm.neural_smooth(problem, mano_model)
+    np.testing.assert_array_equal(out.pose, problem.init.pose)
+    empty = problem.subset(np.zeros(0, np.int64))
+    assert sm.neural_smooth(empty, mano_model).pose.shape == (0, 15)
+
+
+def test_online_is_causal_and_helps(mano_model):
+    rng = np.random.default_rng(5)
+    gt = _trajectory(14, rng)
+    init = _noisy(gt, rng)
+    problem, gt_lm = _problem(gt, init, mano_model, kp_noise_px=1.0, rng=rng)
+    cfg = sm.OnlineSmoothConfig(window=6, free=2, iterations=12)
+    out, lat = sm.online_neural_smooth(problem, mano_model, cfg)
+    assert len(lat) == 14 and np.all(lat > 0)
+    assert _landmark_error_mm(out, problem, gt_lm, mano_model) < _landmark_error_mm(
+        init, problem, gt_lm, mano_model
+    )
+    # causality: changing the future does not change the first 8 outputs
+    future = problem.subset(np.arange(14))
+    future.init.root[8:] += 0.05
+    future.view_kp2d[future.view_instance >= 8] += 10.0
+    out2, _ = sm.online_neural_smooth(future, mano_model, cfg)
+    np.testing.assert_allclose(out2.root[:8], out.root[:8], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# filters
+# ------------------------------------------------------------------------------------------------
+
+
+def test_savgol_keeps_quadratics_and_one_euro_keeps_constants():
+    n = 20
+    t = np.arange(n)[:, None] / 30.0
+    quad = sm.Trajectory(np.tile(t**2, (1, 15)), np.tile(np.eye(3), (n, 1, 1)), np.tile(1 + t - t**2, (1, 3)))
+    seg = np.zeros(n, np.int64)
+    out = sm.savitzky_golay(quad, seg, window=7, polyorder=2)
+    np.testing.assert_allclose(out.pose, quad.pose, atol=1e-9)
+    np.testing.assert_allclose(out.root, quad.root, atol=1e-9)
+    const = sm.Trajectory(
+        np.full((n, 15), 0.3), np.tile(rodrigues(np.array([0.1, 0.2, 0.3])), (n, 1, 1)), np.ones((n, 3))
+    )
+    out = sm.one_euro(const, seg)
+    np.testing.assert_allclose(out.pose, const.pose, atol=1e-12)
+    np.testing.assert_allclose(out.rot, const.rot, atol=1e-9)
+
+
+def test_filters_reduce_noise_and_one_euro_is_causal():
+    rng = np.random.default_rng(6)
+    gt = _trajectory(60, rng)
+    noisy = _noisy(gt, rng)
+    seg = np.zeros(60, np.int64)
+    for out in (sm.savitzky_golay(noisy, seg, 9, 2), sm.one_euro(noisy, seg, min_cutoff=4.0, beta=0.5)):
+        assert np.abs(out.root - gt.root).mean() < np.abs(noisy.root - gt.root).mean()
+    changed = noisy.copy()
+    changed.root[40:] += 1.0
+    np.testing.assert_array_equal(sm.one_euro(changed, seg).root[:40], sm.one_euro(noisy, seg).root[:40])
+    # a segment of 2 frames passes through Savitzky–Golay unchanged
+    short = sm.savitzky_golay(noisy, np.array([0, 0] + [1] * 58), 9, 2)
+    np.testing.assert_array_equal(short.pose[:2], noisy.pose[:2])
+
+
+# ------------------------------------------------------------------------------------------------
+# prediction tables
+# ------------------------------------------------------------------------------------------------
+
+
+def test_prediction_table_round_trip(mano_model):
+    rng = np.random.default_rng(7)
+    gt = _trajectory(6, rng)
+    problem, _ = _problem(gt, gt.copy(), mano_model)
+    rows = []
+    for i in range(6):
+        v = problem.view_instance == i
+        rows.append(
+            dict(
+                sequence_name="seq", frame_id=i if i < 4 else i + 3, hand_side=1,
+                global_rot=gt.rot[i].ravel(), root=gt.root[i], mano_theta=gt.pose[i], mano_beta_pred=np.zeros(10),
+                view_kp2d=[k.ravel() for k in problem.view_kp2d[v]], view_conf=list(problem.view_conf[v]),
+                view_intrinsics=list(problem.view_K[v]), view_T_world_from_crop=[t.ravel() for t in problem.view_T_world_from_crop[v]],
+                mpjpe_mm=1.0,
+            )
+        )  # fmt: skip
+    df = sm.sort_predictions(pd.DataFrame(rows[::-1]))
+    prob = sm.problem_from_predictions(df)
+    assert prob.segment.tolist() == [0, 0, 0, 0, 1, 1]  # gap between frame 3 and 7
+    np.testing.assert_allclose(prob.view_kp2d, problem.view_kp2d)
+    out = sm.apply_trajectory(df, prob.init, prob, mano_model)
+    assert "mpjpe_mm" not in out.columns
+    wx = np.stack(out["wrist_xform"])
+    np.testing.assert_allclose(rodrigues(wx[:, :3]), gt.rot, atol=1e-5)
+    lm = torch.as_tensor(np.stack(out["landmarks"]).reshape(6, 20, 3))
+    with torch.no_grad():
+        ref = mano_model.landmarks_from_wrist_xform(
+            torch.as_tensor(gt.pose, dtype=torch.float32),
+            torch.as_tensor(wx),
+            torch.zeros(6, 10),
+            torch.ones(6, dtype=torch.long),
+        )
+    np.testing.assert_allclose(lm.numpy(), ref.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="lacks columns"):
+        sm.problem_from_predictions(df.drop(columns=["view_kp2d"]))
