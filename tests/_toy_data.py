@@ -461,3 +461,56 @@ GT_LANDMARKS_LEFT = [
     [-0.06691, -0.029618, 0.371564],
     [-0.068487, -0.03559, 0.390744],
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Toy sequence tars built from the examples above (shared by several test modules)
+# --------------------------------------------------------------------------------------------------
+
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _hand(dx: float, mano: bool = True) -> dict:
+    h = copy.deepcopy(HANDS_JSON["left"])
+    t = h["umetrack_pose"]["T_world_from_wrist"]["translation_xyz"]
+    t[0] += dx
+    if mano:
+        h["mano_pose"]["wrist_xform"][3] += dx
+    else:
+        del h["mano_pose"]
+    return h
+
+
+def write_toy_tar(
+    path: Path, frame_ids, right_every: int = 2, shapes: bool = True, hands: bool = True, no_mano=(2,)
+) -> Path:
+    """Toy sequence: left hand in every frame except frame 3 (no crops at all), right hand every
+    ``right_every``-th frame; ``no_mano`` frames lack the left hand's mano_pose (GT pose = zeros)."""
+    from mvhand.dataset import SequenceWriter
+
+    img = _jpeg()
+    crops_left = HAND_CROPS_JSON["left"]
+    with SequenceWriter(path) as w:
+        if shapes:
+            w.write_hand_shapes(HAND_SHAPES_JSON["mano"], HAND_SHAPES_JSON["umetrack"])
+        for k, fid in enumerate(frame_ids):
+            crops, hj = {}, {}
+            if fid != 3:
+                crops["left"] = crops_left
+                hj["left"] = _hand(0.002 * k, mano=fid not in no_mano)
+            if k % right_every == right_every - 1:
+                crops["right"] = crops_left
+                hj["right"] = _hand(0.1 + 0.001 * k)
+            w.write_frame(fid, CAMERAS_JSON, crops, hj if hands else None, {s: img for s in CAMERAS_JSON})
+    return path

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _toy_data import write_toy_tar as _write_toy_tar
 
 from mvhand.io_utils import InputError
 from mvhand.submission import (
@@ -400,57 +401,6 @@ def test_evaluator_known_shift_with_real_mano(tmp_path, mano_dir):
 # ------------------------------------------------------------------------------------------------
 # Tars (FORMATS §2.7 toy data) → expected instances, ground truth, end to end, CLIs
 # ------------------------------------------------------------------------------------------------
-
-
-def _jpeg() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("L", (8, 8), 128).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _hand(dx: float, mano: bool = True) -> dict:
-    import _toy_data as toy
-
-    h = copy.deepcopy(toy.HANDS_JSON["left"])
-    t = h["umetrack_pose"]["T_world_from_wrist"]["translation_xyz"]
-    t[0] += dx
-    if mano:
-        h["mano_pose"]["wrist_xform"][3] += dx
-    else:
-        del h["mano_pose"]
-    return h
-
-
-def _write_toy_tar(
-    path: Path, frame_ids, right_every: int = 2, shapes: bool = True, hands: bool = True, no_mano=(2,)
-) -> Path:
-    """Toy sequence: left hand in every frame except frame 3 (no crops at all), right hand every
-    ``right_every``-th frame; ``no_mano`` frames lack the left hand's mano_pose (GT pose = zeros)."""
-    import _toy_data as toy
-
-    from mvhand.dataset import SequenceWriter
-
-    img = _jpeg()
-    crops_left = toy.HAND_CROPS_JSON["left"]
-    with SequenceWriter(path) as w:
-        if shapes:
-            w.write_hand_shapes(toy.HAND_SHAPES_JSON["mano"], toy.HAND_SHAPES_JSON["umetrack"])
-        for k, fid in enumerate(frame_ids):
-            crops, hj = {}, {}
-            if fid != 3:
-                crops["left"] = crops_left
-                hj["left"] = _hand(0.002 * k, mano=fid not in no_mano)
-            if k % right_every == right_every - 1:
-                crops["right"] = crops_left
-                hj["right"] = _hand(0.1 + 0.001 * k)
-            w.write_frame(
-                fid, toy.CAMERAS_JSON, crops, hj if hands else None, {s: img for s in toy.CAMERAS_JSON}
-            )
-    return path
 
 
 @pytest.fixture(scope="module")
