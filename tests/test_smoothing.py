@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mvhand import smoothing as sm
+from mvhand.cameras import project_pinhole_torch
 from mvhand.geometry import rodrigues
-
 
 # ------------------------------------------------------------------------------------------------
 # helpers: a synthetic hand trajectory observed by two look-at pinhole crop cameras
@@ -54,7 +54,7 @@ def _problem(gt: sm.Trajectory, init: sm.Trajectory, mano, side: int = 1, kp_noi
     view_instance, Ks, Ts, kps = [], [], [], []
     for i in range(n):
         for T in cams:
-            uv, _ = sm._project(
+            uv, _ = project_pinhole_torch(
                 lm[i : i + 1],
                 torch.as_tensor(T[None], dtype=torch.float32),
                 torch.as_tensor(K[None], dtype=torch.float32),

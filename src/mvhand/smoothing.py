@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
+from mvhand.cameras import project_pinhole_torch
 from mvhand.geometry import matrix_to_rotation_6d, rotation_6d_to_matrix
 
 __all__ = [
@@ -234,20 +235,6 @@ class _Landmarks:
         return out
 
 
-def _project(points: torch.Tensor, T_world_from_crop: torch.Tensor, K: torch.Tensor):
-    """Pinhole projection of world points ``(M, L, 3)``; returns pixels ``(M, L, 2)`` and depth ``(M, L)``."""
-    R = T_world_from_crop[:, :3, :3]
-    t = T_world_from_crop[:, :3, 3]
-    eye = torch.einsum("mji,mlj->mli", R, points - t[:, None])  # Rᵀ (p − t)
-    z = eye[..., 2]
-    zs = torch.where(z > 1e-4, z, torch.full_like(z, 1e-4))
-    uv = torch.stack(
-        [K[:, None, 0] * eye[..., 0] / zs + K[:, None, 2], K[:, None, 1] * eye[..., 1] / zs + K[:, None, 3]],
-        -1,
-    )
-    return uv, z
-
-
 class _Objective:
     """The Neural Smooth loss over a :class:`SmoothingProblem` (torch, float32)."""
 
@@ -288,7 +275,10 @@ class _Objective:
         if self.conf_sum > 0 and cfg.w_2d > 0:
             rot = rotation_6d_to_matrix(rot6d)
             lm = self.landmarks(pose, rot, root)[:, EVAL_2D_LANDMARKS]
-            uv, z = _project(lm[self.view_instance], self.T, self.K)
+            pts = lm[self.view_instance]
+            uv, z = project_pinhole_torch(pts, self.T, self.K)
+            # points behind (or on) the camera plane carry no 2D evidence
+            uv = torch.where((z > 1e-4)[..., None], uv, self.kp)
             err = ((uv - self.kp) / self.focal).abs().sum(-1)  # normalised image coordinates
             w = self.conf * (z > 1e-4)
             terms["l2d"] = (w * err).sum() / w.sum().clamp_min(1e-6)
