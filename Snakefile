@@ -1,0 +1,27 @@
+# mvhand: multi-view egocentric 3D hand tracking (ECCV 2024 challenge, 1st-place method of Zou et al.)
+#
+# Stages and outputs (see docs/workflow.md):
+#   download       resources/data/<dataset>/{train,pose_test,shape_test}/*.tar + manifest.json
+#   cache_crops    results/crops/<dataset>/<split>/<sequence>.parquet      (target: crops)
+#   train/predict  results/train/, results/predict/                        (workflow/rules/model.smk)
+#   postprocess    results/smooth/, results/submission/, results/report/  (workflow/rules/postprocess.smk)
+# Logs: logs/<rule>/...; per-job timings: benchmarks/<rule>.*.tsv.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/postprocess.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FINAL_TARGETS,

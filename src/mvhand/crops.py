@@ -1,0 +1,458 @@
+"""Perspective-crop cache: one Parquet file of rendered hand crops (+ targets) per sequence.
+
+For every frame of a sequence tar, every hand with a non-empty ``hand_crops.json`` entry (left, then
+right) and every view of that hand, the crop camera of FORMATS.md §3.8 is rendered with a field-of-view
+margin ``m``::
+
+    tan(render_fov / 2) = m · tan(fov / 2),   render_size = round(m · S)
+
+so that a training-time homography can zoom or rotate inside the crop without black borders (the crop
+centre and the focal length in px stay those of the S-px crop). The source image is warped with
+:func:`mvhand.cameras.warp_image` (§3.9) and stored as JPEG (mono sources stay 1-channel). When the split
+has annotations the row also carries the UmeTrack canonical landmarks (FK with the sequence's hand
+profile), their projection into the rendered crop and the MANO parameters. The schema is
+:data:`CROP_SCHEMA` (documented in docs/architecture.md).
+
+Work is spread over a thread pool (OpenCV and NumPy release the GIL) with a bounded number of frames in
+flight; rows are written in row groups, atomically (a failed run leaves no Parquet file).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mvhand.cameras import CameraModel, crop_camera, warp_image
+from mvhand.io_utils import InputError, atomic_path
+
+__all__ = [
+    "CROP_SCHEMA",
+    "HAND_SIDES",
+    "CropCacheStats",
+    "CropSettings",
+    "cache_sequence_crops",
+    "crop_render_geometry",
+    "decode_crop_jpeg",
+    "project_to_crop",
+    "render_crop_camera",
+]
+
+log = logging.getLogger(__name__)
+
+HAND_SIDES = ("left", "right")  # index = hand_side column value
+
+_F32 = pa.float32()
+CROP_SCHEMA = pa.schema(
+    [
+        pa.field("sequence_name", pa.string(), nullable=False),
+        pa.field("frame_id", pa.int32(), nullable=False),
+        pa.field("hand_side", pa.int8(), nullable=False),
+        pa.field("view_index", pa.int8(), nullable=False),
+        pa.field("stream_id", pa.string(), nullable=False),
+        pa.field("image_jpeg", pa.binary(), nullable=False),
+        pa.field("crop_size", pa.int16(), nullable=False),
+        pa.field("fov", _F32, nullable=False),
+        pa.field("render_fov", _F32, nullable=False),
+        pa.field("intrinsics", pa.list_(_F32, 4), nullable=False),
+        pa.field("T_world_from_crop", pa.list_(_F32, 16), nullable=False),
+        pa.field("mano_beta", pa.list_(_F32)),
+        pa.field("landmarks_world", pa.list_(_F32)),
+        pa.field("landmarks_crop", pa.list_(_F32)),
+        pa.field("mano_theta", pa.list_(_F32)),
+        pa.field("mano_wrist_xform", pa.list_(_F32)),
+        pa.field("n_visible", pa.int8(), nullable=False),
+    ],
+    metadata={"mvhand.crops": "1"},
+)
+# Per-column Parquet compression: JPEG bytes are stored as is, everything else zstd-compressed.
+_COMPRESSION = {
+    (
+        f.name + ".list.element"
+        if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
+        else f.name
+    ): ("none" if f.name == "image_jpeg" else "zstd")
+    for f in CROP_SCHEMA
+}
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """Crop-cache settings (the ``crops:`` config section).
+
+    Attributes:
+        crop_size: training crop side S, px.
+        fov_margin: field-of-view margin m ≥ 1 (tan scale).
+        jpeg_quality: JPEG quality 1–100.
+    """
+
+    crop_size: int = 128
+    fov_margin: float = 1.25
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if not (8 <= int(self.crop_size) <= 4096):
+            raise ValueError(f"crop_size must be in [8, 4096] px, got {self.crop_size}")
+        if not (1.0 <= float(self.fov_margin) <= 4.0):
+            raise ValueError(f"fov_margin must be in [1, 4], got {self.fov_margin}")
+        if not (1 <= int(self.jpeg_quality) <= 100):
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+
+@dataclass
+class CropCacheStats:
+    """What :func:`cache_sequence_crops` wrote.
+
+    Attributes:
+        n_frames: frames read.
+        n_rows: crops written (rows).
+        n_with_targets: rows with landmark targets.
+        skipped_views: (frame_id, hand, stream_id) of crop entries whose stream has no camera/image.
+    """
+
+    n_frames: int = 0
+    n_rows: int = 0
+    n_with_targets: int = 0
+    skipped_views: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure maths
+# --------------------------------------------------------------------------------------------------
+
+
+def crop_render_geometry(fov: float, crop_size: int, fov_margin: float) -> tuple[float, int]:
+    """Field of view and side of the rendered crop.
+
+    Args:
+        fov: ``crop_camera_fov`` of ``hand_crops.json``, radians.
+        crop_size: training crop side S, px.
+        fov_margin: margin m ≥ 1.
+
+    Returns:
+        ``(render_fov, render_size)`` with ``tan(render_fov/2) = m·tan(fov/2)`` (radians) and
+        ``render_size = round(m·S)`` (px).
+
+    Raises:
+        ValueError: ``fov`` outside (0, π) or the widened fov reaching π.
+    """
+    if not (0.0 < fov < math.pi):
+        raise ValueError(f"crop fov must be in (0, π) radians, got {fov}")
+    render_fov = 2.0 * math.atan(fov_margin * math.tan(fov / 2.0))
+    return render_fov, int(round(fov_margin * crop_size))
+
+
+def render_crop_camera(
+    T_world_from_crop: np.ndarray, fov: float, crop_size: int, fov_margin: float
+) -> CameraModel:
+    """Pinhole camera of the rendered crop (§3.8 applied to the widened fov and the enlarged side)."""
+    render_fov, render_size = crop_render_geometry(fov, crop_size, fov_margin)
+    return crop_camera(T_world_from_crop, render_fov, render_size)
+
+
+def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndarray, int]:
+    """Project world points into a pinhole crop camera.
+
+    Args:
+        points_world: ``(N, 3)`` metres.
+        cam: crop camera (``PinholePlane``).
+
+    Returns:
+        ``(uv (N, 2) float32 px, n_visible)``: pixel positions (§3.2) and the number of points in front of
+        the camera (z > 0) whose position lies inside the image ``[−½, W−½] × [−½, H−½]``.
+    """
+    v = cam.world_to_eye(np.asarray(points_world, dtype=np.float64))
+    z = v[:, 2]
+    safe_z = np.where(np.abs(z) < 1e-12, 1e-12, z)
+    uv = np.stack([cam.fx * v[:, 0] / safe_z + cam.cx, cam.fy * v[:, 1] / safe_z + cam.cy], -1)
+    inside = (
+        (z > 0)
+        & (uv[:, 0] >= -0.5)
+        & (uv[:, 0] <= cam.width - 0.5)
+        & (uv[:, 1] >= -0.5)
+        & (uv[:, 1] <= cam.height - 0.5)
+    )
+    return uv.astype(np.float32), int(inside.sum())
+
+
+def decode_crop_jpeg(data: bytes) -> np.ndarray:
+    """Decode a stored crop: ``(S, S)`` uint8 for mono, ``(S, S, 3)`` RGB uint8 for colour crops."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError("not a decodable JPEG crop")
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-frame work
+# --------------------------------------------------------------------------------------------------
+
+
+def _decode_source(data: bytes, rgb: bool) -> np.ndarray | None:
+    """Decode a source JPEG: mono -> (H, W); RGB -> (H, W, 3) in OpenCV's BGR order (kept BGR: the
+    warp is per channel and ``cv2.imencode`` expects BGR, so the stored JPEG has the right colours)."""
+    flag = cv2.IMREAD_COLOR if rgb else cv2.IMREAD_GRAYSCALE
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
+
+class _SequenceContext:
+    """Per-sequence constants shared by the workers."""
+
+    def __init__(self, tar_path: Path, sequence_name: str, settings: CropSettings, shapes) -> None:
+        self.tar_path = tar_path
+        self.sequence_name = sequence_name
+        self.settings = settings
+        self.umetrack = getattr(shapes, "umetrack", None)
+        beta = getattr(shapes, "mano_betas", None)
+        self.mano_beta = None if beta is None else np.asarray(beta, np.float32).reshape(-1).tolist()
+        self.encode_params = [cv2.IMWRITE_JPEG_QUALITY, int(settings.jpeg_quality)]
+        # colour crops keep full-resolution chroma (4:4:4): small crops suffer visibly from 4:2:0
+        self.encode_params_rgb = self.encode_params + [
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+        ]
+
+    def hand_landmarks(self, hand, side: str) -> np.ndarray | None:
+        """(20, 3) float32 canonical world landmarks of an annotated hand, or None."""
+        if hand is None or self.umetrack is None:
+            return None
+        from mvhand.umetrack import canonical_landmarks, forward_kinematics
+
+        lm21 = forward_kinematics(
+            self.umetrack,
+            np.asarray(hand.joint_angles, np.float32),
+            np.asarray(hand.T_world_from_wrist),
+            side == "right",
+        )
+        return np.asarray(canonical_landmarks(lm21), np.float32)
+
+
+def _opt_list(x) -> list[float] | None:
+    return None if x is None else np.asarray(x, np.float32).reshape(-1).tolist()
+
+
+def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple[int, str, str]]]:
+    """Rows of one frame (sorted by hand side, view) and the skipped (frame, hand, stream) views."""
+    rows: list[dict] = []
+    skipped: list[tuple[int, str, str]] = []
+    images: dict[str, np.ndarray] = {}
+    s = ctx.settings
+    for side_index, side in enumerate(HAND_SIDES):
+        views = (frame.hand_crops or {}).get(side) or {}
+        if not views:
+            continue
+        hand = (frame.hands or {}).get(side)
+        lm_world = ctx.hand_landmarks(hand, side)
+        view_index = 0
+        for stream_id, params in views.items():
+            src_cam = frame.cameras.get(stream_id)
+            data = frame.image_bytes.get(stream_id)
+            if src_cam is None or data is None:
+                skipped.append((frame.frame_id, side, stream_id))
+                continue
+            if stream_id not in images:
+                img = _decode_source(data, src_cam.is_rgb)
+                if img is None:
+                    raise InputError(
+                        ctx.tar_path,
+                        f"frame {frame.frame_id:06d}: image_{stream_id}.jpg is not a decodable JPEG",
+                        "re-run the download stage with --force (the file is corrupt)",
+                    )
+                images[stream_id] = img
+            fov = float(params.fov)
+            cam = render_crop_camera(params.T_world_from_crop_camera, fov, s.crop_size, s.fov_margin)
+            crop = warp_image(images[stream_id], src_cam, cam)
+            ok, jpeg = cv2.imencode(
+                ".jpg", crop, ctx.encode_params_rgb if crop.ndim == 3 else ctx.encode_params
+            )
+            if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
+                raise RuntimeError(f"JPEG encoding failed for frame {frame.frame_id}, {side}, {stream_id}")
+            if lm_world is not None:
+                uv, n_visible = project_to_crop(lm_world, cam)
+                lm_world_l, lm_crop_l = lm_world.reshape(-1).tolist(), uv.reshape(-1).tolist()
+            else:
+                lm_world_l, lm_crop_l, n_visible = None, None, -1
+            rows.append(
+                {
+                    "sequence_name": ctx.sequence_name,
+                    "frame_id": int(frame.frame_id),
+                    "hand_side": side_index,
+                    "view_index": view_index,
+                    "stream_id": stream_id,
+                    "image_jpeg": jpeg.tobytes(),
+                    "crop_size": cam.width,
+                    "fov": fov,
+                    "render_fov": crop_render_geometry(fov, s.crop_size, s.fov_margin)[0],
+                    "intrinsics": [cam.fx, cam.fy, cam.cx, cam.cy],
+                    "T_world_from_crop": np.asarray(cam.T_world_from_eye, np.float32).reshape(-1).tolist(),
+                    "mano_beta": ctx.mano_beta,
+                    "landmarks_world": lm_world_l,
+                    "landmarks_crop": lm_crop_l,
+                    "mano_theta": _opt_list(getattr(hand, "mano_thetas", None)),
+                    "mano_wrist_xform": _opt_list(getattr(hand, "mano_wrist_xform", None)),
+                    "n_visible": n_visible,
+                }
+            )
+            view_index += 1
+    return rows, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequence driver
+# --------------------------------------------------------------------------------------------------
+
+
+def _rows_to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=CROP_SCHEMA)
+
+
+def _checked_frames(tar_path: Path, frames: Iterator) -> Iterator:
+    """Re-raise reader failures (corrupt/truncated tar) as an :class:`InputError` naming the file."""
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - tarfile/json/EOF errors all mean a broken sequence file
+            raise InputError(
+                tar_path,
+                f"corrupt or truncated sequence tar ({type(e).__name__}: {e})",
+                "re-run the download stage with --force, or replace the file",
+            ) from e
+        yield frame
+
+
+def cache_sequence_crops(
+    tar_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    settings: CropSettings | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    row_group_size: int = 256,
+    max_in_flight: int | None = None,
+) -> CropCacheStats:
+    """Render, encode and store every hand crop of one sequence (schema :data:`CROP_SCHEMA`).
+
+    Args:
+        tar_path: sequence tar in the challenge format.
+        out_path: Parquet file to write (atomically; nothing is left behind on failure).
+        settings: crop size, FOV margin and JPEG quality.
+        threads: worker threads (frames are processed in parallel, rows keep the frame order).
+        progress: tqdm progress bar on stderr.
+        row_group_size: rows per Parquet row group.
+        max_in_flight: frames queued at once (bounded memory); default ``2 · threads``.
+
+    Returns:
+        :class:`CropCacheStats`. A sequence without any visible hand yields a valid empty file (warning).
+
+    Raises:
+        InputError: missing, corrupt or truncated tar, or an undecodable image (message names the file).
+    """
+    from tqdm import tqdm
+
+    from mvhand.dataset import iter_frames, read_hand_shapes
+    from mvhand.dataset import sequence_name as dataset_sequence_name
+
+    settings = settings or CropSettings()
+    tar_path, out_path = Path(tar_path), Path(out_path)
+    if not tar_path.is_file():
+        raise InputError(tar_path, "sequence tar not found", "run the download stage first")
+    sequence_name = dataset_sequence_name(tar_path)
+    try:
+        shapes = read_hand_shapes(tar_path)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise InputError(
+            tar_path,
+            f"corrupt or truncated sequence tar ({type(e).__name__}: {e})",
+            "re-run the download stage with --force, or replace the file",
+        ) from e
+    ctx = _SequenceContext(tar_path, sequence_name, settings, shapes)
+    stats = CropCacheStats()
+    threads = max(1, int(threads))
+    max_in_flight = max_in_flight or 2 * threads
+    buffer: list[dict] = []
+
+    cv2_threads = cv2.getNumThreads()
+    if threads > 1:
+        cv2.setNumThreads(1)  # parallelism comes from our pool; avoid oversubscription
+    try:
+        with atomic_path(out_path) as tmp:
+            writer = pq.ParquetWriter(
+                tmp, CROP_SCHEMA, compression=_COMPRESSION, use_dictionary=["sequence_name", "stream_id"]
+            )
+            try:
+
+                def consume(result: tuple[list[dict], list]) -> None:
+                    rows, skipped = result
+                    stats.n_frames += 1
+                    stats.n_rows += len(rows)
+                    stats.n_with_targets += sum(r["landmarks_world"] is not None for r in rows)
+                    stats.skipped_views.extend(skipped)
+                    buffer.extend(rows)
+                    if len(buffer) >= row_group_size:
+                        writer.write_table(_rows_to_table(buffer), row_group_size=row_group_size)
+                        buffer.clear()
+
+                frames = _checked_frames(tar_path, iter(iter_frames(tar_path, images=True)))
+                bar = tqdm(
+                    frames,
+                    desc=sequence_name,
+                    unit="frame",
+                    file=sys.stderr,
+                    disable=not progress,
+                    mininterval=2.0,
+                )
+                if threads == 1:
+                    for frame in bar:
+                        consume(_process_frame(frame, ctx))
+                else:
+                    with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
+                        pending: collections.deque = collections.deque()
+                        for frame in bar:
+                            pending.append(pool.submit(_process_frame, frame, ctx))
+                            while len(pending) >= max_in_flight:
+                                consume(pending.popleft().result())
+                        while pending:
+                            consume(pending.popleft().result())
+                if buffer:
+                    writer.write_table(_rows_to_table(buffer), row_group_size=row_group_size)
+                    buffer.clear()
+            finally:
+                writer.close()
+    finally:
+        cv2.setNumThreads(cv2_threads)
+    if stats.skipped_views:
+        f, h, sid = stats.skipped_views[0]
+        log.warning(
+            "%s: %d crop view(s) skipped: stream without camera/image (first: frame %d, %s, %s)",
+            tar_path,
+            len(stats.skipped_views),
+            f,
+            h,
+            sid,
+        )
+    if stats.n_rows == 0:
+        log.warning(
+            "%s: no hand crop in %d frame(s); wrote an empty crop cache %s",
+            tar_path,
+            stats.n_frames,
+            out_path,
+        )
+    return stats

@@ -1,0 +1,646 @@
+"""Download stage: put a dataset into the challenge layout and write its sequence manifest.
+
+Sources:
+
+* ``synthetic``: :func:`mvhand.synthetic_world.generate_dataset` (no network).
+* ``huggingface``: UmeTrack from ``facebook/hand_tracking_challenge_umetrack`` (already in the challenge
+  layout), HOT3D-Clips from ``bop-benchmark/hot3d`` (``train_aria/``, ``train_quest3/``, ``test_aria/``,
+  ``test_quest3/`` + ``clip_splits.json``), mapped onto ``{train, pose_test, shape_test}`` with
+  ``clip_splits.json`` (FORMATS.md §1.1) by hard links (symbolic links across file systems).
+  Downloads go through :func:`huggingface_hub.snapshot_download` (resumable) and are checked against the
+  repository's file metadata (size, LFS sha256 or git blob id).
+* ``local``: a folder the user already has, in either layout, linked the same way.
+
+Result: ``<output_dir>/<dataset>/{train,pose_test,shape_test}/<sequence>.tar`` and, written atomically and
+last, ``<output_dir>/<dataset>/manifest.json`` (:class:`Manifest`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mvhand.io_utils import InputError, atomic_write
+
+__all__ = [
+    "DATASETS",
+    "HF_REPOS",
+    "HOT3D_SPLIT_MAP",
+    "MANIFEST_NAME",
+    "SOURCES",
+    "SPLITS",
+    "Manifest",
+    "RemoteFile",
+    "download_dataset",
+    "download_huggingface",
+    "hot3d_clip_paths",
+    "link_local",
+    "read_manifest",
+    "remote_file_index",
+    "scan_splits",
+    "verify_files",
+    "write_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("synthetic", "huggingface", "local")
+DATASETS = ("umetrack", "hot3d")
+SPLITS = ("train", "pose_test", "shape_test")
+MANIFEST_NAME = "manifest.json"
+HF_REPOS = {"umetrack": "facebook/hand_tracking_challenge_umetrack", "hot3d": "bop-benchmark/hot3d"}
+# HOT3D clip_splits.json key -> our split; device key -> (train folder, test folder).
+HOT3D_SPLIT_MAP = {"train": "train", "test_ht_pose": "pose_test", "test_ht_shape": "shape_test"}
+HOT3D_DEVICE_DIRS = {"Aria": ("train_aria", "test_aria"), "Quest3": ("train_quest3", "test_quest3")}
+HOT3D_SPLITS_FILE = "clip_splits.json"
+HOT3D_HF_SUBDIR = "_hf"  # raw mirror of bop-benchmark/hot3d inside <output_dir>/hot3d/
+UMETRACK_PATTERNS = tuple(f"{split}/*.tar" for split in SPLITS)
+
+_LOGIN_FIX = (
+    "accept the dataset's terms on https://huggingface.co/datasets/{repo}, then run `huggingface-cli login` "
+    "(or export HF_TOKEN=...); or download it elsewhere and set `source: local` with `download.local_dir`"
+)
+_OFFLINE_FIX = (
+    "unset HF_HUB_OFFLINE (and check the network), or copy the data here and set `source: local` with "
+    "`download.local_dir`, or use `source: synthetic`"
+)
+
+
+@dataclass
+class Manifest:
+    """Contents of ``<dataset>/manifest.json``.
+
+    Attributes:
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        source: where the data came from (:data:`SOURCES`).
+        splits: split -> sorted sequence names (tar stems); the tar is ``<split>/<name>.tar``.
+        info: source-specific details (repository, generator settings, HOT3D devices, …).
+        created: UTC time stamp (ISO 8601).
+    """
+
+    dataset: str
+    source: str
+    splits: dict[str, list[str]]
+    info: dict = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict:
+        """JSON-serialisable dict (``format`` 1)."""
+        return {"format": 1, **asdict(self)}
+
+    @property
+    def n_sequences(self) -> int:
+        """Total number of sequences over all splits."""
+        return sum(len(v) for v in self.splits.values())
+
+
+@dataclass
+class RemoteFile:
+    """One file of a Hugging Face repository, as listed by ``HfApi.list_repo_tree(expand=True)``.
+
+    Attributes:
+        path: path inside the repository.
+        size: bytes.
+        sha256: LFS sha256 (hex) for LFS files, else None.
+        blob_id: git blob id (sha1 of ``b"blob <size>\\0" + content``) for regular files, else None.
+    """
+
+    path: str
+    size: int
+    sha256: str | None = None
+    blob_id: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------------
+
+
+def scan_splits(dataset_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Sorted tar stems of ``<dataset_dir>/<split>/*.tar`` for every split (missing folder -> ``[]``)."""
+    dataset_dir = Path(dataset_dir)
+    out = {}
+    for split in SPLITS:
+        d = dataset_dir / split
+        out[split] = sorted(p.name[: -len(".tar")] for p in d.glob("*.tar")) if d.is_dir() else []
+    return out
+
+
+def write_manifest(dataset_dir: str | os.PathLike, manifest: Manifest, extra: dict | None = None) -> Path:
+    """Write ``<dataset_dir>/manifest.json`` atomically; returns its path.
+
+    Args:
+        dataset_dir: dataset folder.
+        manifest: the manifest.
+        extra: more top-level keys (e.g. the synthetic generator's own record); the manifest's keys win.
+    """
+    if not manifest.created:
+        manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path = Path(dataset_dir) / MANIFEST_NAME
+    with atomic_write(path) as fh:
+        json.dump({**(extra or {}), **manifest.to_json()}, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Raises:
+        InputError: missing file or not a manifest.
+    """
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return Manifest(
+            d["dataset"],
+            d["source"],
+            {k: list(v) for k, v in d["splits"].items()},
+            d.get("info", {}),
+            d.get("created", ""),
+        )
+    except FileNotFoundError:
+        raise InputError(path, "manifest not found", "run the download stage first") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(path, f"not a valid manifest ({e})", "re-run the download stage (--force)") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Linking
+# --------------------------------------------------------------------------------------------------
+
+
+def _link(src: Path, dst: Path) -> str:
+    """Hard-link ``src`` to ``dst`` (replacing ``dst``); symbolic link if hard links are impossible.
+
+    Returns:
+        ``"hardlink"``, ``"symlink"`` or ``"same"`` (``dst`` already is ``src``).
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return "same"
+    tmp = dst.with_name(f".{dst.name}.link")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+        kind = "hardlink"
+    except OSError:
+        os.symlink(src.resolve(), tmp)
+        kind = "symlink"
+    os.replace(tmp, dst)
+    return kind
+
+
+def _link_all(pairs: Iterable[tuple[Path, Path]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for src, dst in pairs:
+        kind = _link(src, dst)
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _read_clip_splits(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(d, dict):
+            raise ValueError("top level is not an object")
+        return d
+    except FileNotFoundError:
+        raise InputError(
+            path, "clip_splits.json not found", "download it with the clips (HOT3D-Clips layout)"
+        ) from None
+    except ValueError as e:
+        raise InputError(path, f"unreadable clip_splits.json ({e})", "download it again") from None
+
+
+def hot3d_clip_paths(clip_splits: dict) -> dict[str, dict[str, str]]:
+    """Map ``clip_splits.json`` onto our splits (FORMATS.md §1.1).
+
+    Args:
+        clip_splits: parsed ``clip_splits.json``: ``{hot3d split: {"Aria"|"Quest3": [int clip ids]}}``.
+
+    Returns:
+        ``{split: {clip name "clip-XXXXXX": path in the HOT3D-Clips layout, e.g. "test_aria/clip-000123.tar"}}``
+        for ``split`` in :data:`SPLITS` (``train`` → train, ``test_ht_pose`` → pose_test,
+        ``test_ht_shape`` → shape_test; ``test_bop`` is ignored).
+
+    Raises:
+        ValueError: unknown device key or a non-integer clip id.
+    """
+    out: dict[str, dict[str, str]] = {split: {} for split in SPLITS}
+    for key, split in HOT3D_SPLIT_MAP.items():
+        for device, ids in (clip_splits.get(key) or {}).items():
+            if device not in HOT3D_DEVICE_DIRS:
+                raise ValueError(f"clip_splits[{key!r}]: unknown device {device!r} (expected Aria or Quest3)")
+            folder = HOT3D_DEVICE_DIRS[device][0 if split == "train" else 1]
+            for clip_id in ids:
+                if (
+                    isinstance(clip_id, bool)
+                    or not isinstance(clip_id, int | str)
+                    or not str(clip_id).isdigit()
+                ):
+                    raise ValueError(f"clip_splits[{key!r}][{device!r}]: bad clip id {clip_id!r}")
+                name = f"clip-{int(clip_id):06d}"
+                out[split][name] = f"{folder}/{name}.tar"
+    return out
+
+
+def _map_hot3d(src_root: Path, dataset_dir: Path) -> tuple[dict[str, list[str]], dict]:
+    """Link HOT3D-Clips tars of ``src_root`` into ``dataset_dir/<split>/``; returns (splits, info)."""
+    mapping = hot3d_clip_paths(_read_clip_splits(src_root / HOT3D_SPLITS_FILE))
+    missing = [rel for split in SPLITS for rel in mapping[split].values() if not (src_root / rel).is_file()]
+    if missing:
+        raise InputError(
+            src_root,
+            f"{len(missing)} clip(s) listed in clip_splits.json are missing (first: {missing[0]})",
+            "complete the download (re-run it; it resumes) or fix the local copy",
+        )
+    pairs = [
+        (src_root / rel, dataset_dir / split / f"{name}.tar")
+        for split in SPLITS
+        for name, rel in mapping[split].items()
+    ]
+    counts = _link_all(pairs)
+    devices = {
+        name: rel.split("/")[0].split("_")[1] for split in SPLITS for name, rel in mapping[split].items()
+    }
+    splits = {split: sorted(mapping[split]) for split in SPLITS}
+    return splits, {"links": counts, "device_folder": devices}
+
+
+def _map_challenge_layout(src_root: Path, dataset_dir: Path) -> tuple[dict[str, list[str]], dict]:
+    """Link ``src_root/{train,pose_test,shape_test}/*.tar`` into ``dataset_dir``; returns (splits, info)."""
+    splits = scan_splits(src_root)
+    if src_root.resolve() == dataset_dir.resolve():
+        return splits, {"links": {}}
+    pairs = [
+        (src_root / split / f"{name}.tar", dataset_dir / split / f"{name}.tar")
+        for split in SPLITS
+        for name in splits[split]
+    ]
+    return splits, {"links": _link_all(pairs)}
+
+
+def link_local(
+    dataset: str, local_dir: str | os.PathLike, dataset_dir: str | os.PathLike
+) -> tuple[dict, dict]:
+    """Map an existing copy (challenge or HOT3D-Clips layout) onto ``dataset_dir``.
+
+    Args:
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        local_dir: the dataset folder, or a folder holding ``<dataset>/``.
+        dataset_dir: ``<output_dir>/<dataset>``.
+
+    Returns:
+        ``(splits, info)``: split -> sequence names, and details for the manifest.
+
+    Raises:
+        InputError: folder missing, in neither layout, or without any sequence.
+    """
+    root = Path(local_dir)
+    if not str(local_dir) or not root.is_dir():
+        raise InputError(
+            local_dir or "download.local_dir",
+            "local data folder not found",
+            "set `download.local_dir` (or --local-dir) to the folder holding the dataset",
+        )
+    if (root / dataset).is_dir():
+        root = root / dataset
+    if (root / HOT3D_SPLITS_FILE).is_file():
+        splits, info = _map_hot3d(root, Path(dataset_dir))
+        layout = "hot3d-clips"
+    elif any((root / split).is_dir() for split in SPLITS):
+        splits, info = _map_challenge_layout(root, Path(dataset_dir))
+        layout = "challenge"
+    else:
+        raise InputError(
+            root,
+            f"no {'/'.join(SPLITS)} folders and no {HOT3D_SPLITS_FILE}",
+            "point `download.local_dir` at the dataset folder (challenge layout, or HOT3D-Clips with "
+            "train_aria/ ... and clip_splits.json)",
+        )
+    if not any(splits.values()):
+        raise InputError(root, "no sequence (.tar) found", "check `download.local_dir`")
+    return splits, {"local_dir": str(root.resolve()), "layout": layout, **info}
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face
+# --------------------------------------------------------------------------------------------------
+
+
+def _hf_offline() -> bool:
+    import huggingface_hub.constants as hc
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return env in {"1", "ON", "YES", "TRUE"} or bool(getattr(hc, "HF_HUB_OFFLINE", False))
+
+
+def _hf_error(e: Exception, repo_id: str, where: Path) -> InputError:
+    """Translate a huggingface_hub / network exception into an :class:`InputError` with a fix."""
+    from huggingface_hub import errors
+
+    fix = _LOGIN_FIX.format(repo=repo_id)
+    if isinstance(e, errors.GatedRepoError):
+        return InputError(
+            where, f"access to the gated dataset {repo_id} was refused ({type(e).__name__})", fix
+        )
+    if isinstance(e, errors.RepositoryNotFoundError | errors.LocalTokenNotFoundError):
+        return InputError(where, f"dataset {repo_id} not found or not authorised ({type(e).__name__})", fix)
+    if (
+        isinstance(e, errors.LocalEntryNotFoundError | ConnectionError | TimeoutError)
+        or "connect" in str(e).lower()
+    ):
+        return InputError(
+            where, f"cannot reach the Hugging Face Hub for {repo_id} ({type(e).__name__}: {e})", _OFFLINE_FIX
+        )
+    if isinstance(e, errors.HfHubHTTPError):
+        return InputError(
+            where, f"download of {repo_id} failed ({e})", "re-run the download (it resumes where it stopped)"
+        )
+    return InputError(
+        where,
+        f"download of {repo_id} failed ({type(e).__name__}: {e})",
+        "re-run the download (it resumes where it stopped)",
+    )
+
+
+def remote_file_index(
+    repo_id: str, patterns: Iterable[str], token: str | None = None
+) -> dict[str, RemoteFile]:
+    """Files of a dataset repository matching ``patterns`` (fnmatch), with sizes and checksums.
+
+    Uses ``HfApi().list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True)``.
+    """
+    import huggingface_hub
+
+    patterns = list(patterns)
+    api = huggingface_hub.HfApi(token=token)
+    out = {}
+    for entry in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True, token=token):
+        size = getattr(entry, "size", None)
+        if size is None:  # a folder
+            continue
+        if not any(fnmatch.fnmatch(entry.path, p) for p in patterns):
+            continue
+        lfs = getattr(entry, "lfs", None)
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        out[entry.path] = RemoteFile(
+            entry.path, int(size), sha, None if sha else getattr(entry, "blob_id", None)
+        )
+    return out
+
+
+def _file_digest(path: Path, algo: str, prefix: bytes = b"") -> str:
+    h = hashlib.new(algo)
+    h.update(prefix)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(root: str | os.PathLike, expected: dict[str, RemoteFile], mode: str = "sha256") -> None:
+    """Check downloaded files against the repository metadata.
+
+    Args:
+        root: local folder mirroring the repository.
+        expected: path in repo -> :class:`RemoteFile`.
+        mode: ``"sha256"`` (size + LFS sha256 / git blob sha1), ``"size"`` or ``"none"``.
+
+    Raises:
+        InputError: missing or short files (partial download), or size/checksum mismatches. Files with a
+            wrong checksum are deleted so that re-running the download fetches them again.
+    """
+    if mode == "none":
+        return
+    root = Path(root)
+    missing, short, bad = [], [], []
+    for rel, rf in sorted(expected.items()):
+        p = root / rel
+        if not p.is_file():
+            missing.append(rel)
+            continue
+        size = p.stat().st_size
+        if size != rf.size:
+            (short if size < rf.size else bad).append(f"{rel} ({size} of {rf.size} bytes)")
+            continue
+        if mode != "sha256":
+            continue
+        if rf.sha256 and _file_digest(p, "sha256") != rf.sha256.lower():
+            bad.append(f"{rel} (sha256 mismatch)")
+        elif (
+            not rf.sha256
+            and rf.blob_id
+            and _file_digest(p, "sha1", b"blob %d\0" % size) != rf.blob_id.lower()
+        ):
+            bad.append(f"{rel} (git blob id mismatch)")
+    if missing or short:
+        first = (missing + short)[0]
+        raise InputError(
+            root,
+            f"partial download: {len(missing)} file(s) missing and {len(short)} truncated of {len(expected)} "
+            f"(first: {first})",
+            "re-run the download stage; snapshot_download resumes where it stopped",
+        )
+    if bad:
+        for item in bad:
+            (root / item.split(" (")[0]).unlink(missing_ok=True)
+        raise InputError(
+            root,
+            f"{len(bad)} downloaded file(s) do not match the repository metadata (first: {bad[0]}); they were deleted",
+            "re-run the download stage to fetch them again",
+        )
+
+
+def _snapshot(repo_id: str, local_dir: Path, patterns: list[str], token: str | None, force: bool) -> None:
+    import huggingface_hub
+
+    log.info("snapshot_download %s (%d pattern(s)) -> %s", repo_id, len(patterns), local_dir)
+    huggingface_hub.snapshot_download(
+        repo_id=repo_id,
+        repo_type="dataset",
+        allow_patterns=patterns,
+        local_dir=str(local_dir),
+        token=token,
+        force_download=force,
+    )
+
+
+def download_huggingface(
+    dataset: str,
+    dataset_dir: str | os.PathLike,
+    token: str | None = None,
+    force: bool = False,
+    verify: str = "sha256",
+) -> tuple[dict[str, list[str]], dict]:
+    """Download one dataset from the Hugging Face Hub into the challenge layout.
+
+    UmeTrack files land directly in ``dataset_dir/{train,pose_test,shape_test}/``. HOT3D: first
+    ``clip_splits.json``, then exactly the clips of the hand-tracking splits into ``dataset_dir/_hf/``
+    (the repository layout), hard-linked into ``dataset_dir/<split>/clip-XXXXXX.tar``.
+
+    Args:
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        dataset_dir: ``<output_dir>/<dataset>``.
+        token: Hugging Face token (None: the login / ``HF_TOKEN``).
+        force: download again even if files exist.
+        verify: see :func:`verify_files`.
+
+    Returns:
+        ``(splits, info)`` for the manifest.
+
+    Raises:
+        InputError: offline, gated/unauthorised, network failure, partial download, checksum mismatch.
+    """
+    repo_id = HF_REPOS[dataset]
+    dataset_dir = Path(dataset_dir)
+    if _hf_offline():
+        raise InputError(
+            dataset_dir, f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded", _OFFLINE_FIX
+        )
+    try:
+        if dataset == "umetrack":
+            patterns = list(UMETRACK_PATTERNS)
+            index = remote_file_index(repo_id, patterns, token)
+            if not index:
+                raise InputError(
+                    dataset_dir,
+                    f"{repo_id} lists no file matching {patterns}",
+                    "check the repository layout / revision",
+                )
+            _snapshot(repo_id, dataset_dir, patterns, token, force)
+            verify_files(dataset_dir, index, verify)
+            splits = {
+                split: sorted(Path(p).stem for p in index if p.startswith(f"{split}/")) for split in SPLITS
+            }
+            return splits, {"repo_id": repo_id, "files": len(index)}
+        mirror = dataset_dir / HOT3D_HF_SUBDIR
+        meta = remote_file_index(repo_id, [HOT3D_SPLITS_FILE], token)
+        _snapshot(repo_id, mirror, [HOT3D_SPLITS_FILE], token, force)
+        verify_files(mirror, meta, verify)
+        mapping = hot3d_clip_paths(_read_clip_splits(mirror / HOT3D_SPLITS_FILE))
+        wanted = sorted({rel for split in SPLITS for rel in mapping[split].values()})
+        folders = sorted({rel.split("/")[0] + "/*.tar" for rel in wanted})
+        index = {k: v for k, v in remote_file_index(repo_id, folders, token).items() if k in set(wanted)}
+        absent = [rel for rel in wanted if rel not in index]
+        if absent:
+            raise InputError(
+                mirror / HOT3D_SPLITS_FILE,
+                f"{len(absent)} clip(s) of clip_splits.json are not in {repo_id} (first: {absent[0]})",
+                "report it upstream; or use `source: local` with a complete copy",
+            )
+        _snapshot(repo_id, mirror, wanted, token, force)
+        verify_files(mirror, index, verify)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every hub/network failure becomes an actionable message
+        raise _hf_error(e, repo_id, dataset_dir) from e
+    splits, info = _map_hot3d(mirror, dataset_dir)
+    return splits, {"repo_id": repo_id, "files": len(index), **info}
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def _synthetic(
+    dataset: str, output_dir: Path, mano_dir: Path, seed: int, size: str, force: bool, progress: bool
+) -> tuple[dict[str, list[str]], dict, dict]:
+    from mvhand.synthetic_world import generate_dataset
+
+    dataset_dir = output_dir / dataset
+    if not force and dataset_dir.is_dir() and any(dataset_dir.iterdir()):
+        # The workflow re-runs this stage only when its settings changed (or the manifest is gone): an
+        # earlier synthetic dataset is replaced; anything else is left alone unless --force is given.
+        if (dataset_dir / HOT3D_HF_SUBDIR).exists() or not (dataset_dir / "test_annotations").is_dir():
+            raise InputError(
+                dataset_dir,
+                "holds data that is not a synthetic dataset",
+                "move it away, choose another data_root, or pass --force to replace it",
+            )
+        log.info("%s: replacing the previous synthetic dataset", dataset_dir)
+        force = True
+    generate_dataset(dataset, output_dir, mano_dir, seed, size=size, force=force, progress=progress)
+    generator: dict = {}
+    gen_manifest = dataset_dir / MANIFEST_NAME
+    if gen_manifest.is_file():  # the generator's own record; its keys are kept in the manifest
+        try:
+            generator = json.loads(gen_manifest.read_text(encoding="utf-8"))
+        except ValueError:
+            generator = {}
+    return scan_splits(dataset_dir), {"seed": seed, "size": size}, generator
+
+
+def download_dataset(
+    source: str,
+    dataset: str,
+    output_dir: str | os.PathLike,
+    mano_dir: str | os.PathLike,
+    seed: int = 0,
+    size: str = "default",
+    local_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    token: str | None = None,
+    verify: str = "sha256",
+    progress: bool = True,
+) -> Manifest:
+    """Fetch/generate/link one dataset into ``<output_dir>/<dataset>/`` and write its manifest last.
+
+    Args:
+        source: ``"synthetic"``, ``"huggingface"`` or ``"local"``.
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        output_dir: data root (``resources/data``).
+        mano_dir: MANO folder (written by the synthetic generator; checked otherwise).
+        seed, size: synthetic generator settings.
+        local_dir: existing copy (``source="local"``).
+        force: regenerate / download again.
+        token: Hugging Face token.
+        verify: Hugging Face file check (:func:`verify_files`).
+        progress: progress bars.
+
+    Returns:
+        The written :class:`Manifest`.
+
+    Raises:
+        InputError: bad arguments or any of the failures described in the module docstring.
+    """
+    if source not in SOURCES:
+        raise InputError(None, f"unknown source {source!r}", f"use one of {', '.join(SOURCES)}")
+    if dataset not in DATASETS:
+        raise InputError(None, f"unknown dataset {dataset!r}", f"use one of {', '.join(DATASETS)}")
+    output_dir, mano_dir = Path(output_dir), Path(mano_dir)
+    dataset_dir = output_dir / dataset
+    manifest_path = dataset_dir / MANIFEST_NAME
+    if source != "synthetic":
+        manifest_path.unlink(missing_ok=True)  # the manifest marks a complete dataset: remove it first
+    extra: dict = {}
+    if source == "synthetic":
+        splits, info, extra = _synthetic(dataset, output_dir, mano_dir, seed, size, force, progress)
+    elif source == "huggingface":
+        splits, info = download_huggingface(dataset, dataset_dir, token=token, force=force, verify=verify)
+    else:
+        splits, info = link_local(dataset, local_dir or "", dataset_dir)
+    if not any(splits.values()):
+        raise InputError(dataset_dir, "no sequence found after the download", "check the source settings")
+    missing_mano = [n for n in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl") if not (mano_dir / n).is_file()]
+    if missing_mano:
+        log.warning(
+            "%s: %s missing; copy the official MANO files there (needed by the shape track and "
+            "evaluation, https://mano.is.tue.mpg.de)",
+            mano_dir,
+            ", ".join(missing_mano),
+        )
+    manifest = Manifest(dataset, source, splits, info)
+    write_manifest(dataset_dir, manifest, extra)
+    log.info("%s: %s", manifest_path, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    return manifest

@@ -1,0 +1,264 @@
+"""End-to-end tests of the Snakemake workflow (download + cache_crops) on a tiny synthetic config.
+
+snakemake runs as a subprocess with the venv on PATH, exactly as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from _wf import REPO, TINY_CONFIG, copy_workdir, job_counts, run_snakemake, write_config
+
+from mvhand.cameras import crop_camera, warp_image_reference
+from mvhand.crops import CROP_SCHEMA, decode_crop_jpeg
+from mvhand.dataset import iter_frames
+from mvhand.umetrack import canonical_landmarks, forward_kinematics
+
+pytestmark = pytest.mark.slow
+
+SPLITS = ("train", "pose_test", "shape_test")
+
+
+def _manifest(workdir: Path, dataset: str) -> dict:
+    return json.loads((workdir / "resources" / "data" / dataset / "manifest.json").read_text())
+
+
+def _check_sequence_against_independent_crops(tar: Path, parquet: Path, crop_size: int, margin: float) -> int:
+    """Re-render every crop of a sequence independently (Pillow decode + reference warp) and compare."""
+    from mvhand.dataset import read_hand_shapes
+
+    table = pq.read_table(parquet)
+    assert table.schema.equals(CROP_SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    shapes = read_hand_shapes(tar)
+    expected_keys = []
+    i = 0
+    for frame in iter_frames(tar):
+        for side_index, side in enumerate(("left", "right")):
+            views = frame.hand_crops.get(side) or {}
+            for view_index, (stream_id, params) in enumerate(views.items()):
+                expected_keys.append((frame.frame_id, side_index, view_index, stream_id))
+                row = rows[i]
+                i += 1
+                assert (
+                    row["frame_id"],
+                    row["hand_side"],
+                    row["view_index"],
+                    row["stream_id"],
+                ) == expected_keys[-1]
+                size = round(margin * crop_size)
+                fov_r = 2 * math.atan(margin * math.tan(params.fov / 2))
+                cam = crop_camera(params.T_world_from_crop_camera, fov_r, size)
+                ref = warp_image_reference(frame.image(stream_id), frame.cameras[stream_id], cam)
+                got = decode_crop_jpeg(row["image_jpeg"])
+                assert got.shape == ref.shape
+                diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+                assert diff.mean() < (3.0 if got.ndim == 2 else 3.5), (
+                    tar.name,
+                    row["frame_id"],
+                    stream_id,
+                    diff.mean(),
+                )
+                np.testing.assert_allclose(row["intrinsics"], [cam.fx, cam.fy, cam.cx, cam.cy], rtol=1e-6)
+                np.testing.assert_allclose(
+                    np.reshape(row["T_world_from_crop"], (4, 4)), cam.T_world_from_eye, atol=1e-7
+                )
+                hand = frame.hands.get(side)
+                if hand is not None and shapes is not None:
+                    lm = canonical_landmarks(
+                        forward_kinematics(
+                            shapes.umetrack, hand.joint_angles, hand.T_world_from_wrist, side == "right"
+                        )
+                    )
+                    np.testing.assert_allclose(np.reshape(row["landmarks_world"], (20, 3)), lm, atol=1e-5)
+                    uv = cam.world_to_window(lm.astype(np.float64))
+                    np.testing.assert_allclose(np.reshape(row["landmarks_crop"], (20, 2)), uv, atol=2e-3)
+                else:
+                    assert row["landmarks_world"] is None and row["n_visible"] == -1
+    assert i == len(rows), "more rows than crops in hand_crops.json"
+    return len(rows)
+
+
+def test_crops_end_to_end(tiny_run):
+    wd = tiny_run.workdir
+    n_checked = 0
+    for dataset in TINY_CONFIG["datasets"]:
+        manifest = _manifest(wd, dataset)
+        assert manifest["source"] == "synthetic" and manifest["dataset"] == dataset
+        for split in SPLITS:
+            names = manifest["splits"][split]
+            assert names, (dataset, split)
+            for name in names:
+                parquet = wd / "results" / "crops" / dataset / split / f"{name}.parquet"
+                assert parquet.is_file()
+                assert (wd / "logs" / "cache_crops" / dataset / split / f"{name}.log").is_file()
+        # one sequence per split is re-computed independently (train: with targets)
+        for split in SPLITS:
+            name = manifest["splits"][split][0]
+            tar = wd / "resources" / "data" / dataset / split / f"{name}.tar"
+            parquet = wd / "results" / "crops" / dataset / split / f"{name}.parquet"
+            n_checked += _check_sequence_against_independent_crops(tar, parquet, 32, 1.25)
+    assert n_checked > 0
+    assert (wd / "resources" / "mano" / "MANO_LEFT.pkl").is_file()
+    assert list(wd.glob("benchmarks/cache_crops.*.tsv"))
+
+
+def test_second_run_is_a_no_op(tiny_run):
+    proc = run_snakemake(tiny_run.workdir, "-n", "crops")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_changed_crop_setting_reruns_only_cache_crops(tiny_run):
+    wd = tiny_run.workdir
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["crops"]["jpeg_quality"] = 80
+    write_config(wd, cfg, "changed.yaml")
+    proc = run_snakemake(wd, "-n", "-p", "crops", configfile="changed.yaml")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert "--jpeg-quality 80" in proc.stdout + proc.stderr
+    n_sequences = sum(len(_manifest(wd, d)["splits"][s]) for d in TINY_CONFIG["datasets"] for s in SPLITS)
+    assert counts == {"cache_crops": n_sequences, "crops": 1}, proc.stdout[-3000:]
+    # changing the number of threads (scheduling only) re-runs nothing
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["crops"]["threads"] = 1
+    write_config(wd, cfg, "threads.yaml")
+    proc = run_snakemake(wd, "-n", "crops", configfile="threads.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_dry_run_prints_standalone_commands(tiny_run):
+    proc = run_snakemake(tiny_run.workdir, "-n", "-p", "--forcerun", "cache_crops", "--", "crops")
+    out = proc.stdout + proc.stderr
+    assert "workflow/scripts/cache_crops.py --input resources/data/" in out
+    assert "--crop-size 32 --fov-margin 1.25 --jpeg-quality 90" in out
+
+
+def test_lint_is_clean(tiny_run):
+    proc = run_snakemake(tiny_run.workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_slurm_profile_dry_run(tiny_run):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = run_snakemake(
+        tiny_run.workdir,
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "slurm"),
+        "-n",
+        "--forcerun",
+        "cache_crops",
+        "--",
+        "crops",
+    )
+    assert job_counts(proc.stdout + proc.stderr).get("cache_crops", 0) > 0
+
+
+def test_local_profile_dry_run(tiny_run):
+    proc = run_snakemake(
+        tiny_run.workdir, "--workflow-profile", str(REPO / "workflow" / "profiles" / "local"), "-n", "crops"
+    )
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_cluster_generic_execution(tiny_run, tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_cluster_generic")
+    wd = copy_workdir(tiny_run.workdir, tmp_path / "wf")
+    name = _manifest(wd, "umetrack")["splits"]["pose_test"][0]
+    target = wd / "results" / "crops" / "umetrack" / "pose_test" / f"{name}.parquet"
+    before = pq.read_table(target)
+    target.unlink()
+    run_snakemake(
+        wd,
+        "--executor",
+        "cluster-generic",
+        "--cluster-generic-submit-cmd",
+        "bash",
+        "--jobs",
+        "2",
+        "--seconds-between-status-checks",
+        "1",
+        "crops",
+    )
+    assert pq.read_table(target).equals(before)
+
+
+@pytest.mark.parametrize(
+    ("config_patch", "pattern"),
+    [
+        ({"crop": {"crop_size": 64}}, "crop"),  # typo of a section name
+        ({"crops": {"fov_margin": 0.5}}, "fov_margin"),  # out of range
+        ({"crops": {"crop_sise": 64}}, "crop_sise"),  # typo inside a section
+        ({"source": "ftp"}, "source"),  # not in the enum
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, config_patch, pattern):
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    for key, value in config_patch.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "-n", "crops", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "validating config" in out.lower() and pattern in out, out[-3000:]
+
+
+def test_corrupt_tar_fails_only_its_job(tiny_run, tmp_path):
+    wd = copy_workdir(tiny_run.workdir, tmp_path / "wf")
+    names = _manifest(wd, "hot3d")["splits"]["train"]
+    bad = names[len(names) // 2]
+    tar = wd / "resources" / "data" / "hot3d" / "train" / f"{bad}.tar"
+    data = tar.read_bytes()
+    tar.unlink()  # the data may be hard-linked: write a new file rather than modifying shared bytes
+    tar.write_bytes(data[: len(data) // 2])
+    crops_dir = wd / "results" / "crops"
+    for p in crops_dir.rglob("*.parquet"):
+        p.unlink()
+    proc = run_snakemake(wd, "--cores", "2", "--keep-going", "crops", check=False)
+    assert proc.returncode != 0
+    assert not (crops_dir / "hot3d" / "train" / f"{bad}.parquet").exists()
+    leftovers = [p.name for p in crops_dir.rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
+    assert leftovers == []  # no partial/temporary files
+    for dataset in TINY_CONFIG["datasets"]:
+        for split in SPLITS:
+            for name in _manifest(wd, dataset)["splits"][split]:
+                if (dataset, split, name) != ("hot3d", "train", bad):
+                    assert (crops_dir / dataset / split / f"{name}.parquet").is_file(), (dataset, split, name)
+    log = (wd / "logs" / "cache_crops" / "hot3d" / "train" / f"{bad}.log").read_text()
+    assert f"{bad}.tar" in log and ("corrupt" in log or "truncated" in log)
+
+
+def test_dag_of_thousands_of_sequences_is_fast(tmp_path):
+    """Dry-run the DAG of 3000 sequences from a fake manifest (tars are empty placeholders)."""
+    root = tmp_path / "resources" / "data" / "umetrack"
+    splits = {
+        "train": [f"subject_{i:04d}_seq" for i in range(2400)],
+        "pose_test": [f"pose_{i:04d}" for i in range(400)],
+        "shape_test": [f"shape_{i:04d}" for i in range(200)],
+    }
+    for split, names in splits.items():
+        (root / split).mkdir(parents=True)
+        for name in names:
+            (root / split / f"{name}.tar").touch()
+    cfg = dict(TINY_CONFIG, datasets=["umetrack"])
+    write_config(tmp_path, cfg)
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": splits}))
+    later = time.time() + 5  # newer than the repository's scripts: the download is up to date
+    os.utime(manifest, (later, later))
+    t0 = time.perf_counter()
+    proc = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--", "crops")
+    dt = time.perf_counter() - t0
+    counts = job_counts(proc.stdout + proc.stderr)
+    print(f"\ndry run of {counts.get('cache_crops')} cache_crops jobs: {dt:.1f} s")
+    assert counts == {"cache_crops": 3000, "crops": 1}
+    assert dt < 120  # seconds (about 10 s on an idle 2-core machine, most of it printing the jobs)

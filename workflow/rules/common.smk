@@ -1,0 +1,165 @@
+# Python glue shared by all .smk files (config validation, constants, wildcard constraints, the params
+# helper, the target helpers). The topic files hold the rules and no functions (snakemake --lint).
+
+import json
+import os
+import shlex
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATA_ROOT = os.path.normpath(config["data_root"])
+MANO_DIR = os.path.normpath(config["mano_dir"])
+DATASETS = list(config["datasets"])
+SPLITS = ("train", "pose_test", "shape_test")
+# Splits of the later stages: the data splits plus `val` (held-out training sequences).
+ALL_SPLITS = SPLITS + ("val",)
+
+# Section keys that steer scheduling or target selection rather than the stage's computation; they are
+# not rendered into script flags (so changing them never re-runs a finished job).
+WORKFLOW_ONLY_KEYS = frozenset({"threads", "splits"})
+
+# Files requested by `rule all` (default target). Each rule file appends the final outputs of its
+# stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
+FINAL_TARGETS = []
+
+
+wildcard_constraints:
+    dataset="|".join(("umetrack", "hot3d")),
+    split="|".join(ALL_SPLITS),
+    sequence=r"[^/]+",
+
+
+def script_path(name):
+    """Path of a stage script (`workflow/scripts/<name>`) for a rule's `input: script=...`.
+
+    Relative to the working directory when the workflow runs inside the repository, absolute otherwise,
+    so that the commands printed by `snakemake -n -p` can be pasted into a shell as they are (a
+    `workflow.source_path` would point into Snakemake's temporary source cache).
+    """
+    path = os.path.normpath(os.path.join(workflow.basedir, "workflow", "scripts", name))
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+def stage_flags(settings):
+    """Render a flat settings dict as command-line flags: `key_name: v` -> `--key-name v`.
+
+    Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
+    are space separated. Keys in WORKFLOW_ONLY_KEYS are skipped. Values are shell-quoted. Used for
+    `params:` so that a changed setting re-runs exactly the stage that reads it (and its dependents).
+    """
+    parts = []
+    for key, value in settings.items():
+        if key in WORKFLOW_ONLY_KEYS or value is None or value == "":
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            if value:
+                parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def download_settings():
+    """Settings of the download stage: the source plus only the keys that source uses."""
+    settings = {"source": config["source"], "seed": config["seed"]}
+    section = config["download"]
+    if config["source"] == "synthetic":
+        settings["size"] = section["size"]
+    elif config["source"] == "huggingface":
+        settings["verify"] = section["verify"]
+    else:
+        settings["local_dir"] = section["local_dir"]
+    return settings
+
+
+def crops_settings():
+    """Settings of the cache_crops stage (the `crops:` section)."""
+    return section_settings("crops")
+
+
+def data_root(wildcards):
+    """Params function: the data root (a function, so that `--lint` does not flag a path prefix)."""
+    return DATA_ROOT
+
+
+def section_settings(section):
+    """The flat settings dict of one config section (rendered to flags with `stage_flags`)."""
+    return dict(config.get(section) or {})
+
+
+def train_settings():
+    """Settings of the train stage (the `train:` section)."""
+    return section_settings("train")
+
+
+def predict_settings():
+    """Settings of the predict stage (the `predict:` section)."""
+    return section_settings("predict")
+
+
+def smooth_settings():
+    """Settings of the post-processing stages (the `smooth:` section)."""
+    return section_settings("smooth")
+
+
+def submission_settings():
+    """Settings of the submission packaging (the `submission:` section)."""
+    return section_settings("submission")
+
+
+def evaluate_settings():
+    """Settings of the local evaluation (the `evaluate:` section)."""
+    return section_settings("evaluate")
+
+
+def read_manifest(dataset):
+    """Manifest of a downloaded dataset (waits for the `download` checkpoint).
+
+    Returns:
+        dict with at least `splits: {split: [sequence names]}`.
+    """
+    path = checkpoints.download.get(dataset=dataset).output.manifest
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def sequences_of(dataset, split):
+    """Sequence names (tar stems) of one split, as listed by the manifest."""
+    return list(read_manifest(dataset)["splits"].get(split, []))
+
+
+def crop_files_for(dataset, split):
+    """Crop-cache Parquet files of one dataset split (one per sequence)."""
+    return [f"results/crops/{dataset}/{split}/{name}.parquet" for name in sequences_of(dataset, split)]
+
+
+def crop_files(wildcards):
+    """Input function: every crop-cache file of the configured datasets and splits."""
+    files = []
+    for dataset in DATASETS:
+        for split in config["crops"]["splits"]:
+            files.extend(crop_files_for(dataset, split))
+    return files
+
+
+def manifest_files(wildcards):
+    """Input function: the manifests of all configured datasets."""
+    return [f"{DATA_ROOT}/{dataset}/manifest.json" for dataset in DATASETS]
+
+
+FINAL_TARGETS.append(crop_files)
+
+
+# Helpers of the other topics: workflow/rules/common_<topic>.smk (functions and constants only; their
+# rules stay in <topic>.smk), included here so that every rule file sees them.
+for _helper in sorted(os.listdir(workflow.current_basedir)):
+    if _helper.startswith("common_") and _helper.endswith(".smk"):
+
+        include: _helper
