@@ -1,0 +1,624 @@
+"""MANO hand model as wrapped by the challenge toolkit (FORMATS.md §5, §7.5), without chumpy.
+
+Semantics are those of smplx ``MANO(use_pca=True, num_pca_comps=15, flat_hand_mean=False)``
+followed by the toolkit's fingertip vertices and canonical remapping:
+
+* ``pose48 = [r, θ_pca · C[:15]] + [0, 0, 0, hands_mean]`` (a zero ``θ_pca`` is the *mean* hand);
+* shape ``v_shaped = v_template + shapedirs · β``; joints ``J = J_regressor · v_shaped``;
+* smplx Rodrigues (``angle = |r + 1e-8|``), pose blend shapes from ``R_1 … R_15``, linear blend
+  skinning about the shaped joints, then ``+ t`` on every output. The global rotation therefore turns
+  the hand about the shaped wrist joint ``J_0(β)`` and the posed wrist is ``J_0(β) + t``.
+* landmarks = 16 joints + tip vertices (744, 320, 443, 554, 671), reordered with
+  :data:`MANO_TO_CANONICAL` into the 20 canonical UmeTrack landmarks (metres).
+
+:meth:`ManoLayer.landmarks` is a landmark-only path: the joints come from the precomputed
+``J_template`` (16, 3) and ``J_shapedirs`` (16, 3, 10), and only the five tip vertices get shape
+blend, pose blend and skinning, so no 778-vertex work is done (timings against smplx's full forward:
+``benchmarks/bench_mano.py``, docs/benchmarks.md). The kinematic chain runs root-aligned (one batched
+product per tree depth) and the global rotation about ``J_0(β)`` is applied to the outputs at the end.
+:meth:`ManoLayer.forward_full` is the full mesh forward.
+
+Only :func:`load_mano_pkl` and :meth:`ManoModel.from_dir` touch files.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvhand.io_utils import InputError
+
+__all__ = [
+    "MANO_TIP_VERTEX_IDS",
+    "MANO_TO_CANONICAL",
+    "LANDMARKS_TO_EVAL",
+    "MANO_PARENTS",
+    "NUM_PCA_COMPS",
+    "NUM_BETAS",
+    "load_mano_pkl",
+    "ManoLayer",
+    "ManoModel",
+]
+
+#: Fingertip vertex ids appended after the 16 joints: thumb, index, middle, ring, pinky (§5.4).
+MANO_TIP_VERTEX_IDS: tuple[int, ...] = (744, 320, 443, 554, 671)
+#: Index into [16 joints, 5 tips] for each of the 20 canonical landmarks (§5.4).
+MANO_TO_CANONICAL: tuple[int, ...] = (16, 17, 18, 19, 20, 0, 14, 15, 1, 2, 3, 4, 5, 6, 10, 11, 12, 7, 8, 9)
+#: Canonical landmarks used by the metrics: all but the wrist (index 5), §7.1.
+LANDMARKS_TO_EVAL: tuple[int, ...] = tuple(i for i in range(20) if i != 5)
+#: Parent of every MANO joint (wrist, index 1-3, middle 4-6, pinky 7-9, ring 10-12, thumb 13-15).
+MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
+
+NUM_PCA_COMPS = 15
+NUM_BETAS = 10
+NUM_JOINTS = 16
+NUM_VERTS = 778
+
+_FIX = (
+    "point `mano_dir` in config.yaml at the folder holding MANO_LEFT.pkl and MANO_RIGHT.pkl from "
+    "https://mano.is.tue.mpg.de (mano_v1_2/models)"
+)
+
+# key -> expected shape; None = "at least" dimension checked separately.
+_REQUIRED_SHAPES: dict[str, tuple[int | None, ...]] = {
+    "v_template": (NUM_VERTS, 3),
+    "f": (1538, 3),
+    "shapedirs": (NUM_VERTS, 3, None),
+    "posedirs": (NUM_VERTS, 3, 135),
+    "J_regressor": (NUM_JOINTS, NUM_VERTS),
+    "weights": (NUM_VERTS, NUM_JOINTS),
+    "kintree_table": (2, NUM_JOINTS),
+    "hands_components": (45, 45),
+    "hands_mean": (45,),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading (the only file I/O of this module)
+# --------------------------------------------------------------------------------------------------
+
+
+class _ChumpyStub:
+    """Stands in for any ``chumpy`` class while unpickling; the array lives in the state under ``x``."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_state"] = state
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if "x" not in self.__dict__:
+            raise ValueError(f"chumpy object {type(self).__name__} has no stored array 'x'")
+        x = np.asarray(self.__dict__["x"])
+        return x.astype(dtype) if dtype is not None else x
+
+
+class _NoChumpyUnpickler(pickle.Unpickler):
+    """Unpickler that maps every ``chumpy.*`` class onto :class:`_ChumpyStub` (no chumpy import)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "chumpy" or module.startswith("chumpy."):
+            return type(name, (_ChumpyStub,), {"__module__": "mvhand.mano._chumpy_stub"})
+        return super().find_class(module, name)
+
+
+def _to_dense(value: Any) -> Any:
+    """Chumpy stub or scipy sparse matrix → dense ndarray; everything else unchanged."""
+    if isinstance(value, _ChumpyStub):
+        return np.asarray(value)
+    mod = type(value).__module__ or ""
+    if mod.startswith("scipy.sparse") and hasattr(value, "toarray"):
+        return np.asarray(value.toarray())
+    return value
+
+
+def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load an official MANO v1.2 pickle (chumpy objects, sparse regressor) or a plain-numpy one.
+
+    No chumpy is needed: chumpy objects are read through a stub that keeps their stored array, and
+    scipy sparse matrices are densified. Every required key is validated for presence, shape and
+    finiteness.
+
+    Args:
+        path: ``MANO_LEFT.pkl`` or ``MANO_RIGHT.pkl``.
+
+    Returns:
+        Dict with ``v_template`` (778, 3) float64 m, ``f`` (1538, 3) int64, ``shapedirs``
+        (778, 3, S ≥ 10) float64, ``posedirs`` (778, 3, 135) float64, ``J_regressor`` (16, 778)
+        float64 dense, ``weights`` (778, 16) float64, ``kintree_table`` (2, 16) int64 with the root's
+        parent set to -1, ``hands_components`` (45, 45) float64 (rows = components), ``hands_mean``
+        (45,) float64 rad.
+
+    Raises:
+        InputError: missing/unreadable file, missing key, wrong shape, non-finite values or an
+            invalid kinematic tree; the message names the file, the key and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "MANO model file not found", _FIX)
+    try:
+        with open(path, "rb") as fh:
+            raw = _NoChumpyUnpickler(fh, encoding="latin1").load()
+    except Exception as exc:  # any unpickling failure: truncated, not a pickle, unknown class …
+        raise InputError(path, f"cannot read MANO pickle ({type(exc).__name__}: {exc})", _FIX) from exc
+    if not isinstance(raw, dict):
+        raise InputError(path, f"MANO pickle holds a {type(raw).__name__}, expected a dict of arrays", _FIX)
+
+    out: dict[str, np.ndarray] = {}
+    for key, expected in _REQUIRED_SHAPES.items():
+        if key not in raw:
+            raise InputError(path, f"MANO pickle has no key '{key}' (keys: {sorted(raw)})", _FIX)
+        try:
+            arr = np.asarray(_to_dense(raw[key]))
+        except Exception as exc:
+            raise InputError(path, f"key '{key}' cannot be read as an array ({exc})", _FIX) from exc
+        if arr.dtype.kind not in "biuf":
+            raise InputError(path, f"key '{key}' has non-numeric dtype {arr.dtype}", _FIX)
+        exp_str = (
+            "("
+            + ", ".join("≥10" if d is None else str(d) for d in expected)
+            + ("," if len(expected) == 1 else "")
+            + ")"
+        )
+        ok = arr.ndim == len(expected) and all(d is None or d == s for d, s in zip(expected, arr.shape))
+        if key == "shapedirs" and ok:
+            ok = arr.shape[2] >= NUM_BETAS
+        if not ok:
+            raise InputError(path, f"key '{key}' has shape {tuple(arr.shape)}, expected {exp_str}", _FIX)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise InputError(path, f"key '{key}' contains non-finite values", _FIX)
+        out[key] = arr
+
+    for key in (
+        "v_template",
+        "shapedirs",
+        "posedirs",
+        "J_regressor",
+        "weights",
+        "hands_components",
+        "hands_mean",
+    ):
+        out[key] = out[key].astype(np.float64)
+    faces = out["f"].astype(np.int64)
+    if faces.min() < 0 or faces.max() >= NUM_VERTS:
+        raise InputError(path, f"key 'f' has vertex ids outside [0, {NUM_VERTS})", _FIX)
+    out["f"] = faces
+    kintree = out["kintree_table"].astype(np.int64)
+    kintree[0, 0] = -1  # the official files store 2**32 - 1; smplx overwrites it the same way
+    parents = kintree[0]
+    bad = [i for i in range(1, NUM_JOINTS) if not 0 <= parents[i] < i]
+    if bad:
+        raise InputError(
+            path,
+            f"key 'kintree_table' row 0 is not a valid parent list (joints {bad} need 0 <= parent < "
+            f"joint; got {parents.tolist()})",
+            _FIX,
+        )
+    out["kintree_table"] = kintree
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Maths
+# --------------------------------------------------------------------------------------------------
+
+
+# Rows 0-2: cross-product matrix of the unit vectors ([k]x = Σ_i k_i row_i); row 3: the identity.
+_ROD_BASIS = np.array(
+    [
+        [[0, 0, 0], [0, 0, -1], [0, 1, 0]],
+        [[0, 0, 1], [0, 0, 0], [-1, 0, 0]],
+        [[0, -1, 0], [1, 0, 0], [0, 0, 0]],
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    ],
+    dtype=np.float32,
+).reshape(4, 9)
+
+
+def _batch_rodrigues(r: torch.Tensor) -> torch.Tensor:
+    """smplx ``batch_rodrigues``: (..., 3) axis-angle → (..., 3, 3), ``angle = |r + 1e-8|``.
+
+    smplx computes ``R = I + sin(a) K + (1 − cos(a)) K²`` with ``K = [k]x``, ``k = r / a``. Since
+    ``K² = k kᵀ − |k|² I`` exactly, ``R = (1 − (1 − cos a)|k|²) I + sin(a) K + (1 − cos a) k kᵀ``, which is
+    evaluated here as one small matmul plus one outer product.
+    """
+    angle = torch.linalg.vector_norm(r + 1e-8, dim=-1, keepdim=True)
+    k = r / angle
+    s = torch.sin(angle)
+    a = 1.0 - torch.cos(angle)
+    feat = torch.cat([s * k, 1.0 - a * (k * k).sum(-1, keepdim=True)], dim=-1)  # (..., 4)
+    basis = torch.as_tensor(_ROD_BASIS, dtype=r.dtype, device=r.device)
+    R = (feat @ basis).reshape(*r.shape[:-1], 3, 3)
+    return R + (a * k)[..., :, None] * k[..., None, :]
+
+
+def _as_batch(x: Any, name: str, tail: tuple[int, ...], ref: torch.Tensor, batch: int | None) -> torch.Tensor:
+    """Tensor of shape (B, *tail) float32 on ``ref``'s device; (*tail) or (1, *tail) is broadcast."""
+    t = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+    if tuple(t.shape) == tail:
+        t = t.unsqueeze(0)
+    if t.ndim != len(tail) + 1 or tuple(t.shape[1:]) != tail:
+        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, tail))}), got {tuple(t.shape)}")
+    if batch is not None and t.shape[0] != batch:
+        if t.shape[0] != 1:
+            raise ValueError(f"{name} has batch {t.shape[0]}, expected {batch} or 1")
+        t = t.expand(batch, *tail)
+    return t
+
+
+class ManoLayer(torch.nn.Module):
+    """One MANO side with the toolkit's settings (15 PCA comps, mean hand added, 10 betas); buffers only.
+
+    Args:
+        data: arrays from :func:`load_mano_pkl` (the left-shapedirs fix, if any, already applied).
+        is_right: which side the arrays are (informational; the maths does not depend on it).
+        num_pca_comps: PCA components of the pose (15 in the challenge).
+
+    All buffers are float32. Inputs may be tensors or arrays; they are converted to float32 on the
+    module's device (tensors already there keep their autograd graph). Every ``(B, …)`` input may also
+    be given without the batch dimension or with batch 1, and is then broadcast.
+    """
+
+    def __init__(self, data: dict[str, np.ndarray], is_right: bool, num_pca_comps: int = NUM_PCA_COMPS):
+        super().__init__()
+        self.is_right = bool(is_right)
+        self.num_pca_comps = int(num_pca_comps)
+        f64 = {k: np.asarray(v, dtype=np.float64) for k, v in data.items() if k not in ("f", "kintree_table")}
+        v_template = f64["v_template"]
+        shapedirs = f64["shapedirs"][:, :, :NUM_BETAS]
+        posedirs = f64["posedirs"]  # (778, 3, 135)
+        J_reg = f64["J_regressor"]
+        weights = f64["weights"]
+        parents = np.asarray(data["kintree_table"], dtype=np.int64)[0].copy()
+        parents[0] = -1
+        tips = list(MANO_TIP_VERTEX_IDS)
+
+        def buf(name: str, arr: np.ndarray, dtype: torch.dtype = torch.float32) -> None:
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(arr), dtype=dtype))
+
+        # Full-mesh buffers (smplx layout).
+        buf("v_template", v_template)
+        buf("shapedirs", shapedirs)
+        buf("posedirs", posedirs.reshape(-1, posedirs.shape[-1]).T)  # (135, 2334)
+        buf("J_regressor", J_reg)
+        buf("lbs_weights", weights)
+        buf("faces", np.asarray(data["f"]), torch.int64)
+        buf("parents", parents, torch.int64)
+        buf("hand_components", f64["hands_components"][: self.num_pca_comps])  # (P, 45)
+        buf("pose_mean", np.concatenate([np.zeros(3), f64["hands_mean"]]))  # (48,)
+        # Landmark-only buffers, precomputed in float64.
+        buf("J_template", J_reg @ v_template)  # (16, 3)
+        buf("J_shapedirs", np.einsum("jv,vck->jck", J_reg, shapedirs))  # (16, 3, 10)
+        buf("tip_template", v_template[tips])  # (5, 3)
+        buf("tip_shapedirs", shapedirs[tips])  # (5, 3, 10)
+        buf("tip_posedirs", posedirs[tips].reshape(-1, posedirs.shape[-1]).T)  # (135, 15)
+        buf("tip_weights", weights[tips])  # (5, 16)
+
+        # Kinematic chain grouped by depth: each level is one batched matmul.
+        depth = [0] * NUM_JOINTS
+        for i in range(1, NUM_JOINTS):
+            depth[i] = depth[parents[i]] + 1
+        levels = [[i for i in range(NUM_JOINTS) if depth[i] == d] for d in range(max(depth) + 1)]
+        self._levels: list[tuple[list[int], list[int], list[int]]] = []
+        for d in range(1, len(levels)):
+            prev = levels[d - 1]
+            pids = [int(parents[i]) for i in levels[d]]
+            self._levels.append((levels[d], pids, [prev.index(p) for p in pids]))
+        order = [i for lv in levels for i in lv]
+        self._unorder = [order.index(i) for i in range(NUM_JOINTS)]
+        self._flat_order = order == list(range(NUM_JOINTS))
+        self._mano_tree = parents.tolist() == list(MANO_PARENTS)  # 5 fingers x 3 joints: no gathers
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def _ref(self) -> torch.Tensor:
+        return self.v_template
+
+    def _inputs(
+        self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ref = self._ref
+        ts = [
+            torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+            for x in (pose_pca, global_orient, transl, betas)
+        ]
+        go_tail = (3, 3) if ts[1].ndim == 3 else (3,)  # (3, 3) alone is read as 3 axis-angles
+        tails = [(self.num_pca_comps,), go_tail, (3,), (NUM_BETAS,)]
+        batch = max([t.shape[0] for t, tail in zip(ts, tails) if t.ndim == len(tail) + 1] or [1])
+        names = ("pose_pca", "global_orient", "transl", "betas")
+        pose, go, transl, betas = (_as_batch(t, n, tail, ref, batch) for t, n, tail in zip(ts, names, tails))
+        return pose, go, transl, betas
+
+    def _rotations(self, pose: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
+        """(B, 16, 3, 3) local rotations: global orient + PCA hand pose + mean pose (smplx)."""
+        hand = pose @ self.hand_components + self.pose_mean[3:]  # (B, 45)
+        if go.ndim == 3:  # rotation matrix given
+            R_hand = _batch_rodrigues(hand.reshape(-1, NUM_JOINTS - 1, 3))
+            return torch.cat([go[:, None], R_hand], dim=1)
+        full = torch.cat([go + self.pose_mean[:3], hand], dim=1)
+        return _batch_rodrigues(full.reshape(-1, NUM_JOINTS, 3))
+
+    def _chain(self, R_loc: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward kinematics with the root rotation left out (``R_0 = I``; see :meth:`_apply_root`).
+
+        Args:
+            R_loc: (B, 16, 3, 3) local rotations (``R_loc[:, 0]`` is ignored).
+            J: (B, 16, 3) shaped rest joints.
+
+        Returns:
+            global rotations (B, 16, 3, 3) and posed joints (B, 16, 3) of the root-aligned chain.
+        """
+        B = R_loc.shape[0]
+        eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device).expand(B, 1, 3, 3)
+        if self._mano_tree:
+            return self._chain_mano(R_loc, J, eye)
+        R_lv = [eye]
+        t_lv = [J[:, :1]]
+        for ids, pids, par_pos in self._levels:
+            Rp = R_lv[-1][:, par_pos]
+            rel = J[:, ids] - J[:, pids]
+            t_lv.append((Rp @ rel[..., None])[..., 0] + t_lv[-1][:, par_pos])
+            R_lv.append(Rp @ R_loc[:, ids])
+        R_glob = torch.cat(R_lv, dim=1)
+        J_posed = torch.cat(t_lv, dim=1)
+        if not self._flat_order:
+            R_glob = R_glob[:, self._unorder]
+            J_posed = J_posed[:, self._unorder]
+        return R_glob, J_posed
+
+    @staticmethod
+    def _chain_mano(
+        R_loc: torch.Tensor, J: torch.Tensor, eye: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_chain` for the MANO tree (joint 1 + 3f + k is finger f's k-th joint).
+
+        Depth 1 needs no product (the root is the identity); depths 2 and 3 take one batched
+        (3x3)·(3x4) product each, giving rotation and translation together.
+        """
+        B = R_loc.shape[0]
+        R_f = R_loc[:, 1:].reshape(B, 5, 3, 3, 3)  # (B, finger, depth, 3, 3)
+        J_f = J[:, 1:].reshape(B, 5, 3, 3)  # (B, finger, depth, 3)
+        rel = J_f[:, :, 1:] - J_f[:, :, :2]  # (B, 5, 2, 3): offsets of depths 2, 3 from their parents
+        M = torch.cat([R_f[:, :, 1:], rel[..., None]], dim=-1)  # (B, 5, 2, 3, 4)
+        R1, t1 = R_f[:, :, 0], J_f[:, :, 0]
+        X2 = R1 @ M[:, :, 0]
+        R2, t2 = X2[..., :3], X2[..., 3] + t1
+        X3 = R2 @ M[:, :, 1]
+        R3, t3 = X3[..., :3], X3[..., 3] + t2
+        R_glob = torch.cat([eye, torch.stack([R1, R2, R3], dim=2).reshape(B, 15, 3, 3)], dim=1)
+        J_posed = torch.cat([J[:, :1], torch.stack([t1, t2, t3], dim=2).reshape(B, 15, 3)], dim=1)
+        return R_glob, J_posed
+
+    @staticmethod
+    def _apply_root(
+        pts: torch.Tensor, R0: torch.Tensor, J0: torch.Tensor, transl: torch.Tensor
+    ) -> torch.Tensor:
+        """Rotate root-aligned points (B, N, 3) by ``R0`` (B, 3, 3) about ``J0`` (B, 3), then add ``transl``.
+
+        Skinning is linear in the transforms and every global transform is ``[R0, J0 − R0 J0]``
+        composed with the root-aligned one, so this equals running the chain with ``R0`` at the root.
+        """
+        return (pts - J0[:, None]) @ R0.transpose(1, 2) + (J0 + transl)[:, None]
+
+    def _skin_transforms(self, R_glob: torch.Tensor, J_posed: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+        """LBS transforms A_j = [R_j, t_j − R_j J_j] flattened to (B, 16, 12)."""
+        t = J_posed - (R_glob @ J[..., None])[..., 0]
+        return torch.cat([R_glob, t[..., None]], dim=-1).reshape(R_glob.shape[0], NUM_JOINTS, 12)
+
+    @staticmethod
+    def _transform_points(T: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Apply per-point blended transforms T (B, N, 12) to points v (B, N, 3)."""
+        T = T.reshape(*T.shape[:-1], 3, 4)
+        return (T[..., :3] @ v[..., None])[..., 0] + T[..., 3]
+
+    # ---------------------------------------------------------------------------------------------
+    def joints_rest(self, betas: Any) -> torch.Tensor:
+        """Shaped rest joints ``J(β) = J_regressor · (v_template + shapedirs · β)``.
+
+        Args:
+            betas: (B, 10) shape coefficients.
+
+        Returns:
+            (B, 16, 3) m, MANO joint order.
+        """
+        b = _as_batch(betas, "betas", (NUM_BETAS,), self._ref, None)
+        return self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, b)
+
+    def root_joint(self, betas: Any) -> torch.Tensor:
+        """Shaped wrist joint ``J_0(β)`` (B, 3) m; the posed world wrist is ``J_0(β) + transl``."""
+        b = _as_batch(betas, "betas", (NUM_BETAS,), self._ref, None)
+        return self.J_template[0] + b @ self.J_shapedirs[0].T
+
+    def landmarks(self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any) -> torch.Tensor:
+        """Canonical 20 landmarks via the landmark-only path (no 778-vertex work).
+
+        Args:
+            pose_pca: (B, 15) PCA pose coefficients θ_pca.
+            global_orient: (B, 3) axis-angle (rad) or (B, 3, 3) rotation matrices about ``J_0(β)``
+                (matrices need the batch dimension; a (3, 3) input is read as B = 3 axis-angles).
+            transl: (B, 3) translation (m) added to every output.
+            betas: (B, 10) shape coefficients.
+
+        Returns:
+            (B, 20, 3) canonical landmarks (§5.4), metres, float32, differentiable w.r.t. all inputs.
+        """
+        pose, go, transl, betas = self._inputs(pose_pca, global_orient, transl, betas)
+        B = pose.shape[0]
+        J = self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, betas)  # (B, 16, 3)
+        R_loc = self._rotations(pose, go)
+        R_glob, J_posed = self._chain(R_loc, J)
+        eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)
+        pose_feat = (R_loc[:, 1:] - eye).reshape(B, -1)  # (B, 135)
+        tips = (
+            self.tip_template
+            + torch.einsum("vck,bk->bvc", self.tip_shapedirs, betas)
+            + (pose_feat @ self.tip_posedirs).reshape(B, -1, 3)
+        )  # (B, 5, 3)
+        A = self._skin_transforms(R_glob, J_posed, J)  # (B, 16, 12)
+        T = torch.einsum("vj,bjk->bvk", self.tip_weights, A)  # (B, 5, 12)
+        tips = self._transform_points(T, tips)
+        pts = torch.cat([J_posed, tips], dim=1)[:, list(MANO_TO_CANONICAL)]
+        return self._apply_root(pts, R_loc[:, 0], J[:, 0], transl)
+
+    def forward_full(
+        self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full smplx MANO forward.
+
+        Args: as :meth:`landmarks`.
+
+        Returns:
+            vertices (B, 778, 3) and joints (B, 16, 3) (MANO order, no tips), metres, translated.
+        """
+        pose, go, transl, betas = self._inputs(pose_pca, global_orient, transl, betas)
+        B = pose.shape[0]
+        v_shaped = self.v_template + torch.einsum("vck,bk->bvc", self.shapedirs, betas)
+        J = self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, betas)
+        R_loc = self._rotations(pose, go)
+        R_glob, J_posed = self._chain(R_loc, J)
+        eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)
+        pose_feat = (R_loc[:, 1:] - eye).reshape(B, -1)
+        v_posed = v_shaped + (pose_feat @ self.posedirs).reshape(B, -1, 3)
+        A = self._skin_transforms(R_glob, J_posed, J)
+        T = self.lbs_weights @ A  # (B, 778, 12)
+        verts = self._transform_points(T, v_posed)
+        R0, J0 = R_loc[:, 0], J[:, 0]
+        return self._apply_root(verts, R0, J0, transl), self._apply_root(J_posed, R0, J0, transl)
+
+    def landmarks_from_full(self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any) -> torch.Tensor:
+        """Canonical 20 landmarks through :meth:`forward_full` (reference for the fast path), (B, 20, 3)."""
+        verts, joints = self.forward_full(pose_pca, global_orient, transl, betas)
+        pts = torch.cat([joints, verts[:, list(MANO_TIP_VERTEX_IDS)]], dim=1)
+        return pts[:, list(MANO_TO_CANONICAL)]
+
+    def forward(self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any) -> torch.Tensor:
+        """Alias of :meth:`landmarks`."""
+        return self.landmarks(pose_pca, global_orient, transl, betas)
+
+
+def _side_index(side: Any) -> int:
+    if isinstance(side, str):
+        s = side.lower()
+        if s in ("left", "l"):
+            return 0
+        if s in ("right", "r"):
+            return 1
+        raise ValueError(f"hand side must be 'left'/'right' or 0/1, got {side!r}")
+    s = int(side)
+    if s not in (0, 1):
+        raise ValueError(f"hand side must be 0 (left) or 1 (right), got {side!r}")
+    return s
+
+
+class ManoModel(torch.nn.Module):
+    """Both MANO layers as the toolkit builds them (left-hand shapedirs fix applied, §5.1).
+
+    Attributes:
+        left: left-hand :class:`ManoLayer` (hand_side 0).
+        right: right-hand :class:`ManoLayer` (hand_side 1).
+        shapedirs_fixed: whether the left-hand shapedirs fix fired.
+    """
+
+    def __init__(self, left: dict[str, np.ndarray], right: dict[str, np.ndarray]):
+        super().__init__()
+        left = dict(left)
+        left["shapedirs"], self.shapedirs_fixed = fix_left_shapedirs(left["shapedirs"], right["shapedirs"])
+        self.left = ManoLayer(left, is_right=False)
+        self.right = ManoLayer(right, is_right=True)
+
+    @classmethod
+    def from_dir(cls, mano_dir: str | os.PathLike) -> ManoModel:
+        """Load ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl`` from ``mano_dir`` (see :func:`load_mano_pkl`)."""
+        mano_dir = Path(mano_dir)
+        if not mano_dir.is_dir():
+            raise InputError(mano_dir, "MANO model folder not found", _FIX)
+        return cls(load_mano_pkl(mano_dir / "MANO_LEFT.pkl"), load_mano_pkl(mano_dir / "MANO_RIGHT.pkl"))
+
+    def layer(self, side: int | str) -> ManoLayer:
+        """The layer of ``side`` (0/"left" or 1/"right")."""
+        return self.right if _side_index(side) == 1 else self.left
+
+    def landmarks_from_wrist_xform(
+        self, theta: Any, wrist_xform: Any, betas: Any, hand_side: Any
+    ) -> torch.Tensor:
+        """Canonical landmarks from challenge parameters, sides may be mixed within the batch.
+
+        Args:
+            theta: (B, 15) PCA pose coefficients.
+            wrist_xform: (B, 6) ``[axis-angle (rad), translation (m)]`` = smplx global_orient, transl.
+            betas: (B, 10) or (10,) shape coefficients.
+            hand_side: (B,) ints (0 left, 1 right), or one int/str for the whole batch.
+
+        Returns:
+            (B, 20, 3) canonical landmarks, metres, float32.
+        """
+        ref = self.left.v_template
+        wx = _as_batch(wrist_xform, "wrist_xform", (6,), ref, None)
+        B = wx.shape[0]
+        th = _as_batch(theta, "theta", (NUM_PCA_COMPS,), ref, B)
+        be = _as_batch(betas, "betas", (NUM_BETAS,), ref, B)
+        if isinstance(hand_side, str) or np.ndim(hand_side) == 0 and not torch.is_tensor(hand_side):
+            return self.layer(hand_side).landmarks(th, wx[:, :3], wx[:, 3:], be)
+        sides = torch.as_tensor(hand_side, device=ref.device).reshape(-1).long()
+        if sides.numel() == 1:
+            sides = sides.expand(B)
+        if sides.shape[0] != B:
+            raise ValueError(f"hand_side has {sides.shape[0]} entries, expected {B}")
+        if bool(((sides != 0) & (sides != 1)).any()):
+            raise ValueError("hand_side entries must be 0 (left) or 1 (right)")
+        out = ref.new_zeros(B, 20, 3)
+        for s, lay in ((0, self.left), (1, self.right)):
+            idx = torch.nonzero(sides == s).reshape(-1)
+            if idx.numel() == 0:
+                continue
+            if idx.numel() == B:
+                return lay.landmarks(th, wx[:, :3], wx[:, 3:], be)
+            lm = lay.landmarks(th[idx], wx[idx, :3], wx[idx, 3:], be[idx])
+            out = out.index_copy(0, idx, lm)
+        return out
+
+    def shape_vertices(self, betas: Any) -> torch.Tensor:
+        """§7.5 shape-metric mesh: left layer, θ_pca = 0 (mean hand), zero wrist_xform.
+
+        Args:
+            betas: (B, 10) or (10,) shape coefficients.
+
+        Returns:
+            (B, 778, 3) vertices, metres.
+        """
+        ref = self.left.v_template
+        be = _as_batch(betas, "betas", (NUM_BETAS,), ref, None)
+        B = be.shape[0]
+        zeros = ref.new_zeros(B, NUM_PCA_COMPS)
+        verts, _ = self.left.forward_full(zeros, ref.new_zeros(B, 3), ref.new_zeros(B, 3), be)
+        return verts
+
+
+def fix_left_shapedirs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, bool]:
+    """§5.1 left-hand shapedirs fix (smplx issue #48).
+
+    If ``Σ |L[:, 0, :] − R[:, 0, :]| < 1`` (the left file ships the right hand's x components),
+    negate ``L[:, 0, :]``.
+
+    Args:
+        left: (778, 3, S) left shapedirs.
+        right: (778, 3, S') right shapedirs.
+
+    Returns:
+        (fixed copy of ``left``, whether the fix fired).
+    """
+    left = np.array(left, dtype=np.float64, copy=True)
+    n = NUM_BETAS  # the toolkit compares the layers' (10-beta) shapedirs
+    diff = np.abs(left[:, 0, :n] - np.asarray(right, dtype=np.float64)[:, 0, :n]).sum()
+    if diff < 1:
+        left[:, 0, :] *= -1
+        return left, True
+    return left, False
