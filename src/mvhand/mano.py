@@ -300,7 +300,13 @@ class ManoLayer(torch.nn.Module):
         buf("tip_template", v_template[tips])  # (5, 3)
         buf("tip_shapedirs", shapedirs[tips])  # (5, 3, 10)
         buf("tip_posedirs", posedirs[tips].reshape(-1, posedirs.shape[-1]).T)  # (135, 15)
-        buf("tip_weights", weights[tips])  # (5, 16)
+        # Sparse tip skinning: only the (tip, joint) pairs with a non-zero weight are evaluated.
+        pair_t, pair_j = np.nonzero(weights[tips])
+        pair_w = np.zeros((len(tips), len(pair_t)))
+        pair_w[pair_t, np.arange(len(pair_t))] = weights[tips][pair_t, pair_j]
+        buf("tip_pair_t", pair_t, torch.int64)  # (P,)
+        buf("tip_pair_j", pair_j, torch.int64)  # (P,)
+        buf("tip_pair_w", pair_w)  # (5, P)
 
         # Kinematic chain grouped by depth: each level is one batched matmul.
         depth = [0] * NUM_JOINTS
@@ -462,9 +468,11 @@ class ManoLayer(torch.nn.Module):
             + torch.einsum("vck,bk->bvc", self.tip_shapedirs, betas)
             + (pose_feat @ self.tip_posedirs).reshape(B, -1, 3)
         )  # (B, 5, 3)
-        A = self._skin_transforms(R_glob, J_posed, J)  # (B, 16, 12)
-        T = torch.einsum("vj,bjk->bvk", self.tip_weights, A)  # (B, 5, 12)
-        tips = self._transform_points(T, tips)
+        # LBS of the tips, v_t = Σ_j w_tj (R_j (v_t − J_j) + J'_j), over the non-zero (t, j) pairs only.
+        pj = self.tip_pair_j
+        d = tips[:, self.tip_pair_t] - J[:, pj]  # (B, P, 3)
+        y = (R_glob[:, pj] @ d[..., None])[..., 0] + J_posed[:, pj]
+        tips = self.tip_pair_w @ y  # (B, 5, 3)
         pts = torch.cat([J_posed, tips], dim=1)[:, list(MANO_TO_CANONICAL)]
         return self._apply_root(pts, R_loc[:, 0], J[:, 0], transl)
 
