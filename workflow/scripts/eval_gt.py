@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mvhand.cli import run
 from mvhand.io_utils import InputError
 from mvhand.report import merge_gt_archives
 
@@ -40,7 +41,6 @@ def main(argv=None) -> int:
     p.add_argument("--mano-dir", type=Path, help="MANO folder packed into the archive (with --tars)")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     archives = list(args.archive)
     for a in archives:
         if not a.is_file():
@@ -74,8 +74,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+    sys.exit(run(main, "eval_gt"))

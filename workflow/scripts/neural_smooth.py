@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mvhand import smoothing as sm
+from mvhand.cli import run
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 
 log = logging.getLogger("neural_smooth")
@@ -64,7 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
     if args.threads:
@@ -126,8 +126,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        logging.getLogger("neural_smooth").error("%s", exc)
-        sys.exit(1)
+    sys.exit(run(main, "neural_smooth"))

@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mvhand.cli import run
 from mvhand.io_utils import InputError
 from mvhand.packaging import package_submissions
 
@@ -60,7 +61,6 @@ def main(argv=None) -> int:
     p.add_argument("--out-shape", type=Path)
     p.add_argument("--sequences", type=Path, help="keep only these sequences (one name per line; val split)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keep = None
     if args.sequences:
         keep = {ln.strip() for ln in args.sequences.read_text().splitlines() if ln.strip()}
@@ -80,8 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+    sys.exit(run(main, "package_submission"))

@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from mvhand.cli import run
 from mvhand.io_utils import InputError
 
 log = logging.getLogger("report")
@@ -49,7 +50,6 @@ def main(argv=None) -> int:
     p.add_argument("--training-curve", action="append", metavar="NAME=PNG")
     p.add_argument("--out-dir", required=True, type=Path)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import numpy as np
     import pandas as pd
@@ -108,8 +108,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+    sys.exit(run(main, "report"))
