@@ -86,7 +86,7 @@ def report_inputs(wildcards):
     inputs["raw"] = f"results/smooth/{variant}/raw/{DATASETS[0]}/{split}.parquet"
     inputs["smoothed"] = f"results/smooth/{variant}/neural/{DATASETS[0]}/{split}.parquet"
     for v in sorted({c.split("-")[0] for c in CANDIDATES}):
-        inputs[f"loss_{v}"] = f"results/train/{v}/loss.png"
+        inputs[f"train_{v}"] = f"results/train/{v}/metrics.csv"
     return inputs
 
 
@@ -96,5 +96,10 @@ def report_flags(wildcards, input):
     parts.append(f"--shape-metrics {input.shape_metrics}")
     parts += [f"--online-stats {ds}={input[f'online_{ds}']}" for ds in DATASETS if f"online_{ds}" in input.keys()]
     parts.append(f"--raw {input.raw} --smoothed {input.smoothed}")
-    parts += [f"--training-curve {k[5:]}={v}" for k, v in input.items() if k.startswith("loss_")]
+    # the loss-curve PNG written by train beside its metrics.csv
+    parts += [
+        f"--training-curve {k[6:]}={os.path.join(os.path.dirname(v), 'loss.png')}"
+        for k, v in input.items()
+        if k.startswith("train_")
+    ]
     return " ".join(parts)

@@ -1,0 +1,420 @@
+"""Multi-view hand network: timm backbone → UV regressor → lifting MLP → split FTL → fusion → MANO heads.
+
+Data flow for B hands with V view slots (MODEL.md §2; all hands are right hands, left hands are mirrored
+by the data pipeline, §2.5)::
+
+    images (B, V, C, S, S) ──backbone (shared)──► feature map (B·V, D, h, w) + pooled f2d (B·V, D')
+      ├─ UV regressor ─► uv (B, V, 20, 2) crop px, conf (B, V, 20)
+      └─ lifting MLP [f2d, uv/S, log(f/S / f0)] ─► P_inv, P_var (B, V, N, 3) "3D feature points", eye frame
+    split FTL (parameter-free, R_i = world-from-eye rotation of view i, c_i its centre, a the anchor):
+      F_inv_i = R_i P_inv                               (translation invariant: world rotation only)
+      F_var_i = R_i diag(1, 1, (f_i/S)/f0) P_var + (c_i − a)   (translation variant, focal z-scaling)
+    fusion: views concatenated in slot order, masked slots zeroed, mask appended
+      X_inv ─► param head ─► pose_pca (15), betas (10), global rotation (6D → 3x3, world frame)
+      root joint r (anchor frame, m) = mean over valid views of F_var_i[0] (a root "read off" the variant
+      branch) + position head MLP([X_var, X_inv]) (residual);  root_world = r + a
+    MANO (right layer, landmark path): transl = r − J0(β) ─► landmarks (B, 20, 3) world, m
+
+The anchor ``a`` is a per-sample point (default: mean of the valid crop-camera centres); it only
+re-centres the regression target, the world rotation frame is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from mvhand._compat import import_timm
+from mvhand.geometry import rotation_6d_to_matrix
+
+__all__ = [
+    "NUM_KP",
+    "HandNetConfig",
+    "HandNetOutput",
+    "HandNet",
+    "create_backbone",
+    "split_ftl",
+    "masked_anchor",
+]
+
+NUM_KP = 20  # canonical landmarks predicted per view (2D) and per hand (3D)
+IMAGE_MEAN = 0.45  # normalisation of [0, 1] grey levels fed to the backbone
+IMAGE_STD = 0.25
+
+
+@dataclass
+class HandNetConfig:
+    """Everything needed to rebuild a :class:`HandNet` (stored in ``model.pt`` and checkpoints).
+
+    Attributes:
+        backbone: timm model name (``hiera_base_224`` for the paper preset).
+        img_size: side S of the square training crop, pixels (Hiera: multiple of 32).
+        views: number V of view slots (1…4).
+        in_chans: image channels fed to the backbone (1 = grey, 3 = grey replicated / RGB).
+        n_points: N 3D feature points per branch and view.
+        hidden: width of the lifting MLP and the heads.
+        uv_grid: the UV regressor pools the feature map to ``uv_grid × uv_grid`` cells.
+        focal_ref: canonical normalised focal f0 (f/S) of the z-scaling and of the log-focal input.
+        uv_detach: feed the UV prediction to the lifting MLP without gradient.
+        position_mode: ``"point"`` — the root is read off the variant branch (mean over valid views
+            of each view's first variant point, i.e. a root predicted in that camera and moved by the
+            FTL) plus the position-head MLP as a residual; ``"mlp"`` — the position-head MLP alone.
+        root_depth: canonical depth (m, before the focal z-scaling) added to the first variant point,
+            so that the initial root lies in front of the cameras.
+    """
+
+    backbone: str = "mobilenetv3_small_100"
+    img_size: int = 128
+    views: int = 2
+    in_chans: int = 1
+    n_points: int = 64
+    hidden: int = 512
+    uv_grid: int = 4
+    focal_ref: float = 1.0
+    uv_detach: bool = False
+    position_mode: str = "point"
+    root_depth: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HandNetConfig:
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class HandNetOutput:
+    """Outputs of :meth:`HandNet.forward` (B hands, V view slots).
+
+    Attributes:
+        uv: (B, V, 20, 2) predicted 2D landmarks in pixels of the S×S input crop of each view.
+        uv_norm: (B, V, 20, 2) the same divided by S (what the UV loss sees).
+        conf: (B, V, 20) per-keypoint confidence in [0, 1].
+        conf_logits: (B, V, 20) logits of ``conf``.
+        pose_pca: (B, 15) MANO PCA pose coefficients (right hand).
+        betas: (B, 10) MANO shape coefficients.
+        global_rot: (B, 3, 3) MANO global rotation, world frame.
+        root_rel: (B, 3) root joint position relative to the anchor, m.
+        root: (B, 3) root joint position, world, m.
+        anchor: (B, 3) the anchor, world, m.
+        landmarks: (B, 20, 3) canonical landmarks, world, m (None when the net has no MANO layer).
+        feat_inv: (B, V, N, 3) translation-invariant FTL features (world rotation frame).
+        feat_var: (B, V, N, 3) translation-variant FTL features (anchor frame).
+    """
+
+    uv: torch.Tensor
+    uv_norm: torch.Tensor
+    conf: torch.Tensor
+    conf_logits: torch.Tensor
+    pose_pca: torch.Tensor
+    betas: torch.Tensor
+    global_rot: torch.Tensor
+    root_rel: torch.Tensor
+    root: torch.Tensor
+    anchor: torch.Tensor
+    landmarks: torch.Tensor | None
+    feat_inv: torch.Tensor
+    feat_var: torch.Tensor
+
+
+def create_backbone(
+    name: str, img_size: int, in_chans: int = 1, pretrained_file: str | os.PathLike | None = None
+) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``), never touching the network.
+
+    Args:
+        name: timm model name.
+        img_size: input side; passed as ``img_size`` to models that take it (ViT, Hiera).
+        in_chans: input channels.
+        pretrained_file: optional local weights file (``pretrained_cfg_overlay=dict(file=...)``).
+
+    Raises:
+        ValueError: unknown model name, or a Hiera size that is not a multiple of 32.
+    """
+    timm = import_timm()
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm backbone {name!r} (see timm.list_models())")
+    if "hiera" in name and img_size % 32:
+        raise ValueError(f"Hiera backbones need img_size to be a multiple of 32, got {img_size}")
+    kwargs: dict = dict(pretrained=pretrained_file is not None, num_classes=0, in_chans=in_chans)
+    if pretrained_file is not None:
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
+    try:
+        return timm.create_model(name, img_size=img_size, **kwargs)
+    except TypeError:  # CNNs take any input size and reject the keyword
+        return timm.create_model(name, **kwargs)
+
+
+def masked_anchor(centres: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the valid camera centres.
+
+    Args:
+        centres: (B, V, 3) crop-camera centres, world, m.
+        view_mask: (B, V) 1 for valid views (at least one per sample).
+
+    Returns:
+        (B, 3) anchor, m.
+    """
+    m = view_mask.to(centres.dtype)[..., None]
+    return (centres * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def split_ftl(
+    p_inv: torch.Tensor,
+    p_var: torch.Tensor,
+    T_world_from_crop: torch.Tensor,
+    focal_norm: torch.Tensor,
+    anchor: torch.Tensor,
+    view_mask: torch.Tensor,
+    focal_ref: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parameter-free split feature transform layer (MODEL.md §2.3).
+
+    Args:
+        p_inv: (B, V, N, 3) invariant-branch points in each crop camera's eye frame.
+        p_var: (B, V, N, 3) variant-branch points in each crop camera's eye frame.
+        T_world_from_crop: (B, V, 4, 4) crop camera poses.
+        focal_norm: (B, V) focal length divided by the crop side (f/S).
+        anchor: (B, 3) per-sample anchor, world, m.
+        view_mask: (B, V) 1 for valid views; features of invalid views are zeroed.
+        focal_ref: canonical normalised focal f0.
+
+    Returns:
+        ``(F_inv, F_var)``, each (B, V, N, 3): ``R p_inv`` (world rotation frame) and
+        ``R diag(1, 1, f/f0) p_var + (c − a)`` (world rotation frame centred on the anchor).
+    """
+    R = T_world_from_crop[..., :3, :3]  # (B, V, 3, 3)
+    c = T_world_from_crop[..., :3, 3]  # (B, V, 3)
+    m = view_mask.to(p_inv.dtype)[..., None, None]
+    f_inv = p_inv @ R.transpose(-1, -2)
+    one = torch.ones_like(focal_norm)
+    zscale = torch.stack([one, one, focal_norm / focal_ref], dim=-1)[:, :, None, :]  # (B, V, 1, 3)
+    f_var = (p_var * zscale) @ R.transpose(-1, -2) + (c - anchor[:, None])[:, :, None, :]
+    return f_inv * m, f_var * m
+
+
+def _mlp(d_in: int, hidden: int, d_out: int, norm: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.LayerNorm(d_in)] if norm else []
+    layers += [
+        nn.Linear(d_in, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, hidden),
+        nn.GELU(),
+        nn.Linear(hidden, d_out),
+    ]
+    return nn.Sequential(*layers)
+
+
+class HandNet(nn.Module):
+    """Multi-view MANO regressor (see the module docstring for the data flow).
+
+    Args:
+        backbone: timm model name.
+        img_size: crop side S in pixels.
+        views: number of view slots V.
+        in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach: see :class:`HandNetConfig`.
+        mano: right-hand :class:`mvhand.mano.ManoLayer` (or any module with ``landmarks`` and
+            ``root_joint``); without it :attr:`HandNetOutput.landmarks` is None. Its buffers are not
+            part of :meth:`net_state_dict`.
+        pretrained_file: optional local backbone weights.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv3_small_100",
+        img_size: int = 128,
+        views: int = 2,
+        in_chans: int = 1,
+        n_points: int = 64,
+        hidden: int = 512,
+        uv_grid: int = 4,
+        focal_ref: float = 1.0,
+        uv_detach: bool = False,
+        position_mode: str = "point",
+        root_depth: float = 0.5,
+        mano: nn.Module | None = None,
+        pretrained_file: str | os.PathLike | None = None,
+    ):
+        super().__init__()
+        if not 1 <= views <= 8:
+            raise ValueError(f"views must be in 1..8, got {views}")
+        self.config = HandNetConfig(
+            backbone, img_size, views, in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach
+        )
+        self.backbone = create_backbone(backbone, img_size, in_chans, pretrained_file)
+        d_map, d_vec = self._probe_dims()
+        self.uv_proj = nn.Conv2d(d_map, 64, 1)
+        self.uv_head = nn.Sequential(
+            nn.Linear(64 * uv_grid * uv_grid, hidden), nn.GELU(), nn.Linear(hidden, NUM_KP * 3)
+        )
+        self.lift = _mlp(d_vec + NUM_KP * 2 + 1, hidden, 2 * n_points * 3)
+        d_fused = views * n_points * 3
+        self.param_head = _mlp(d_fused + views, hidden, 15 + 10 + 6)
+        self.pos_head = nn.Sequential(
+            nn.Linear(2 * d_fused + views, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, 3),
+        )
+        with torch.no_grad():  # start near the identity rotation, zero pose/shape, root at the anchor
+            self.param_head[-1].weight.mul_(0.01)
+            self.param_head[-1].bias.zero_()
+            self.pos_head[-1].weight.mul_(0.01)
+            self.pos_head[-1].bias.zero_()
+            self.uv_head[-1].weight.mul_(0.01)
+            self.uv_head[-1].bias.zero_()
+        self.register_buffer("_rot6d_bias", torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), persistent=False)
+        self.mano = mano
+
+    @classmethod
+    def from_config(cls, config: HandNetConfig | dict, mano: nn.Module | None = None) -> HandNet:
+        """Rebuild from a :class:`HandNetConfig` (or its dict)."""
+        cfg = config if isinstance(config, HandNetConfig) else HandNetConfig.from_dict(config)
+        return cls(**cfg.to_dict(), mano=mano)
+
+    def _probe_dims(self) -> tuple[int, int]:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, self.config.in_chans, self.config.img_size, self.config.img_size)
+            feats = self.backbone.forward_features(x)
+            vec = self.backbone.forward_head(feats, pre_logits=True)
+            fmap = self._feature_map(feats)
+        self.backbone.train(was_training)
+        return fmap.shape[1], vec.shape[-1]
+
+    def _feature_map(self, feats: torch.Tensor) -> torch.Tensor:
+        """Backbone features as an NCHW map (token sequences are reshaped to their square grid)."""
+        if feats.ndim == 4:
+            return feats
+        if feats.ndim != 3:
+            raise ValueError(f"unsupported backbone feature shape {tuple(feats.shape)}")
+        tokens = feats[:, int(getattr(self.backbone, "num_prefix_tokens", 0) or 0) :]
+        n = tokens.shape[1]
+        g = int(round(math.sqrt(n)))
+        if g * g != n:  # not a square grid: pool the sequence
+            return tokens.mean(1)[:, :, None, None]
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], g, g)
+
+    def net_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict without the MANO layer's buffers (what checkpoints store)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("mano.")}
+
+    def load_net_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`net_state_dict` output strictly (MANO buffers excepted).
+
+        Raises:
+            ValueError: the state dict belongs to another architecture (missing, unexpected or
+                differently shaped parameters).
+        """
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ValueError(f"state dict does not match the model: {exc}") from exc
+        missing = [k for k in missing if not k.startswith("mano.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"state dict does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        K: torch.Tensor,
+        T_world_from_crop: torch.Tensor,
+        anchor: torch.Tensor | None = None,
+    ) -> HandNetOutput:
+        """Predict one right hand per sample from V crops.
+
+        Args:
+            images: (B, V, C, S, S) uint8 grey levels or float in [0, 1].
+            view_mask: (B, V) 1/True for valid view slots (≥ 1 per sample); invalid slots do not
+                influence any output.
+            K: (B, V, 4) ``fx, fy, cx, cy`` of each S×S crop camera, pixels.
+            T_world_from_crop: (B, V, 4, 4) crop camera poses, world, m.
+            anchor: (B, 3) per-sample anchor, m; default :func:`masked_anchor` of the camera centres.
+
+        Returns:
+            :class:`HandNetOutput`.
+        """
+        cfg = self.config
+        B, V, C, S, _ = images.shape
+        if V != cfg.views or C != cfg.in_chans or S != cfg.img_size:
+            raise ValueError(
+                f"images {tuple(images.shape)} do not match the model (views={cfg.views}, "
+                f"in_chans={cfg.in_chans}, img_size={cfg.img_size})"
+            )
+        mask = view_mask.to(torch.bool)
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        x = ((x - IMAGE_MEAN) / IMAGE_STD) * mask[..., None, None, None]
+        x = x.reshape(B * V, C, S, S)
+        feats = self.backbone.forward_features(x)
+        f2d = self.backbone.forward_head(feats, pre_logits=True)
+        fmap = self.uv_proj(self._feature_map(feats))
+        fmap = nn.functional.adaptive_avg_pool2d(fmap, cfg.uv_grid).flatten(1)
+        uvc = self.uv_head(fmap).float().reshape(B, V, NUM_KP, 3)
+        uv_norm = uvc[..., :2] + 0.5
+        conf_logits = uvc[..., 2]
+
+        K = K.float()
+        T = T_world_from_crop.float()
+        focal_norm = K[..., 0] / S  # (B, V)
+        uv_in = uv_norm.detach() if cfg.uv_detach else uv_norm
+        lift_in = torch.cat(
+            [
+                f2d.float().reshape(B, V, -1),
+                uv_in.reshape(B, V, -1),
+                torch.log(focal_norm / cfg.focal_ref)[..., None],
+            ],
+            dim=-1,
+        )
+        pts = self.lift(lift_in).float().reshape(B, V, 2, cfg.n_points, 3)
+        depth = torch.zeros(2, cfg.n_points, 3, device=pts.device)
+        depth[1, 0, 2] = cfg.root_depth  # the first variant point is the per-view root estimate
+        pts = pts + depth
+        if anchor is None:
+            anchor = masked_anchor(T[..., :3, 3], mask)
+        anchor = anchor.float()
+        f_inv, f_var = split_ftl(pts[:, :, 0], pts[:, :, 1], T, focal_norm, anchor, mask, cfg.focal_ref)
+        mf = mask.float()
+        x_inv = torch.cat([f_inv.reshape(B, -1), mf], dim=-1)
+        x_pos = torch.cat([f_var.reshape(B, -1), f_inv.reshape(B, -1), mf], dim=-1)
+        params = self.param_head(x_inv).float()
+        pose_pca, betas, d6 = params[:, :15], params[:, 15:25], params[:, 25:31] + self._rot6d_bias
+        global_rot = rotation_6d_to_matrix(d6)
+        root_rel = self.pos_head(x_pos).float()
+        if cfg.position_mode == "point":
+            root_rel = root_rel + (f_var[:, :, 0] * mf[..., None]).sum(1) / mf.sum(1, keepdim=True).clamp_min(
+                1.0
+            )
+        landmarks = None
+        if self.mano is not None:
+            with torch.autocast(device_type=images.device.type, enabled=False):
+                transl = root_rel - self.mano.root_joint(betas)
+                landmarks = self.mano.landmarks(pose_pca, global_rot, transl, betas) + anchor[:, None]
+        return HandNetOutput(
+            uv=uv_norm * S,
+            uv_norm=uv_norm,
+            conf=torch.sigmoid(conf_logits),
+            conf_logits=conf_logits,
+            pose_pca=pose_pca,
+            betas=betas,
+            global_rot=global_rot,
+            root_rel=root_rel,
+            root=root_rel + anchor,
+            anchor=anchor,
+            landmarks=landmarks,
+            feat_inv=f_inv,
+            feat_var=f_var,
+        )

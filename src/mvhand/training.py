@@ -1,0 +1,630 @@
+"""Training loop: AdamW + cosine, AMP on GPU, DDP (torchrun), atomic checkpoints with exact resume.
+
+``fit(cfg)`` is the whole stage (``setup → train_one_epoch → evaluate`` per epoch, after detectron2's
+plain loop). Outputs in ``cfg.out_dir``::
+
+    model.pt            final weights + model config (rebuild with :func:`load_model`)
+    checkpoints/        ckpt_<step>.pt (atomic; the newest ``keep_checkpoints`` are kept)
+    metrics.csv         one row per epoch (train loss terms, lr, val MPJPE, trivial-baseline MPJPE)
+    steps.csv           one row per optimisation step (loss, lr)
+    loss.png            loss / val MPJPE curves
+    tb/                 TensorBoard events
+    config.json         the resolved training configuration
+    val_sequences.txt   held-out training sequences used for validation (one per line)
+
+Resume (``resume="auto"``) restores model, optimiser, scheduler, RNG states, epoch and the position
+inside the epoch; sample randomness is a pure function of ``(seed, epoch, index)``, so a resumed run
+reproduces the uninterrupted loss sequence exactly on CPU.
+
+Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
+(``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``; the batch size
+is per process and each rank reads its own slice of every epoch's sample order).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader
+
+from mvhand.io_utils import InputError, atomic_path, atomic_write
+from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.mano import ManoModel
+from mvhand.model import HandNet, HandNetConfig
+from mvhand.train_data import AugmentConfig, CropDataset, EpochSampler, collate, split_sequences
+
+__all__ = [
+    "TrainConfig",
+    "TrainingDivergedError",
+    "FitResult",
+    "fit",
+    "evaluate",
+    "load_model",
+    "load_checkpoint",
+    "resolve_device",
+    "crop_sequence_names",
+]
+
+log = logging.getLogger(__name__)
+_CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
+MODEL_FORMAT = "mvhand.handnet/1"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Training stage settings (CLI flags of workflow/scripts/train.py; ``train:`` config section).
+
+    Attributes:
+        crops: crop-cache Parquet files of the training split.
+        mano_dir: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl.
+        out_dir: results/train/<variant>.
+        backbone, img_size, views, in_chans, n_points, hidden, position_mode: model (see
+            :class:`HandNetConfig`).
+        batch_size: hands per step and process.
+        epochs, iters_per_epoch: schedule length (steps = epochs · iters_per_epoch).
+        lr, weight_decay, warmup_iters: AdamW and the linear warm-up before the cosine decay.
+        extrinsic_noise: half-width (m) of the shared world shift (0 = the ablation baseline).
+        augment: crop/photometric augmentations and view dropout on/off.
+        val_fraction: fraction of training sequences held out for validation.
+        val_max_instances: cap on validation hand instances (0 = all).
+        seed: global seed.
+        num_workers: DataLoader worker processes (persistent).
+        device: "auto", "cpu" or "cuda".
+        checkpoint_every: steps between checkpoints (a checkpoint is also written after every epoch).
+        keep_checkpoints: checkpoints kept on disk.
+        threads: torch CPU threads (0 = leave torch's default).
+        loss_weights: overrides of :class:`LossWeights`.
+    """
+
+    crops: list[str]
+    mano_dir: str
+    out_dir: str
+    backbone: str = "mobilenetv3_small_100"
+    img_size: int = 96
+    views: int = 2
+    in_chans: int = 1
+    n_points: int = 64
+    hidden: int = 512
+    position_mode: str = "point"
+    batch_size: int = 16
+    epochs: int = 20
+    iters_per_epoch: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_iters: int = 40
+    extrinsic_noise: float = 0.5
+    augment: bool = True
+    val_fraction: float = 0.2
+    val_max_instances: int = 0
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    threads: int = 0
+    loss_weights: dict = field(default_factory=dict)
+
+    def model_config(self) -> HandNetConfig:
+        return HandNetConfig(
+            backbone=self.backbone,
+            img_size=self.img_size,
+            views=self.views,
+            in_chans=self.in_chans,
+            n_points=self.n_points,
+            hidden=self.hidden,
+            position_mode=self.position_mode,
+        )
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    model_path: Path | None
+    steps: list[dict]
+    epochs: list[dict]
+    completed: bool
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda if available else cpu; ``cuda`` without a GPU raises InputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            None, f"device {device!r} requested but no CUDA GPU is available", "use --device cpu"
+        )
+    return torch.device(device)
+
+
+def crop_sequence_names(files: list[str]) -> list[str]:
+    """Sorted unique sequence names of crop-cache files (reads only that column)."""
+    names: set[str] = set()
+    for f in files:
+        if not Path(f).is_file():
+            raise InputError(f, "crop cache file not found", "run the cache_crops stage first")
+        try:
+            names.update(pq.read_table(f, columns=["sequence_name"]).column(0).to_pylist())
+        except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
+            raise InputError(
+                f, f"cannot read the sequence_name column ({exc})", "re-create the crop cache"
+            ) from exc
+    return sorted(names)
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _loader(ds, batch_size: int, num_workers: int, sampler=None, device=None) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        collate_fn=collate,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        pin_memory=device is not None and device.type == "cuda",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    st = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - global state is what must be restored
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])  # noqa: NPY002
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint / model file written by this module.
+
+    Raises:
+        InputError: unreadable/corrupt file, or not an mvhand model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model/checkpoint file not found", "train a model first (train stage)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
+        raise InputError(
+            path,
+            f"corrupt or truncated checkpoint ({type(exc).__name__}: {exc})",
+            "delete it and resume from an older one or retrain",
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT or "model_config" not in ckpt:
+        raise InputError(
+            path, "not an mvhand HandNet model/checkpoint file", "pass a model.pt written by train.py"
+        )
+    return ckpt
+
+
+def _build_net(model_cfg: dict, mano: ManoModel | None, path: str | os.PathLike) -> HandNet:
+    try:
+        return HandNet.from_config(model_cfg, mano=None if mano is None else mano.right)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(
+            path, f"cannot rebuild the model {model_cfg} ({exc})", "check the timm version"
+        ) from exc
+
+
+# Settings that may change between an interrupted run and its resumption.
+_RUNTIME_KEYS = frozenset(
+    {"num_workers", "device", "threads", "checkpoint_every", "keep_checkpoints", "out_dir"}
+)
+
+
+def _config_diff(old: dict, new: dict) -> dict:
+    """Experiment settings that differ between a checkpoint's training config and the current one."""
+    keys = (set(old) | set(new)) - _RUNTIME_KEYS
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
+
+
+def load_model(
+    path: str | os.PathLike, mano: ManoModel | None, device: torch.device | str = "cpu"
+) -> HandNet:
+    """Rebuild a trained :class:`HandNet` from ``model.pt`` (or a checkpoint), in eval mode.
+
+    Args:
+        path: model file written by :func:`fit`.
+        mano: MANO model (its right layer is attached), or None for a net without MANO output.
+        device: target device.
+    """
+    ckpt = load_checkpoint(path)
+    net = _build_net(ckpt["model_config"], mano, path)
+    try:
+        net.load_net_state_dict(ckpt["model"])
+    except ValueError as exc:
+        raise InputError(path, str(exc), "the file belongs to another architecture") from exc
+    return net.to(device).eval()
+
+
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("ckpt_*.pt") if (m := _CKPT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(net: HandNet, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, float]:
+    """Validation MPJPE (mm, 19 landmarks, in the flipped world = mirror invariant)."""
+    was = net.training
+    net.eval()
+    errs = []
+    for batch in loader:
+        b = _to(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
+        keep = b["has_landmarks"].bool()
+        errs.append(landmark_errors_mm(out.landmarks.float()[keep], b["landmarks"].float()[keep]).cpu())
+    net.train(was)
+    e = torch.cat(errs) if errs else torch.zeros(0, 19)
+    return {"val_mpjpe_mm": float(e.mean()) if e.numel() else float("nan"), "val_instances": int(e.shape[0])}
+
+
+def _baseline(train_ds: CropDataset, val_ds: CropDataset) -> tuple[float, np.ndarray]:
+    """Trivial baseline: the mean training pose at the mean training offset from the anchor."""
+    offs = []
+    for i in range(len(train_ds)):
+        lm, anchor = train_ds.eval_targets(i)
+        if lm is not None:
+            offs.append(lm - anchor)
+    mean_off = np.mean(offs, 0)
+    errs = []
+    for i in range(len(val_ds)):
+        lm, anchor = val_ds.eval_targets(i)
+        if lm is not None:
+            pred = anchor + mean_off
+            errs.append(landmark_errors_mm(torch.tensor(pred[None]), torch.tensor(lm[None])).numpy())
+    return (float(np.concatenate(errs).mean()) if errs else float("nan")), mean_off
+
+
+# --------------------------------------------------------------------------------------------------
+# Logs
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with atomic_write(path, newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _plot(path: Path, steps: list[dict], epochs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if steps:
+        s = np.array([r["step"] for r in steps])
+        loss = np.array([r["loss"] for r in steps])
+        ax[0].plot(s, loss, lw=0.5, alpha=0.4, label="step")
+        k = max(1, len(loss) // 50)
+        if len(loss) >= k:
+            sm = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax[0].plot(s[k - 1 :], sm, lw=1.5, label=f"mean of {k}")
+        ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("training loss")
+    if steps:
+        ax[0].legend()
+    if epochs:
+        e = [r["epoch"] for r in epochs]
+        ax[1].plot(e, [r["val_mpjpe_mm"] for r in epochs], "o-", label="model")
+        ax[1].plot(e, [r["val_baseline_mpjpe_mm"] for r in epochs], "--", label="mean pose @ mean position")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("val MPJPE (mm)")
+    if epochs:
+        ax[1].legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------------
+
+
+def _dist_setup(device_str: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device_str)
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_str != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://")
+    return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+
+
+def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) -> FitResult:
+    """Train (or resume) a model; see the module docstring for the outputs.
+
+    Args:
+        cfg: training configuration.
+        resume: ``"auto"`` (newest readable checkpoint in ``out_dir/checkpoints`` if any), ``"none"``
+            (start over) or a checkpoint path.
+        max_steps: stop after this global step (simulates an interruption; a checkpoint is written).
+
+    Returns:
+        :class:`FitResult` (``model_path`` is None when stopped early by ``max_steps``).
+
+    Raises:
+        InputError: bad inputs (no crops, no ground truth, corrupt/foreign checkpoint, …).
+        TrainingDivergedError: non-finite loss.
+    """
+    rank, world, device = _dist_setup(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    ckpt_dir = out / "checkpoints"
+    is_main = rank == 0
+    if is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "config.json") as fh:
+            json.dump(dataclasses.asdict(cfg), fh, indent=2)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002
+    random.seed(cfg.seed)
+
+    mano = ManoModel.from_dir(cfg.mano_dir).to(device)
+    names = crop_sequence_names(list(cfg.crops))
+    train_names, val_names = split_sequences(names, cfg.val_fraction, cfg.seed)
+    if is_main:
+        with atomic_write(out / "val_sequences.txt") as fh:
+            fh.write("".join(f"{n}\n" for n in val_names))
+    aug = AugmentConfig(enabled=cfg.augment, extrinsic_noise=cfg.extrinsic_noise)
+    common = dict(img_size=cfg.img_size, views=cfg.views, in_chans=cfg.in_chans, mano=mano, require_gt=True)
+    train_ds = CropDataset(cfg.crops, train=True, augment=aug, seed=cfg.seed, sequences=train_names, **common)
+    if len(train_ds) == 0:
+        raise InputError(
+            cfg.crops[0] if cfg.crops else None,
+            "no annotated hand instances in the training crops",
+            "pass the crop cache of the train split",
+        )
+    val_ds = CropDataset(cfg.crops, train=False, sequences=val_names, **common) if val_names else None
+    if val_ds is not None and cfg.val_max_instances > 0 and len(val_ds) > cfg.val_max_instances:
+        keep = np.linspace(0, len(val_ds) - 1, cfg.val_max_instances).round().astype(int)
+        val_ds.groups = [val_ds.groups[i] for i in keep]
+    baseline_mpjpe, _ = _baseline(train_ds, val_ds) if val_ds is not None else (float("nan"), None)
+    log.info("train: %d instances of %d sequences; val: %d instances of %d sequences; baseline %.1f mm",
+             len(train_ds), len(train_names), 0 if val_ds is None else len(val_ds), len(val_names), baseline_mpjpe)  # fmt: skip
+
+    net = HandNet.from_config(cfg.model_config(), mano=mano.right).to(device)
+    total_steps = cfg.epochs * cfg.iters_per_epoch
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.warmup_iters))
+    weights = LossWeights(**cfg.loss_weights)
+    model_cfg = cfg.model_config().to_dict()
+
+    start_epoch, start_iter, step = 0, 0, 0
+    steps_hist: list[dict] = []
+    epochs_hist: list[dict] = []
+    ckpt_path = None
+    explicit = resume not in ("auto", "none", "", None)
+    if resume == "auto":
+        found = _checkpoints(ckpt_dir)
+        ckpt_path = found[-1] if found else None
+    elif explicit:
+        ckpt_path = Path(resume)
+    ck = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if ck is not None:
+        diff = _config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg))
+        if ck["model_config"] != model_cfg:
+            diff["model"] = (ck["model_config"], model_cfg)
+        if diff and explicit:
+            raise InputError(ckpt_path, f"checkpoint is from another architecture or configuration "
+                             f"(checkpoint vs now: {diff})", "delete out_dir/checkpoints or pass --resume none")  # fmt: skip
+        if diff:  # resume=auto after a settings change (e.g. a Snakemake re-run): start over
+            log.warning("%s was written with other settings %s; starting over", ckpt_path, diff)
+            for old in _checkpoints(ckpt_dir):
+                old.unlink(missing_ok=True)
+            ck = None
+    if ck is not None:
+        try:
+            net.load_net_state_dict(ck["model"])
+        except ValueError as exc:
+            raise InputError(ckpt_path, str(exc), "delete out_dir/checkpoints or pass --resume none") from exc
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        start_epoch, start_iter, step = ck["epoch"], ck["iter_in_epoch"], ck["step"]
+        steps_hist, epochs_hist = ck["steps"], ck["epochs"]
+        log.info(
+            "resumed from %s (epoch %d, iteration %d, step %d)", ckpt_path, start_epoch, start_iter, step
+        )
+
+    ddp_net = net
+    if world > 1:
+        ddp_net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    amp = device.type == "cuda"
+    sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.iters_per_epoch, cfg.seed, rank, world)
+    loader = _loader(train_ds, cfg.batch_size, cfg.num_workers, sampler, device)
+    val_loader = _loader(val_ds, cfg.batch_size, min(cfg.num_workers, 2), None, device) if val_ds else None
+
+    tb = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"), purge_step=step)
+
+    def save_checkpoint(epoch: int, it: int) -> Path:
+        path = ckpt_dir / f"ckpt_{step:08d}.pt"
+        state = {
+            "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+            "epoch": epoch, "iter_in_epoch": it, "step": step, "steps": steps_hist, "epochs": epochs_hist,
+            "train_config": dataclasses.asdict(cfg),
+        }  # fmt: skip
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        for old in _checkpoints(ckpt_dir)[: -max(1, cfg.keep_checkpoints)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def write_logs() -> None:
+        _write_csv(out / "steps.csv", steps_hist)
+        _write_csv(out / "metrics.csv", epochs_hist)
+        _plot(out / "loss.png", steps_hist, epochs_hist)
+
+    from tqdm import tqdm
+
+    net.train()
+    last_good = None
+    for epoch in range(start_epoch, cfg.epochs):
+        it0 = start_iter if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, it0)
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        n_in_epoch = 0
+        bar = tqdm(loader, total=cfg.iters_per_epoch - it0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not is_main, leave=False, mininterval=5.0)  # fmt: skip
+        it = it0
+        for batch in bar:
+            b = _to(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                out_ = ddp_net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
+            terms = compute_losses(out_, b, weights)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                bad = {k: float(v.detach()) for k, v in terms.items()}
+                raise TrainingDivergedError(
+                    f"non-finite training loss at step {step + 1} (terms {bad}); stopped. Last good checkpoint: "
+                    f"{last_good or 'none'} (lower --lr or check the crop cache, then resume)"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            step += 1
+            it += 1
+            n_in_epoch += 1
+            vals = {k: float(v.detach()) for k, v in terms.items()}
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps_hist.append(
+                {"step": step, "epoch": epoch + 1, "loss": vals["loss"], "lr": sched.get_last_lr()[0]}
+            )
+            if tb is not None:
+                for k, v in vals.items():
+                    tb.add_scalar(f"train/{k}", v, step)
+                tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
+            bar.set_postfix(loss=f"{vals['loss']:.3f}", mpjpe=f"{vals['kp3d']:.1f}mm")
+            stop = max_steps is not None and step >= max_steps
+            if is_main and it < cfg.iters_per_epoch and (step % cfg.checkpoint_every == 0 or stop):
+                last_good = save_checkpoint(epoch, it)
+            if stop and it < cfg.iters_per_epoch:
+                if tb is not None:
+                    tb.close()
+                if is_main:
+                    write_logs()
+                return FitResult(None, steps_hist, epochs_hist, False)
+        bar.close()
+        row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0]}
+        row |= {f"train_{k}": v / max(1, n_in_epoch) for k, v in sums.items()}
+        if is_main:
+            ev = (
+                evaluate(net, val_loader, device, amp)
+                if val_loader is not None
+                else {"val_mpjpe_mm": float("nan"), "val_instances": 0}
+            )
+            row |= ev | {"val_baseline_mpjpe_mm": baseline_mpjpe, "epoch_time_s": time.time() - t0}
+            epochs_hist.append(row)
+            log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), %.0f s",
+                     epoch + 1, cfg.epochs, row.get("train_loss", float("nan")), row.get("train_kp3d", float("nan")),
+                     ev["val_mpjpe_mm"], baseline_mpjpe, row["epoch_time_s"])  # fmt: skip
+            if tb is not None:
+                tb.add_scalar("val/mpjpe_mm", ev["val_mpjpe_mm"], step)
+                tb.add_scalar("val/baseline_mpjpe_mm", baseline_mpjpe, step)
+            last_good = save_checkpoint(epoch + 1, 0)
+            write_logs()
+        if max_steps is not None and step >= max_steps and epoch + 1 < cfg.epochs:
+            if tb is not None:
+                tb.close()
+            return FitResult(None, steps_hist, epochs_hist, False)
+
+    model_path = out / "model.pt"
+    if is_main:
+        final = {
+            "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
+            "train_config": dataclasses.asdict(cfg), "val_sequences": val_names, "epochs": epochs_hist,
+        }  # fmt: skip
+        with atomic_path(model_path) as tmp:
+            torch.save(final, tmp)
+        if tb is not None:
+            tb.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return FitResult(model_path, steps_hist, epochs_hist, True)

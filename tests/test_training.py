@@ -1,0 +1,116 @@
+"""Tests for mvhand.training: exact resume, NaN handling, corrupt / foreign checkpoints, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from test_train_data import make_crop_cache
+
+from mvhand import training
+from mvhand.io_utils import InputError
+from mvhand.mano import ManoModel
+from mvhand.synthetic_mano import write_synthetic_mano
+from mvhand.training import TrainConfig, TrainingDivergedError, fit, load_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_setup")
+    write_synthetic_mano(d / "mano")
+    mano = ManoModel.from_dir(d / "mano")
+    crops = [
+        str(make_crop_cache(d / f"s{i}.parquet", mano, sequence=f"seq_{i}", n_frames=2, seed=i, dot=False))
+        for i in range(3)
+    ]
+    return d, crops
+
+
+def _cfg(setup, out, **kw) -> TrainConfig:
+    d, crops = setup
+    base = dict(crops=crops, mano_dir=str(d / "mano"), out_dir=str(out), backbone="test_resnet", img_size=32,
+                n_points=4, hidden=16, batch_size=2, epochs=2, iters_per_epoch=2, lr=1e-3, warmup_iters=2,
+                val_fraction=0.34, num_workers=0, device="cpu", checkpoint_every=2)  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def _losses(out) -> list[float]:
+    with open(out / "steps.csv") as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
+def test_fit_outputs_and_exact_resume(setup, tmp_path):
+    full = fit(_cfg(setup, tmp_path / "full"))
+    assert full.completed and len(full.steps) == 4 and len(full.epochs) == 2
+    out = tmp_path / "full"
+    for name in ("model.pt", "metrics.csv", "steps.csv", "loss.png", "config.json", "val_sequences.txt"):
+        assert (out / name).is_file(), name
+    assert any((out / "tb").iterdir())
+    val = (out / "val_sequences.txt").read_text().split()
+    assert len(val) == 1 and val[0].startswith("seq_")
+    assert json.loads((out / "config.json").read_text())["backbone"] == "test_resnet"
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(
+        math.isfinite(float(r["val_mpjpe_mm"])) and float(r["val_baseline_mpjpe_mm"]) > 0 for r in rows
+    )
+    # Interrupted at step 3 (mid-epoch 2), then resumed: identical loss sequence and weights.
+    part = fit(_cfg(setup, tmp_path / "resumed"), max_steps=3)
+    assert not part.completed and len(part.steps) == 3
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    res = fit(_cfg(setup, tmp_path / "resumed"), resume="auto")
+    assert res.completed
+    assert _losses(tmp_path / "resumed") == _losses(out)
+    a = torch.load(out / "model.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    net = load_model(out / "model.pt", ManoModel.from_dir(setup[0] / "mano"))
+    assert not net.training and net.config.backbone == "test_resnet"
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
+    real = training.compute_losses
+    calls = {"n": 0}
+
+    def poisoned(out, batch, weights=None):
+        calls["n"] += 1
+        terms = real(out, batch, weights)
+        if calls["n"] >= 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(training, "compute_losses", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDivergedError, match="non-finite training loss at step 3.*ckpt_00000002"):
+        fit(_cfg(setup, out, checkpoint_every=1, epochs=1, iters_per_epoch=3))
+    ckpts = sorted((out / "checkpoints").glob("ckpt_*.pt"))
+    assert ckpts[-1].name == "ckpt_00000002.pt"
+    assert torch.isfinite(torch.load(ckpts[-1], weights_only=False)["model"]["pos_head.4.weight"]).all()
+    assert not (out / "model.pt").exists()
+
+
+def test_corrupt_and_foreign_checkpoints(setup, tmp_path):
+    out = tmp_path / "c"
+    fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), max_steps=1)
+    ck = sorted((out / "checkpoints").glob("ckpt_*.pt"))[-1]
+    # Another architecture: an explicit resume is refused; resume=auto starts over.
+    with pytest.raises(InputError, match="another architecture or configuration"):
+        fit(_cfg(setup, out, epochs=1, iters_per_epoch=2, backbone="test_vit"), resume=str(ck))
+    other_cfg = _cfg(setup, tmp_path / "c2", epochs=1, iters_per_epoch=2, lr=5e-4)
+    fit(other_cfg, max_steps=1)
+    fresh = fit(_cfg(setup, tmp_path / "c2", epochs=1, iters_per_epoch=2), max_steps=1)
+    assert [r["step"] for r in fresh.steps] == [1]
+    # Truncated file.
+    ck.write_bytes(ck.read_bytes()[:100])
+    with pytest.raises(InputError, match=f"{ck.name}.*corrupt or truncated"):
+        fit(_cfg(setup, out, epochs=1, iters_per_epoch=2))
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "missing.pt", None)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(InputError, match="not an mvhand"):
+        load_model(other, None)

@@ -1,0 +1,79 @@
+# Model stages: train (per variant) and predict (per variant, dataset, split).
+#   variant: baseline = no extrinsic translation noise (ablation), full = with (train.extrinsic_noise)
+#   split:   pose_test, shape_test, or val (held-out training sequences listed in val_sequences.txt)
+# Targets: `models` (both variants), `predictions` (every prediction table).
+
+localrules:
+    models,
+    predictions,
+
+
+rule train:
+    input:
+        script=workflow.source_path("../scripts/train.py"),
+        crops=train_crop_files,
+    output:
+        model="results/train/{variant}/model.pt",
+        val_sequences="results/train/{variant}/val_sequences.txt",
+        metrics="results/train/{variant}/metrics.csv",
+    log:
+        "logs/train/{variant}.log",
+    benchmark:
+        "benchmarks/train.{variant}.tsv"
+    params:
+        flags=train_flags,
+        mano_dir=MANO_DIR,
+        out_dir=train_out_dir,
+    threads: train_threads()
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=1,
+    wildcard_constraints:
+        variant="|".join(MODEL_VARIANTS),
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python {input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        " --out-dir {params.out_dir:q} --threads {threads} {params.flags} > {log} 2>&1"
+
+
+rule predict:
+    input:
+        script=workflow.source_path("../scripts/predict.py"),
+        model=rules.train.output.model,
+        val_sequences=rules.train.output.val_sequences,
+        crops=predict_crop_files,
+    output:
+        predictions="results/predict/{variant}/{dataset}/{split}.parquet",
+    log:
+        "logs/predict/{variant}/{dataset}/{split}.log",
+    benchmark:
+        "benchmarks/predict.{variant}.{dataset}.{split}.tsv"
+    params:
+        flags=predict_flags,
+        mano_dir=MANO_DIR,
+        sequences=predict_sequences_flag,
+    threads: predict_threads()
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    wildcard_constraints:
+        variant="|".join(MODEL_VARIANTS),
+        split="|".join(PREDICT_SPLITS),
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python {input.script} --model {input.model:q} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        " --out {output.predictions:q} --threads {threads} {params.sequences} {params.flags} > {log} 2>&1"
+
+
+rule models:
+    input:
+        model_files,
+
+
+rule predictions:
+    input:
+        prediction_files,
