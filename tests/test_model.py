@@ -183,3 +183,18 @@ def test_backbone_errors():
         images, K, T = _inputs(1, 3, 64)
         net(images, torch.ones(1, 3), K, T)
     assert math.isfinite(1.0)
+
+
+def test_local_backbone_weights_are_loaded_offline(tmp_path):
+    from mvhand.io_utils import InputError
+    from mvhand.model import create_backbone
+
+    ref = create_backbone("test_resnet", 32)
+    weights = tmp_path / "w.pth"
+    torch.save({k: v + 1.0 for k, v in ref.state_dict().items() if v.is_floating_point()}, weights)
+    loaded = create_backbone("test_resnet", 32, pretrained_file=weights)
+    for k, v in loaded.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, ref.state_dict()[k] + 1.0)
+    with pytest.raises(InputError, match="not found"):
+        create_backbone("test_resnet", 32, pretrained_file=tmp_path / "missing.pth")

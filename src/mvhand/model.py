@@ -30,6 +30,7 @@ from torch import nn
 
 from mvhand._compat import import_timm
 from mvhand.geometry import rotation_6d_to_matrix
+from mvhand.io_utils import InputError
 
 __all__ = [
     "NUM_KP",
@@ -143,6 +144,12 @@ def create_backbone(
         raise ValueError(f"unknown timm backbone {name!r} (see timm.list_models())")
     if "hiera" in name and img_size % 32:
         raise ValueError(f"Hiera backbones need img_size to be a multiple of 32, got {img_size}")
+    if pretrained_file is not None and not os.path.isfile(pretrained_file):
+        raise InputError(
+            pretrained_file,
+            "backbone weights file not found",
+            "set train.pretrained_file to a local timm weights file",
+        )
     kwargs: dict = dict(pretrained=pretrained_file is not None, num_classes=0, in_chans=in_chans)
     if pretrained_file is not None:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
@@ -275,10 +282,12 @@ class HandNet(nn.Module):
         self.mano = mano
 
     @classmethod
-    def from_config(cls, config: HandNetConfig | dict, mano: nn.Module | None = None) -> HandNet:
-        """Rebuild from a :class:`HandNetConfig` (or its dict)."""
+    def from_config(
+        cls, config: HandNetConfig | dict, mano: nn.Module | None = None, pretrained_file: str | None = None
+    ) -> HandNet:
+        """Rebuild from a :class:`HandNetConfig` (or its dict), optionally with local backbone weights."""
         cfg = config if isinstance(config, HandNetConfig) else HandNetConfig.from_dict(config)
-        return cls(**cfg.to_dict(), mano=mano)
+        return cls(**cfg.to_dict(), mano=mano, pretrained_file=pretrained_file or None)
 
     def _probe_dims(self) -> tuple[int, int]:
         was_training = self.backbone.training

@@ -103,6 +103,7 @@ class TrainConfig:
     n_points: int = 64
     hidden: int = 512
     position_mode: str = "point"
+    pretrained_file: str = ""
     batch_size: int = 16
     epochs: int = 20
     iters_per_epoch: int = 40
@@ -457,7 +458,9 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     log.info("train: %d instances of %d sequences; val: %d instances of %d sequences; baseline %.1f mm",
              len(train_ds), len(train_names), 0 if val_ds is None else len(val_ds), len(val_names), baseline_mpjpe)  # fmt: skip
 
-    net = HandNet.from_config(cfg.model_config(), mano=mano.right).to(device)
+    net = HandNet.from_config(cfg.model_config(), mano=mano.right, pretrained_file=cfg.pretrained_file).to(
+        device
+    )
     total_steps = cfg.epochs * cfg.iters_per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.warmup_iters))

@@ -3,7 +3,7 @@
 MODEL_VARIANTS = ("baseline", "full")
 PREDICT_SPLITS = ("pose_test", "shape_test", "val")
 # Keys of the train/predict sections that select jobs rather than set flags of the stage scripts.
-MODEL_WORKFLOW_KEYS = frozenset({"variants", "splits"})
+MODEL_WORKFLOW_KEYS = frozenset({"variants", "splits", "gpus"})
 
 
 def model_variants():
@@ -27,6 +27,17 @@ def train_flags(wildcards):
 def predict_flags(wildcards):
     """Flags of predict.py (the predict: section)."""
     return stage_flags({k: v for k, v in predict_settings().items() if k not in MODEL_WORKFLOW_KEYS})
+
+
+def train_launcher(wildcards):
+    """`python` for one process, `torchrun --standalone --nproc_per_node N` for N GPUs (DDP, train.gpus)."""
+    gpus = int((config.get("train") or {}).get("gpus", 1))
+    return "python" if gpus <= 1 else f"torchrun --standalone --nproc_per_node {gpus}"
+
+
+def train_gpus():
+    """GPUs the train job asks for (resource `gpu`, e.g. the SLURM profile's GPU request)."""
+    return int((config.get("train") or {}).get("gpus", 1))
 
 
 def train_threads():

@@ -10,7 +10,7 @@ localrules:
 
 rule train:
     input:
-        script=workflow.source_path("../scripts/train.py"),
+        script=script_path("train.py"),
         crops=train_crop_files,
     output:
         model="results/train/{variant}/model.pt",
@@ -24,23 +24,24 @@ rule train:
         flags=train_flags,
         mano_dir=MANO_DIR,
         out_dir=train_out_dir,
+        launcher=train_launcher,
     threads: train_threads()
     resources:
         mem_mb=16000,
         runtime=1440,
-        gpu=1,
+        gpu=train_gpus(),
     wildcard_constraints:
         variant="|".join(MODEL_VARIANTS),
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python {input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        "{params.launcher} {input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
         " --out-dir {params.out_dir:q} --threads {threads} {params.flags} > {log} 2>&1"
 
 
 rule predict:
     input:
-        script=workflow.source_path("../scripts/predict.py"),
+        script=script_path("predict.py"),
         model=rules.train.output.model,
         val_sequences=rules.train.output.val_sequences,
         crops=predict_crop_files,

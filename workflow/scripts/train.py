@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--n-points", type=int, default=d.n_points, help="3D feature points per FTL branch")
     m.add_argument("--hidden", type=int, default=d.hidden, help="MLP width")
     m.add_argument("--position-mode", default=d.position_mode, choices=("point", "mlp"), help="root read-off")
+    m.add_argument(
+        "--pretrained-file",
+        default="",
+        help="local timm weights of the backbone (offline; e.g. hiera_base_224)",
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, default=d.batch_size, help="hands per step and process")
     o.add_argument("--epochs", type=int, default=d.epochs)
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     cfg = TrainConfig(
         crops=list(a.crops), mano_dir=a.mano_dir, out_dir=a.out_dir, backbone=a.backbone, img_size=a.img_size,
-        views=a.views, in_chans=a.in_chans, n_points=a.n_points, hidden=a.hidden, position_mode=a.position_mode, batch_size=a.batch_size,
+        views=a.views, in_chans=a.in_chans, n_points=a.n_points, hidden=a.hidden, position_mode=a.position_mode,
+        pretrained_file=a.pretrained_file, batch_size=a.batch_size,
         epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, lr=a.lr, weight_decay=a.weight_decay,
         warmup_iters=a.warmup_iters, extrinsic_noise=a.extrinsic_noise, augment=not a.no_augment,
         val_fraction=a.val_fraction, val_max_instances=a.val_max_instances, seed=a.seed,
