@@ -43,6 +43,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("mano_theta", pa.list_(_F32, 15), nullable=False),
         pa.field("wrist_xform", pa.list_(_F32, 6), nullable=False),
         pa.field("mano_beta_pred", pa.list_(_F32, 10), nullable=False),
+        pa.field("mano_beta", pa.list_(_F32, 10), nullable=False),
         pa.field("global_rot", pa.list_(_F32, 9), nullable=False),
         pa.field("root", pa.list_(_F32, 3), nullable=False),
         pa.field("landmarks", pa.list_(_F32, 60), nullable=False),
@@ -195,7 +196,8 @@ def predict(
                 {
                     "sequence_name": info["sequence_name"], "frame_id": info["frame_id"], "hand_side": info["hand_side"],
                     "mano_theta": theta[j].tolist(), "wrist_xform": wrist[j].tolist(),
-                    "mano_beta_pred": beta_pred[j].tolist(), "global_rot": R[j].reshape(-1).tolist(),
+                    "mano_beta_pred": beta_pred[j].tolist(), "mano_beta": beta_use[j].tolist(),
+                    "global_rot": R[j].reshape(-1).tolist(),
                     "root": root[j].tolist(), "landmarks": lm[j].reshape(-1).tolist(), "n_views": len(sids),
                     "view_stream_ids": sids, "view_kp2d": kp, "view_conf": cf, "view_intrinsics": Ks,
                     "view_T_world_from_crop": Ts, "mpjpe_mm": err,
