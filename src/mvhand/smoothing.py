@@ -197,7 +197,7 @@ class NeuralSmoothConfig:
     w_orient: float = 0.5
     w_position: float = 0.5
     w_2d: float = 1.0
-    position_unit: float = 0.1
+    position_unit: float = 0.01
     min_conf: float = 0.0
     device: str = "cpu"
 
@@ -418,9 +418,9 @@ class OnlineSmoothConfig:
         base: loss weights / lr / units (its ``iterations`` is ignored).
     """
 
-    window: int = 12
-    free: int = 3
-    iterations: int = 25
+    window: int = 8
+    free: int = 2
+    iterations: int = 5
     base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
 
     def __post_init__(self) -> None:

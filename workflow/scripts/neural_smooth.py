@@ -45,14 +45,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--w-orient", type=float, default=0.5)
     p.add_argument("--w-position", type=float, default=0.5)
     p.add_argument("--w-2d", type=float, default=1.0)
-    p.add_argument("--position-unit", type=float, default=0.1, help="metres per optimiser unit of position")
+    p.add_argument("--position-unit", type=float, default=0.01, help="metres per optimiser unit of position")
     p.add_argument(
         "--min-conf", type=float, default=0.0, help="2D keypoints below this confidence are ignored"
     )
     p.add_argument("--max-gap", type=int, default=1, help="frame-id step that still counts as consecutive")
-    p.add_argument("--online-window", type=int, default=12)
-    p.add_argument("--online-free", type=int, default=3)
-    p.add_argument("--online-iterations", type=int, default=25)
+    p.add_argument("--online-window", type=int, default=8)
+    p.add_argument("--online-free", type=int, default=2)
+    p.add_argument("--online-iterations", type=int, default=5)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--one-euro-min-cutoff", type=float, default=4.0)
     p.add_argument("--one-euro-beta", type=float, default=0.5)
