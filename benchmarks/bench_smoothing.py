@@ -115,8 +115,15 @@ def main() -> int:
         write_synthetic_mano(tmp)
         mano = ManoModel.from_dir(tmp)
         layers = [
-            smplx.create(tmp, "mano", use_pca=True, num_pca_comps=15, is_rhand=bool(r), flat_hand_mean=False)
-            for r in (0, 1)
+            smplx.create(
+                str(Path(tmp) / name),
+                "mano",
+                use_pca=True,
+                num_pca_comps=15,
+                is_rhand=bool(r),
+                flat_hand_mean=False,
+            )
+            for r, name in ((0, "MANO_LEFT.pkl"), (1, "MANO_RIGHT.pkl"))
         ]
     problem = make_problem(args.segments, args.frames, args.views, mano)
     n = problem.n
