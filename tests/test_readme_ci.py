@@ -9,7 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cmd(what: str) -> str:
     return subprocess.run(
-        [sys.executable, str(ROOT / ".ci" / "readme_commands.py"), what], capture_output=True, text=True, check=True
+        [sys.executable, str(ROOT / ".ci" / "readme_commands.py"), what],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
 
