@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _toy_data import HANDS_JSON
 
 from mvhand.cameras import (
     MODEL_REGISTRY,
@@ -447,30 +448,9 @@ def _toy_left_landmarks(angles, W) -> np.ndarray:
 
 
 def _example_landmarks() -> np.ndarray:
-    W = se3_from_json({"quaternion_wxyz": [0.533446, -0.548580, 0.533446, -0.360459],
-                       "translation_xyz": [-0.05, 0.08, 0.35]}).astype(np.float64)  # fmt: skip
-    angles = [
-        0.0,
-        0.0,
-        0.3,
-        0.2,
-        0.0,
-        0.4,
-        0.5,
-        0.3,
-        0.0,
-        0.4,
-        0.5,
-        0.3,
-        0.0,
-        0.5,
-        0.6,
-        0.3,
-        0.0,
-        0.6,
-        0.7,
-        0.4,
-    ]
+    pose = HANDS_JSON["left"]["umetrack_pose"]
+    W = se3_from_json(pose["T_world_from_wrist"]).astype(np.float64)
+    angles = pose["joint_angles"][:20]
     return _toy_left_landmarks(np.array(angles), W)
 
 
