@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -302,3 +304,41 @@ def test_prediction_table_round_trip(mano_model):
     np.testing.assert_allclose(lm.numpy(), ref.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="lacks columns"):
         sm.problem_from_predictions(df.drop(columns=["view_kp2d"]))
+
+
+def test_neural_smooth_cli_and_missing_mano_folder(mano_dir, mano_model, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng = np.random.default_rng(8)
+    gt = _trajectory(8, rng)
+    problem, _ = _problem(gt, _noisy(gt, rng), mano_model)
+    rows = []
+    for i in range(8):
+        v = problem.view_instance == i
+        rows.append(
+            dict(
+                sequence_name="seq", frame_id=i, hand_side=1, global_rot=problem.init.rot[i].ravel(),
+                root=problem.init.root[i], mano_theta=problem.init.pose[i], mano_beta_pred=np.zeros(10),
+                mano_beta=np.zeros(10), view_kp2d=[k.ravel() for k in problem.view_kp2d[v]],
+                view_conf=list(problem.view_conf[v]), view_intrinsics=list(problem.view_K[v]),
+                view_T_world_from_crop=[t.ravel() for t in problem.view_T_world_from_crop[v]],
+            )
+        )  # fmt: skip
+    pred = tmp_path / "pred.parquet"
+    pd.DataFrame(rows).to_parquet(pred)
+    script = Path(__file__).resolve().parents[1] / "workflow/scripts/neural_smooth.py"
+    out = tmp_path / "out.parquet"
+    base = [sys.executable, str(script), "--predictions", str(pred), "--out", str(out)]
+    ok = subprocess.run(
+        base + ["--mano-dir", str(mano_dir), "--method", "neural", "--iterations", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    smoothed = pd.read_parquet(out)
+    assert len(smoothed) == 8 and "mpjpe_mm" not in smoothed.columns
+    assert json.loads(out.with_suffix(".json").read_text())["segments"] == 1
+    bad = subprocess.run(base + ["--mano-dir", str(tmp_path / "no_mano")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no_mano" in bad.stderr and "mano_dir" in bad.stderr
