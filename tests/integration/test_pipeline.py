@@ -79,3 +79,23 @@ def test_second_run_is_a_no_op_and_smoothing_change_reruns_only_post_processing(
     counts = job_counts(run_snakemake(changed, "-n").stdout)
     assert counts.get("neural_smooth", 0) >= 1
     assert set(counts) - {"all"} <= POST_RULES, counts  # no download, crops, train or predict
+
+
+def test_jobs_run_without_an_activated_environment(tmp_path):
+    """README: `.venv/bin/snakemake --cores all` without activating .venv: jobs must use its interpreter."""
+    import os
+    import subprocess
+
+    from _wf import BIN, SNAKEFILE
+
+    write_config(tmp_path, {**TINY_CONFIG, "datasets": ["hot3d"]})
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if os.path.isdir(p))
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(tmp_path), "--configfile",
+         str(tmp_path / "tiny.yaml"), "--cores", "1", "downloads"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "resources/data/hot3d/manifest.json").is_file()

@@ -4,6 +4,7 @@
 import json
 import os
 import shlex
+import sys
 
 from snakemake.utils import validate
 
@@ -24,6 +25,12 @@ WORKFLOW_ONLY_KEYS = frozenset({"threads", "splits"})
 # Files requested by `rule all` (default target). Each rule file appends the final outputs of its
 # stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
 FINAL_TARGETS = []
+
+# Interpreter of the stage scripts: the one running Snakemake, whose environment has mvhand installed, so
+# the workflow works with or without an activated virtual environment (and on cluster nodes, which run
+# the same interpreter). Used in shell commands as {PYTHON}; deliberately not a param, so that moving the
+# environment does not re-run finished jobs.
+PYTHON = shlex.quote(sys.executable)
 
 
 wildcard_constraints:

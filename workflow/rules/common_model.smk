@@ -30,9 +30,9 @@ def predict_flags(wildcards):
 
 
 def train_launcher(wildcards):
-    """`python` for one process, `torchrun --standalone --nproc_per_node N` for N GPUs (DDP, train.gpus)."""
+    """Nothing for one process, `-m torch.distributed.run --standalone --nproc_per_node N ` for N GPUs (DDP)."""
     gpus = int((config.get("train") or {}).get("gpus", 1))
-    return "python" if gpus <= 1 else f"torchrun --standalone --nproc_per_node {gpus}"
+    return "" if gpus <= 1 else f"-m torch.distributed.run --standalone --nproc_per_node {gpus} "
 
 
 def train_gpus():
