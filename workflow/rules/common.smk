@@ -26,11 +26,10 @@ WORKFLOW_ONLY_KEYS = frozenset({"threads", "splits"})
 # stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
 FINAL_TARGETS = []
 
-# Interpreter of the stage scripts: the one running Snakemake, whose environment has mvhand installed, so
-# the workflow works with or without an activated virtual environment (and on cluster nodes, which run
-# the same interpreter). Used in shell commands as {PYTHON}; deliberately not a param, so that moving the
-# environment does not re-run finished jobs.
-PYTHON = shlex.quote(sys.executable)
+# Stage scripts run with the interpreter running Snakemake, whose environment has mvhand installed: its
+# bin folder goes first on every job's PATH, so `python` (and `torchrun`) resolve to it with or without an
+# activated virtual environment, locally and on cluster nodes (which evaluate this file again).
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 
 wildcard_constraints:

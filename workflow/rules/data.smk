@@ -26,7 +26,7 @@ checkpoint download:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --dataset {wildcards.dataset} --output-dir {params.output_dir:q}"
+        "python {input.script} --dataset {wildcards.dataset} --output-dir {params.output_dir:q}"
         " --mano-dir {params.mano_dir:q} {params.flags} > {log} 2>&1"
 
 
@@ -50,7 +50,7 @@ rule cache_crops:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --input {input.tar:q} --output {output.crops:q}"
+        "python {input.script} --input {input.tar:q} --output {output.crops:q}"
         " --dataset {wildcards.dataset} --threads {threads} {params.flags} > {log} 2>&1"
 
 

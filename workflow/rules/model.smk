@@ -35,7 +35,7 @@ rule train:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {params.launcher}{input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        "python {params.launcher}{input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
         " --out-dir {params.out_dir:q} --threads {threads} {params.flags} > {log} 2>&1"
 
 
@@ -66,7 +66,7 @@ rule predict:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --model {input.model:q} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        "python {input.script} --model {input.model:q} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
         " --out {output.predictions:q} --threads {threads} {params.sequences} {params.flags} > {log} 2>&1"
 
 

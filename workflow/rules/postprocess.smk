@@ -31,7 +31,7 @@ rule neural_smooth:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --predictions {input.predictions:q} --mano-dir {params.mano_dir:q}"
+        "python {input.script} --predictions {input.predictions:q} --mano-dir {params.mano_dir:q}"
         " --out {output.table:q} --method {wildcards.method} --threads {threads} {params.flags} > {log} 2>&1"
 
 
@@ -53,7 +53,7 @@ rule package_submission:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} {params.flags} --out-pose {output.pose:q} --out-shape {output.shape:q} > {log} 2>&1"
+        "python {input.script} {params.flags} --out-pose {output.pose:q} --out-shape {output.shape:q} > {log} 2>&1"
 
 
 rule eval_gt:
@@ -73,7 +73,7 @@ rule eval_gt:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} {params.flags} --out {output.gt:q} > {log} 2>&1"
+        "python {input.script} {params.flags} --out {output.gt:q} > {log} 2>&1"
 
 
 rule evaluate:
@@ -94,7 +94,7 @@ rule evaluate:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --gt {input.gt:q} --submission {input.submission:q} --phase {params.phase}"
+        "python {input.script} --gt {input.gt:q} --submission {input.submission:q} --phase {params.phase}"
         " --out {output.metrics:q} > {log} 2>&1"
 
 
@@ -136,7 +136,7 @@ rule report:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "{PYTHON} {input.script} --gt {input.gt:q} --mano-dir {params.mano_dir:q} {params.flags}"
+        "python {input.script} --gt {input.gt:q} --mano-dir {params.mano_dir:q} {params.flags}"
         " --out-dir results/report > {log} 2>&1"
 
 
