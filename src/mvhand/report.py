@@ -146,11 +146,25 @@ def table1(scores: Sequence[CandidateScores]) -> str:
     return "\n".join(lines)
 
 
-def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> None:
+    """Write ``fig`` as a PNG atomically and release it."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
+    plt = _pyplot()
 
     thr = np.linspace(0, 50, 101)
     fig, axes = plt.subplots(1, len(DATASETS), figsize=(6 * len(DATASETS), 4.2), squeeze=False)
@@ -166,16 +180,11 @@ def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, out)
 
 
 def _plot_per_sequence(scores: Sequence[CandidateScores], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(len(DATASETS), 1, figsize=(11, 3.6 * len(DATASETS)), squeeze=False)
     for ax, ds in zip(axes[:, 0], DATASETS, strict=True):
@@ -192,9 +201,7 @@ def _plot_per_sequence(scores: Sequence[CandidateScores], out: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_trajectory(
@@ -210,10 +217,7 @@ def plot_trajectory(
     Returns:
         ``"<sequence> hand <side>"`` of the plotted track.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     sizes = raw.groupby(["sequence_name", "hand_side"]).size()
     seq, side = sizes.idxmax()
@@ -240,9 +244,7 @@ def plot_trajectory(
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{title}: {seq}, hand {'right' if side else 'left'}")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, out)
     return f"{seq} hand {side}"
 
 
