@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import sys
 import types
@@ -590,8 +591,51 @@ def test_shape_vertices_zero_pose(model, smplx_layers):
     assert np.abs(v0 - data["v_template"]).max() > 1e-3  # the mean pose is not the flat template
 
 
+def test_rodrigues_function_matches_smplx_formula_and_gradcheck():
+    """The component-major Rodrigues Function: smplx values, exact hand-written gradient (float64)."""
+    g = torch.Generator().manual_seed(3)
+    r = torch.randn(3, 9, generator=g, dtype=torch.float64) * 1.5
+    r[:, 0] = 0.0  # θ = |r + 1e-8| keeps this finite
+    r[:, 1] = 1e-5
+    r[:, 2] = torch.tensor([3.0, -2.5, 1.0], dtype=torch.float64)  # |r| > π
+    r[:, 3] = torch.tensor([-1e-8, -1e-8, -1e-8], dtype=torch.float64) + 1e-3  # near the offset
+    basis = torch.as_tensor(mano._ROD_BASIS.T, dtype=torch.float64)
+    R = mano._Rodrigues.apply(r, basis)
+    assert R.shape == (3, 3, 9)
+    torch.testing.assert_close(R.permute(2, 0, 1), mano._batch_rodrigues(r.t()), atol=1e-12, rtol=0)
+    eye = torch.eye(3, dtype=torch.float64)
+    # Orthonormal up to smplx's offset: k = r / |r + 1e-8| is not exactly a unit vector.
+    torch.testing.assert_close(torch.einsum("jin,jkn->nik", R, R), eye.expand(9, 3, 3), atol=1e-7, rtol=0)
+    rg = r.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(mano._Rodrigues.apply, (rg, basis))
+    # Same gradient as autograd through the plain (B, 3, 3) implementation, for an arbitrary upstream.
+    w = torch.randn(3, 3, 9, generator=g, dtype=torch.float64)
+    (g_fn,) = torch.autograd.grad((mano._Rodrigues.apply(rg, basis) * w).sum(), rg)
+    (g_ref,) = torch.autograd.grad((mano._batch_rodrigues(rg.t()) * w.permute(2, 0, 1)).sum(), rg)
+    torch.testing.assert_close(g_fn, g_ref, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("variant", ["mano_tree", "gather", "rotation_matrix"])
+def test_landmarks_gradcheck_float64(model, variant):
+    """End-to-end float64 gradcheck of the landmark path (both Functions), on a tiny batch."""
+    layer = copy.deepcopy(model.right).double()
+    if variant == "gather":
+        layer._mano_tree = False  # parents through index tensors instead of slices
+    p = {k: v.double() for k, v in random_params(2, seed=40).items()}
+    if variant == "rotation_matrix":
+        from mvhand.geometry import rodrigues_torch
+
+        p["global_orient"] = rodrigues_torch(p["global_orient"])
+    # In float64 the paths differ only by the float32 rounding of their (differently folded) buffers.
+    torch.testing.assert_close(layer.landmarks(**p), layer.landmarks_from_full(**p), atol=1e-7, rtol=0)
+    names = ("pose_pca", "global_orient", "transl", "betas")
+    inputs = tuple(p[k].clone().requires_grad_(True) for k in names)
+    assert torch.autograd.gradcheck(layer.landmarks, inputs)
+
+
 def test_generic_chain_matches_mano_chain(rand_mano_dir):
-    """The depth-grouped generic kinematic chain (any valid tree) equals the MANO-specific one."""
+    """The depth-grouped generic kinematic chain (any valid tree; parents gathered by index) equals the
+    MANO-specific one (parents as slices), for the landmark path and the full forward."""
     layer = ManoModel.from_dir(rand_mano_dir).right
     p = random_params(6, seed=13)
     fast = layer.landmarks(**p)
@@ -604,12 +648,35 @@ def test_generic_chain_matches_mano_chain(rand_mano_dir):
     torch.testing.assert_close(verts_generic, layer.forward_full(**p)[0], atol=1e-6, rtol=0)
 
 
+def test_non_mano_tree_landmarks_match_full(tmp_path):
+    """Any valid kinematic tree (here levels of different sizes, parents out of level order) works."""
+    data = make_mano_arrays(0)
+    parents = [2**32 - 1, 0, 1, 2, 3, 0, 5, 0, 7, 1, 9, 10, 4, 12, 13, 6]
+    data["kintree_table"] = np.stack([np.array(parents), np.arange(16)]).astype(np.uint32)
+    layer = mano.ManoLayer(load_mano_pkl(write_pkl(tmp_path / "MANO_RIGHT.pkl", data)), is_right=True)
+    assert not layer._mano_tree
+    base = random_params(5, seed=41)
+    w = torch.randn(5, 20, 3, generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for fn in (layer.landmarks, layer.landmarks_from_full):
+        p = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+        out = fn(**p)
+        (out * w).sum().backward()
+        outs.append(out.detach())
+        grads.append([p[k].grad for k in base])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    for g_fast, g_full in zip(*grads, strict=True):
+        torch.testing.assert_close(g_fast, g_full, atol=2e-4, rtol=1e-4)
+
+
 def test_buffers_float32_and_to(model):
     assert model.to("cpu") is model
     for layer in (model.left, model.right):
         for name, b in layer.named_buffers():
             assert b.dtype == (
-                torch.int64 if name in ("faces", "parents", "tip_pair_t", "tip_pair_j") else torch.float32
+                torch.int64
+                if name in ("faces", "parents", "lm_out_index", "lm_parent_pos")
+                else torch.float32
             ), name
     assert model.left.faces.shape == (1538, 3) and not model.left.is_right and model.right.is_right
     # float64 / numpy inputs are accepted and give float32 outputs on the module's device.
@@ -619,6 +686,15 @@ def test_buffers_float32_and_to(model):
     )
     assert lm64.dtype == torch.float32
     torch.testing.assert_close(lm64, model.right.landmarks(**p))
+
+
+def test_landmarks_float32_under_autocast(model):
+    p = random_params(4, seed=42)
+    ref = model.right.landmarks(**p)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        lm = model.right.landmarks(**p)
+    assert lm.dtype == torch.float32
+    torch.testing.assert_close(lm, ref, atol=0, rtol=0)
 
 
 def test_landmarks_to_eval_matches_metrics():

@@ -11,11 +11,14 @@ followed by the toolkit's fingertip vertices and canonical remapping:
 * landmarks = 16 joints + tip vertices (744, 320, 443, 554, 671), reordered with
   :data:`MANO_TO_CANONICAL` into the 20 canonical UmeTrack landmarks (metres).
 
-:meth:`ManoLayer.landmarks` is a landmark-only path: the joints come from the precomputed
-``J_template`` (16, 3) and ``J_shapedirs`` (16, 3, 10), and only the five tip vertices get shape
-blend, pose blend and skinning, so no 778-vertex work is done (timings against smplx's full forward:
-``benchmarks/bench_mano.py``, docs/benchmarks.md). The kinematic chain runs root-aligned (one batched
-product per tree depth) and the global rotation about ``J_0(β)`` is applied to the outputs at the end.
+:meth:`ManoLayer.landmarks` is a landmark-only path: the joints come from precomputed joint
+templates/shape directions (``J_regressor`` folded in at init), and only the five tip vertices get
+shape blend, pose blend (their 15 rows of ``posedirs``) and skinning, so no 778-vertex work is done
+(timings against smplx's full forward: ``benchmarks/bench_mano.py``, docs/benchmarks.md). It runs on
+*component-major* tensors (batch last, see :class:`_LandmarkLBS`) through two autograd Functions with
+hand-written backward passes, :class:`_Rodrigues` and :class:`_LandmarkLBS`; the kinematic chain runs
+root-aligned (one product per tree depth, all five fingers at once) and the global rotation about
+``J_0(β)`` is applied to the outputs at the end.
 :meth:`ManoLayer.forward_full` is the full mesh forward.
 
 Only :func:`load_mano_pkl` and :meth:`ManoModel.from_dir` touch files.
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from mvhand.io_utils import InputError
 
@@ -254,6 +258,270 @@ def _as_batch(x: Any, name: str, tail: tuple[int, ...], ref: torch.Tensor, batch
     return t
 
 
+# --------------------------------------------------------------------------------------------------
+# Landmark path: component-major maths with hand-written gradients
+# --------------------------------------------------------------------------------------------------
+#
+# The landmark path keeps every small vector or matrix *component-major*: a field of 3-vectors is a
+# (3, *S) tensor and a field of 3x3 matrices a (3, 3, *S) tensor (entry [i, j] is row i, column j), with
+# the batch as the last, contiguous dimension. A 3x3 product is then three fused multiply-adds over
+# long contiguous rows, much cheaper on CPU than a batched matmul of tiny matrices.
+
+
+def _mac(terms: Any, out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """``Σ x·y`` over ``(x, y)`` pairs (broadcast); written to ``out``, or added into it if ``accumulate``."""
+    it = iter(terms)
+    if out is None:
+        x, y = next(it)
+        out = x * y
+    elif not accumulate:
+        x, y = next(it)
+        torch.mul(x, y, out=out)
+    for x, y in it:
+        out.addcmul_(x, y)
+    return out
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> Any:
+    """Terms of ``a @ b`` for (3, 3, *S) fields: ``[i, k] = Σ_j a[i, j] b[j, k]``."""
+    return ((a[:, j, None], b[j][None]) for j in range(3))
+
+
+def _mtm(a: torch.Tensor, b: torch.Tensor) -> Any:
+    """Terms of ``aᵀ @ b`` for (3, 3, *S) fields: ``[j, k] = Σ_i a[i, j] b[i, k]``."""
+    return ((a[i][:, None], b[i][None]) for i in range(3))
+
+
+def _mmt(a: torch.Tensor, b: torch.Tensor) -> Any:
+    """Terms of ``a @ bᵀ`` for (3, 3, *S) fields: ``[i, j] = Σ_k a[i, k] b[j, k]``."""
+    return ((a[:, k, None], b[:, k][None]) for k in range(3))
+
+
+def _mv(a: torch.Tensor, v: torch.Tensor) -> Any:
+    """Terms of ``a @ v`` for a (3, 3, *S) and a (3, *S) field: ``[i] = Σ_j a[i, j] v[j]``."""
+    return ((a[:, j], v[j]) for j in range(3))
+
+
+def _mtv(a: torch.Tensor, v: torch.Tensor) -> Any:
+    """Terms of ``aᵀ @ v`` for a (3, 3, *S) and a (3, *S) field: ``[j] = Σ_i a[i, j] v[i]``."""
+    return ((a[i], v[i]) for i in range(3))
+
+
+def _take(x: torch.Tensor, dim: int, idx: slice | torch.Tensor) -> torch.Tensor:
+    """``x`` restricted to ``idx`` (a slice: a view; an index tensor: a copy) along ``dim``."""
+    if isinstance(idx, slice):
+        return x[(slice(None),) * dim + (idx,)]
+    return x.index_select(dim, idx)
+
+
+def _add_at(
+    x: torch.Tensor, dim: int, idx: slice | torch.Tensor, val: torch.Tensor, alpha: float = 1.0
+) -> None:
+    """In place ``x[..., idx, ...] += alpha · val`` along ``dim`` (repeated indices accumulate)."""
+    if isinstance(idx, slice):
+        x[(slice(None),) * dim + (idx,)].add_(val, alpha=alpha)
+    else:
+        x.index_add_(dim, idx, val, alpha=alpha)
+
+
+class _Rodrigues(torch.autograd.Function):
+    """smplx ``batch_rodrigues`` in component-major layout, with a hand-written backward.
+
+    Forward args:
+        r: (3, N) axis-angles, rad.
+        basis: (9, 4) :data:`_ROD_BASIS` transposed, in ``r``'s dtype and on its device.
+
+    Returns:
+        (3, 3, N) rotation matrices. As in smplx, ``θ = |r + 1e-8|``, ``k = r / θ`` and
+        ``R = I + sin θ K + (1 − cos θ) K²`` with ``K = [k]ₓ``; since ``K² = k kᵀ − |k|² I`` this is
+        ``R = (1 − (1 − cos θ)|k|²) I + sin θ K + (1 − cos θ) k kᵀ``, i.e. ``basis · f + (1 − cos θ) k kᵀ``
+        with ``f = [sin θ k, 1 − (1 − cos θ)|k|²]``. The 1e-8 keeps ``θ > 0``, so value and gradient
+        are finite at ``r = 0``. Gradient w.r.t. ``r`` only, first derivatives only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, r: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        v = r + 1e-8
+        angle = (v * v).sum(0).sqrt_()  # θ, (N,); vector_norm over dim 0 is much slower on CPU
+        inv = angle.reciprocal()
+        k = r * inv
+        s, c = torch.sin(angle), torch.cos(angle)
+        ak = (1.0 - c) * k
+        f = torch.cat([s * k, 1.0 - (ak * k).sum(0, keepdim=True)])  # (4, N)
+        R = torch.addmm((ak[:, None] * k[None]).view(9, -1), basis, f)
+        ctx.save_for_backward(v, k, inv, s, c, basis)
+        return R.view(3, 3, -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor, None]:
+        v, k, inv, s, c, basis = ctx.saved_tensors
+        a = 1.0 - c
+        # ∂L/∂f = basisᵀ G: the axial vector w of G − Gᵀ (∂L/∂(sin θ k)) and tr G.
+        wt = torch.mm(basis.t(), G.reshape(9, -1))
+        w, trace = wt[:3], wt[3]
+        S = G + G.transpose(0, 1)
+        Sk = (S * k[None]).sum(1)  # (G + Gᵀ) k
+        # L depends on k through s K, −a |k|² I and a k kᵀ; on θ through s = sin θ and a = 1 − cos θ.
+        d_s = (w * k).sum(0)
+        d_a = 0.5 * (k * Sk).sum(0) - (k * k).sum(0) * trace
+        dk = s * w + a * Sk - (2.0 * a * trace) * k
+        d_angle = c * d_s + s * d_a
+        # k = r / θ and θ = |r + 1e-8|:  ∂L/∂r = ∂L/∂k / θ + (∂L/∂θ − (∂L/∂k · k) / θ) (r + 1e-8) / θ.
+        m = (d_angle - (dk * k).sum(0) * inv) * inv
+        return dk * inv + m * v, None
+
+
+#: One level of the depth-sorted kinematic chain: the level's joints (a slice of the internal order)
+#: and their parents (a slice when they are the previous level in order, else an index tensor).
+_Level = tuple[slice, slice | torch.Tensor]
+
+
+class _LandmarkLBS(torch.autograd.Function):
+    """Tip blend shapes, root-aligned forward kinematics, tip skinning and root transform; exact backward.
+
+    Joints are in the layer's internal depth-sorted order (root first; every level a contiguous block).
+
+    Forward args:
+        R_loc: (3, 3, J, B) local joint rotations, component-major (``R_loc[:, :, 0]`` = global orient).
+        betas: (B, 10) shape coefficients.
+        transl: (B, 3) translation, m.
+        rest0: (3J + 3T, 1) rest joints then rest tips, coordinate-major (row ``c·J + j``, then
+            ``3J + c·T + t``), m; the tip rows include ``−tip_posedirs · vec(I)``.
+        shapedirs: (3J + 3T, 10) shape directions of the same rows, m.
+        tip_posedirs: (3T, 9J) pose blend shapes of the tip rows over ``vec(R_loc)`` (root columns 0), m.
+        tip_weights: (T, J) skinning weights of the tips.
+        out_index: (L,) int64 index of each output into ``[J posed joints, T posed tips]``.
+        levels: the chain levels below the root; the first one's parent is the root.
+
+    Returns:
+        (B, L, 3) points, m: ``R_0 (p − J_0) + J_0 + transl`` for the root-aligned points ``p``.
+
+    Gradients flow to ``R_loc``, ``betas`` and ``transl`` (first derivatives only); the constants get none.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        R_loc: torch.Tensor,
+        betas: torch.Tensor,
+        transl: torch.Tensor,
+        rest0: torch.Tensor,
+        shapedirs: torch.Tensor,
+        tip_posedirs: torch.Tensor,
+        tip_weights: torch.Tensor,
+        out_index: torch.Tensor,
+        levels: list[_Level],
+    ) -> torch.Tensor:
+        nJ, B = R_loc.shape[2], R_loc.shape[3]
+        nT = tip_weights.shape[0]
+        rest = torch.addmm(rest0, shapedirs, betas.t())  # (3J + 3T, B)
+        rest[3 * nJ :].addmm_(tip_posedirs, R_loc.reshape(9 * nJ, B))  # tip pose blend shapes
+        J = rest[: 3 * nJ].view(3, nJ, B)
+        T = rest[3 * nJ :].view(3, nT, B)
+
+        # Root-aligned chain (R_0 = I): A_j = [R_j | J'_j − R_j J_j], stored joint-major (J, 3, 4, B) so
+        # that blending over joints is one plain matmul; the posed joints J' go straight into pts.
+        A_store = R_loc.new_empty(nJ, 3, 4, B)
+        A = A_store.permute(1, 2, 0, 3)  # (3, 4, J, B)
+        Rg = A[:, :3]
+        pts = R_loc.new_empty(3, nJ + nT, B)
+        Jp = pts[:, :nJ]
+        Rg[:, :, 0] = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)[..., None]
+        Jp[:, 0] = J[:, 0]
+        (s1, _), *deeper = levels
+        Rg[:, :, s1] = R_loc[:, :, s1]
+        Jp[:, s1] = J[:, s1]
+        for sd, pd in deeper:
+            Rp = _take(Rg, 2, pd)
+            _mac(_mm(Rp, R_loc[:, :, sd]), out=Rg[:, :, sd])
+            _mac(_mv(Rp, J[:, sd] - _take(J, 1, pd)), out=Jp[:, sd]).add_(_take(Jp, 1, pd))
+        torch.sub(Jp, _mac(_mv(Rg, J)), out=A[:, 3])
+
+        # Tip skinning with the blended transforms Σ_j w_tj A_j.
+        Ab_store = torch.mm(tip_weights, A_store.view(nJ, 12 * B)).view(nT, 3, 4, B)
+        Ab = Ab_store.permute(1, 2, 0, 3)  # (3, 4, T, B)
+        _mac(_mv(Ab[:, :3], T), out=pts[:, nJ:]).add_(Ab[:, 3])
+
+        # Global orientation about J_0, then the translation: R_0 p + (J_0 + t − R_0 J_0).
+        pc = pts.index_select(1, out_index)  # (3, L, B)
+        R0, J0 = R_loc[:, :, 0], J[:, 0]
+        c0 = (J0 + transl.t()).sub_(_mac(_mv(R0, J0)))
+        out = torch.addcmul(c0[:, None], R0[:, 0, None], pc[0])
+        _mac(((R0[:, j, None], pc[j]) for j in (1, 2)), out=out, accumulate=True)
+
+        ctx.levels = levels
+        ctx.save_for_backward(
+            R_loc, rest, A_store, Ab_store, pc, shapedirs, tip_posedirs, tip_weights, out_index
+        )
+        return out.permute(2, 1, 0).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        R_loc, rest, A_store, Ab_store, pc, shapedirs, tip_posedirs, tip_weights, out_index = (
+            ctx.saved_tensors
+        )
+        nJ, B = R_loc.shape[2], R_loc.shape[3]
+        nT = tip_weights.shape[0]
+        J = rest[: 3 * nJ].view(3, nJ, B)
+        T = rest[3 * nJ :].view(3, nT, B)
+        Rg = A_store.permute(1, 2, 0, 3)[:, :3]
+        Rb = Ab_store.permute(1, 2, 0, 3)[:, :3]
+        R0, J0 = R_loc[:, :, 0], J[:, 0]
+        gc = g.permute(2, 1, 0).contiguous()  # (3, L, B)
+
+        # Root transform: out = R_0 (p − J_0) + J_0 + t.
+        g_sum = gc.sum(1)  # (3, B) = ∂L/∂t
+        dR0 = (gc[:, None] * pc[None]).sum(2).sub_(g_sum[:, None] * J0[None])  # Σ_l g_l (p_l − J_0)ᵀ
+        du = _mac((R0[i][:, None], gc[i]) for i in range(3))  # R_0ᵀ g, (3, L, B)
+        d_pts = R_loc.new_zeros(3, nJ + nT, B)
+        d_pts.index_add_(1, out_index, du)
+        dJp = d_pts[:, :nJ]
+        d_tip = d_pts[:, nJ:]
+
+        # Tip skinning: tip = Rb T + τb with [Rb | τb] = Σ_j w_tj A_j.
+        d_rest = torch.empty_like(rest)
+        dJ = d_rest[: 3 * nJ].view(3, nJ, B)
+        dT = d_rest[3 * nJ :].view(3, nT, B)
+        dAb_store = R_loc.new_empty(nT, 3, 4, B)
+        dAb = dAb_store.permute(1, 2, 0, 3)
+        torch.mul(d_tip[:, None], T[None], out=dAb[:, :3])
+        dAb[:, 3] = d_tip
+        _mac(_mtv(Rb, d_tip), out=dT)
+        dA = torch.mm(tip_weights.t(), dAb_store.view(nT, 12 * B)).view(nJ, 3, 4, B).permute(1, 2, 0, 3)
+        dRg = dA[:, :3]
+        d_tau = dA[:, 3]
+        # τ = J' − R J.
+        dJp.add_(d_tau)
+        dRg.addcmul_(d_tau[:, None], J[None], value=-1.0)
+        _mac(_mtv(Rg, d_tau), out=dJ).neg_()
+        dJ[:, 0] += dJp[:, 0] + g_sum - _mac(_mtv(R0, g_sum))
+
+        # Tip pose blend shapes, then the chain from the deepest level up.
+        dR_loc = torch.mm(tip_posedirs.t(), d_rest[3 * nJ :]).view(3, 3, nJ, B)
+        dR_loc[:, :, 0] += dR0
+        (s1, _), *deeper = ctx.levels
+        for sd, pd in reversed(deeper):
+            # R_d = R_p R_loc,d and J'_d = R_p (J_d − J_p) + J'_p.
+            Rp = _take(Rg, 2, pd)
+            dRd, dtd = dRg[:, :, sd], dJp[:, sd]
+            _mac(_mtm(Rp, dRd), out=dR_loc[:, :, sd], accumulate=True)
+            rel = J[:, sd] - _take(J, 1, pd)
+            dRp = _mac(_mmt(dRd, R_loc[:, :, sd]))
+            dRp.addcmul_(dtd[:, None], rel[None])
+            _add_at(dRg, 2, pd, dRp)
+            d_rel = _mac(_mtv(Rp, dtd))
+            dJ[:, sd] += d_rel
+            _add_at(dJ, 1, pd, d_rel, alpha=-1.0)
+            _add_at(dJp, 1, pd, dtd)
+        dR_loc[:, :, s1] += dRg[:, :, s1]
+        dJ[:, s1] += dJp[:, s1]
+
+        d_betas = torch.mm(shapedirs.t(), d_rest).t() if ctx.needs_input_grad[1] else None
+        return dR_loc, d_betas, g_sum.t(), None, None, None, None, None, None
+
+
 class ManoLayer(torch.nn.Module):
     """One MANO side with the toolkit's settings (15 PCA comps, mean hand added, 10 betas); buffers only.
 
@@ -297,18 +565,7 @@ class ManoLayer(torch.nn.Module):
         # Landmark-only buffers, precomputed in float64.
         buf("J_template", J_reg @ v_template)  # (16, 3)
         buf("J_shapedirs", np.einsum("jv,vck->jck", J_reg, shapedirs))  # (16, 3, 10)
-        buf("tip_template", v_template[tips])  # (5, 3)
-        buf("tip_shapedirs", shapedirs[tips])  # (5, 3, 10)
-        buf("tip_posedirs", posedirs[tips].reshape(-1, posedirs.shape[-1]).T)  # (135, 15)
-        # Sparse tip skinning: only the (tip, joint) pairs with a non-zero weight are evaluated.
-        pair_t, pair_j = np.nonzero(weights[tips])
-        pair_w = np.zeros((len(tips), len(pair_t)))
-        pair_w[pair_t, np.arange(len(pair_t))] = weights[tips][pair_t, pair_j]
-        buf("tip_pair_t", pair_t, torch.int64)  # (P,)
-        buf("tip_pair_j", pair_j, torch.int64)  # (P,)
-        buf("tip_pair_w", pair_w)  # (5, P)
-
-        # Kinematic chain grouped by depth: each level is one batched matmul.
+        # Kinematic chain grouped by depth: each level is one batched matmul (forward_full).
         depth = [0] * NUM_JOINTS
         for i in range(1, NUM_JOINTS):
             depth[i] = depth[parents[i]] + 1
@@ -322,6 +579,56 @@ class ManoLayer(torch.nn.Module):
         self._unorder = [order.index(i) for i in range(NUM_JOINTS)]
         self._flat_order = order == list(range(NUM_JOINTS))
         self._mano_tree = parents.tolist() == list(MANO_PARENTS)  # 5 fingers x 3 joints: no gathers
+
+        # Landmark path (_LandmarkLBS): joints in the depth-sorted internal order ``order``, every small
+        # vector/matrix component-major with the batch last; all maps below are precomputed in float64.
+        nJ, nT, P = NUM_JOINTS, len(tips), self.num_pca_comps
+        pose_w = np.zeros((3, nJ, 3 + P))  # [global orient, θ_pca] -> axis-angle (c, internal joint)
+        pose_b = np.zeros((3, nJ))
+        pose_mean = np.concatenate([np.zeros(3), f64["hands_mean"]])
+        for i, m in enumerate(order):
+            for c in range(3):
+                if m == 0:
+                    pose_w[c, i, c] = 1.0
+                else:
+                    pose_w[c, i, 3:] = f64["hands_components"][:P, 3 * (m - 1) + c]
+                pose_b[c, i] = pose_mean[3 * m + c]
+        buf("lm_pose_weight", pose_w.reshape(3 * nJ, 3 + P))  # (48, 3 + P)
+        buf("lm_pose_bias", pose_b.reshape(3 * nJ, 1))  # (48, 1) rad
+        buf("lm_rod_basis", _ROD_BASIS.T)  # (9, 4)
+        # Pose blend shapes of the tips over vec(R_loc) (rows c·T + t, columns a·3J + b·J + i).
+        tip_pd = np.zeros((3, nT, 3, 3, nJ))
+        for i, m in enumerate(order):
+            if m:
+                tip_pd[..., i] = (
+                    posedirs[tips][:, :, 9 * (m - 1) : 9 * m].reshape(nT, 3, 3, 3).transpose(1, 0, 2, 3)
+                )
+        tip_pd = tip_pd.reshape(3 * nT, 9 * nJ)
+        eye_vec = np.broadcast_to(np.eye(3)[..., None], (3, 3, nJ)).reshape(-1)
+        rest0 = np.concatenate(
+            [(J_reg @ v_template)[order].T.reshape(-1), v_template[tips].T.reshape(-1) - tip_pd @ eye_vec]
+        )
+        J_sd = np.einsum("jv,vck->jck", J_reg, shapedirs)[order]  # (16, 3, 10)
+        sd = np.concatenate(
+            [
+                J_sd.transpose(1, 0, 2).reshape(3 * nJ, -1),
+                shapedirs[tips].transpose(1, 0, 2).reshape(3 * nT, -1),
+            ]
+        )
+        buf("lm_rest0", rest0[:, None])  # (3J + 3T, 1) m: rest joints (c·J + i), then tips (c·T + t)
+        buf("lm_shapedirs", sd)  # (3J + 3T, 10) m
+        buf("lm_tip_posedirs", tip_pd)  # (3T, 9J) m
+        buf("lm_tip_weights", weights[tips][:, order])  # (T, J)
+        src = [order.index(k) if k < nJ else k for k in MANO_TO_CANONICAL]
+        buf("lm_out_index", np.asarray(src), torch.int64)  # (20,) into [J posed joints, T tips]
+        inv_order = np.argsort(order)
+        buf("lm_parent_pos", np.r_[0, inv_order[parents[order[1:]]]], torch.int64)  # (16,) internal parent
+        bounds = np.cumsum([0] + [len(lv) for lv in levels])
+        self._lm_bounds = [(int(a), int(b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+        # MANO tree: level d's parents are level d − 1 in the same order (level 1's parent is the root).
+        self._lm_sliced_levels: list[_Level] = [
+            (slice(a, b), slice(0, 1) if a == 1 else slice(2 * a - b, a)) for a, b in self._lm_bounds
+        ]
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -454,27 +761,35 @@ class ManoLayer(torch.nn.Module):
             betas: (B, 10) shape coefficients.
 
         Returns:
-            (B, 20, 3) canonical landmarks (§5.4), metres, float32, differentiable w.r.t. all inputs.
+            (B, 20, 3) canonical landmarks (§5.4), metres, float32 (also under autocast), differentiable
+            w.r.t. all inputs (first derivatives; hand-written backward passes).
         """
         pose, go, transl, betas = self._inputs(pose_pca, global_orient, transl, betas)
-        B = pose.shape[0]
-        J = self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, betas)  # (B, 16, 3)
-        R_loc = self._rotations(pose, go)
-        R_glob, J_posed = self._chain(R_loc, J)
-        eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)
-        pose_feat = (R_loc[:, 1:] - eye).reshape(B, -1)  # (B, 135)
-        tips = (
-            self.tip_template
-            + torch.einsum("vck,bk->bvc", self.tip_shapedirs, betas)
-            + (pose_feat @ self.tip_posedirs).reshape(B, -1, 3)
-        )  # (B, 5, 3)
-        # LBS of the tips, v_t = Σ_j w_tj (R_j (v_t − J_j) + J'_j), over the non-zero (t, j) pairs only.
-        pj = self.tip_pair_j
-        d = tips[:, self.tip_pair_t] - J[:, pj]  # (B, P, 3)
-        y = (R_glob[:, pj] @ d[..., None])[..., 0] + J_posed[:, pj]
-        tips = self.tip_pair_w @ y  # (B, 5, 3)
-        pts = torch.cat([J_posed, tips], dim=1)[:, list(MANO_TO_CANONICAL)]
-        return self._apply_root(pts, R_loc[:, 0], J[:, 0], transl)
+        B, nJ = pose.shape[0], NUM_JOINTS
+        # Autocast off: the Functions need one dtype throughout (float32 unless the layer was cast).
+        with torch.autocast(device_type=pose.device.type, enabled=False):
+            if go.ndim == 3:  # rotation matrix given: it replaces the root's Rodrigues output
+                aa = torch.addmm(self.lm_pose_bias, self.lm_pose_weight[:, 3:], pose.t())
+                R_loc = _Rodrigues.apply(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
+                R_loc = torch.cat([go.permute(1, 2, 0)[:, :, None], R_loc[:, :, 1:]], dim=2)
+            else:
+                aa = torch.addmm(self.lm_pose_bias, self.lm_pose_weight, torch.cat([go, pose], dim=1).t())
+                R_loc = _Rodrigues.apply(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
+            if self._mano_tree:  # every level's parents are the previous level, in order: plain slices
+                levels = self._lm_sliced_levels
+            else:
+                levels = [(slice(a, b), self.lm_parent_pos[a:b]) for a, b in self._lm_bounds]
+            return _LandmarkLBS.apply(
+                R_loc,
+                betas,
+                transl,
+                self.lm_rest0,
+                self.lm_shapedirs,
+                self.lm_tip_posedirs,
+                self.lm_tip_weights,
+                self.lm_out_index,
+                levels,
+            )
 
     def forward_full(
         self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any
