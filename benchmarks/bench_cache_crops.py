@@ -123,6 +123,30 @@ def read_and_decode(paths: list[Path]) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def decode_floor(tar: Path) -> tuple[int, float, float]:
+    """CPU seconds of the work every crop cache must do, timed alone (single thread).
+
+    Returns:
+        ``(n_decoded, t_decode, t_read)``: ``cv2.imdecode`` of each source stream that has a crop in its
+        frame (what ``cache_sequence_crops`` decodes, at full resolution), and reading + parsing the tar
+        (``iter_frames``, shared by both implementations) without decoding.
+    """
+    n, t_decode = 0, 0.0
+    t0 = time.process_time()
+    frames = list(iter_frames(tar))
+    t_read = time.process_time() - t0
+    for frame in frames:
+        streams = {sid for views in frame.hand_crops.values() for sid in views}
+        for sid in sorted(streams):
+            flag = cv2.IMREAD_COLOR if frame.cameras[sid].is_rgb else cv2.IMREAD_GRAYSCALE
+            buf = np.frombuffer(frame.image_bytes[sid], np.uint8)
+            c0 = time.process_time()
+            cv2.imdecode(buf, flag)
+            t_decode += time.process_time() - c0
+            n += 1
+    return n, t_decode, t_read
+
+
 def best_of(fn, repeats: int) -> tuple[float, object]:
     best, result = math.inf, None
     for _ in range(repeats):
@@ -136,7 +160,7 @@ def bench_size(seqs: list[tuple[str, Path]], tmp: Path, crop_size: int, threads:
     """Table rows for one crop size, and the cache files written by the threaded run."""
     settings = CropSettings(crop_size, 1.25, 95)
     lines, outputs = [], []
-    totals = {"naive": 0.0, "ours1": 0.0, "oursT": 0.0}
+    totals = {"naive": 0.0, "ours1": 0.0, "oursT": 0.0, "floor": 0.0}
     n_total = 0
     for dataset, tar in seqs:
         t_naive, n = best_of(lambda tar=tar: naive_cache(tar, tmp / "naive.parquet", settings), repeats)
@@ -154,6 +178,9 @@ def bench_size(seqs: list[tuple[str, Path]], tmp: Path, crop_size: int, threads:
             repeats,
         )
         assert s1.n_rows == sT.n_rows == n, (s1.n_rows, n)
+        floor = min((decode_floor(tar) for _ in range(repeats)), key=lambda r: r[1] + r[2])
+        t_floor = floor[1] + floor[2]
+        totals["floor"] += t_floor
         outputs.append(out)
         n_total += n
         totals["naive"] += t_naive
@@ -161,12 +188,14 @@ def bench_size(seqs: list[tuple[str, Path]], tmp: Path, crop_size: int, threads:
         totals["oursT"] += tT
         lines.append(
             f"| {crop_size} | {dataset} | {n} | {n / t_naive:.0f} | {n / t1:.0f} | {n / tT:.0f} | "
-            f"{t_naive / t1:.1f}x | {t_naive / tT:.1f}x |"
+            f"{t_naive / t1:.1f}x | {t_naive / tT:.1f}x | {floor[0]} | {1e3 * t_floor:.0f} | "
+            f"{t_naive / t_floor:.1f}x |"
         )
     lines.append(
         f"| {crop_size} | **all** | {n_total} | {n_total / totals['naive']:.0f} | {n_total / totals['ours1']:.0f} | "
         f"{n_total / totals['oursT']:.0f} | {totals['naive'] / totals['ours1']:.1f}x | "
-        f"{totals['naive'] / totals['oursT']:.1f}x |"
+        f"{totals['naive'] / totals['oursT']:.1f}x | | {1e3 * totals['floor']:.0f} | "
+        f"{totals['naive'] / totals['floor']:.1f}x |"
     )
     return lines, outputs
 
@@ -204,12 +233,23 @@ def main() -> None:
         "640x480 + 1 RGB 704x704 fisheye, two hands in 3 views), with landmark targets (train split). Best of "
         f"{args.repeats} runs; machine shared with other jobs, so the threaded column is a lower bound.\n\n"
         f"| S | dataset | crops | naive crops/s | mvhand crops/s (1 thread) | mvhand crops/s ({args.threads} threads) "
-        "| speed-up (1 thread) | speed-up (threads) |\n|---|---|---|---|---|---|---|---|\n"
+        "| speed-up (1 thread) | speed-up (threads) | JPEGs decoded | floor (ms CPU) | naive / floor |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(lines)
         + "\n\nNaive = toolkit-style loop: Pillow decode of every stream, `warp_image_reference` (float64 maps "
-        "per crop), Pillow JPEG encode, rows in Python lists, one pandas `to_parquet`, single-threaded. Both "
-        "decode every source JPEG at full resolution once per frame; that decode (and the tar/JSON parsing "
-        "shared by both) bounds the speed-up at small S, while the warp dominates the naive loop at large S.\n\n"
+        "per crop), Pillow JPEG encode, rows in Python lists, one pandas `to_parquet`, single-threaded. mvhand "
+        "decodes (OpenCV) only the streams that carry a crop in that frame, once per frame, computes the warp "
+        "maps on a coarse grid, encodes with `cv2.imencode` and overlaps frames in a thread pool (OpenCV calls "
+        "release the GIL).\n\n"
+        "What bounds the speed-up: *floor* is the CPU time of the work any implementation of this stage has to "
+        "do, timed alone: the full-resolution decode of the source JPEGs that carry a crop (the warp samples "
+        "them at sub-pixel positions, so they cannot be decoded at reduced size) plus reading and parsing the "
+        "tar (`iter_frames`, shared by both). `naive / floor` is the largest speed-up a single thread could "
+        f"reach, and {args.threads} threads at most {args.threads}x that. At S=128 the naive loop is only "
+        "a few times slower than the floor, so the 10x target is out of reach there; at large S the reference "
+        "warp dominates the naive loop and the speed-up grows. The threaded column only gains where a second "
+        f"core is free (1-min load average at the end of this run: {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores, shared with other jobs).\n\n"
         f"Reading the cache back (S={last}; pyarrow, image + camera + target columns) and decoding every JPEG "
         f"with OpenCV: **{n_read / t_read:.0f} crops/s on one core** ({n_read} crops, {size_mb:.1f} MB of "
         "Parquet). A training step of batch 32 x 2 views needs 64 crops, so one loader worker supplies "

@@ -22,14 +22,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from mvhand.geometry import se3_from_json, se3_to_json
 from mvhand.io_utils import InputError
+
+if TYPE_CHECKING:  # torch is imported lazily (only the *_torch functions need it; it costs ~2 s to import)
+    import torch
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -158,7 +160,7 @@ def _distort(px, py, kind: str, c: tuple, is_torch: bool):
     # ovr62 / ovr624 (canonical order k1..k6, p1, p2, s1..s4)
     k1, k2, k3, k4, k5, k6, p1, p2, s1, s2c, s3, s4 = c
     r2 = px * px + py * py
-    r2 = torch.clamp(r2, max=math.pi**2) if is_torch else np.minimum(r2, math.pi**2)
+    r2 = r2.clamp(max=math.pi**2) if is_torch else np.minimum(r2, math.pi**2)
     radial = _poly(r2, (k1, k2, k3, k4, k5, k6))
     ux, uy = px * radial, py * radial
     s2 = ux * ux + uy * uy
@@ -181,6 +183,8 @@ def _project_xyz(x, y, z, projection: str, is_torch: bool):
     if projection == "perspective":
         return x / z, y / z
     if is_torch:
+        import torch
+
         r = torch.sqrt(x * x + y * y)
         theta = torch.atan2(r, z)
         scale = theta / torch.clamp(r, min=_EPS_R)
@@ -533,9 +537,11 @@ class CameraModel:
             & (y < self.height - 0.5 + margin)
         )
 
-    def params_tensor(self, dtype=torch.float32, device=None) -> torch.Tensor:
-        """``projection_params`` as a tensor, for :func:`project_torch`."""
-        return torch.tensor(self.projection_params, dtype=dtype, device=device)
+    def params_tensor(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+        """``projection_params`` as a tensor (default float32), for :func:`project_torch`."""
+        import torch
+
+        return torch.tensor(self.projection_params, dtype=dtype or torch.float32, device=device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,6 +655,8 @@ def project_torch(points_eye: torch.Tensor, model_type: str, params: torch.Tenso
     Returns:
         ``(..., 2)`` window coordinates, pixels.
     """
+    import torch
+
     projection, kind, _ = _model_info(model_type)
     single, n0 = _split_params(model_type, params.shape[-1])
     pr = params.unbind(-1)
@@ -817,8 +825,8 @@ def warp_image_reference(image: np.ndarray, src_cam: CameraModel, dst_cam: Camer
 
 
 def _lagrange_weights(x: np.ndarray, step: int, n_coarse: int) -> np.ndarray:
-    """``(len(x), n_coarse)`` 4-point cubic Lagrange weights of positions ``x`` (fine pixels) from coarse
-    nodes at ``k·step``; interval ``k = x // step`` uses nodes ``k0..k0+3``, ``k0 = clip(k−1, 0, n−4)``."""
+    """``(len(x), n_coarse)`` float64 4-point cubic Lagrange weights of positions ``x`` (fine pixels) from
+    coarse nodes at ``k·step``; interval ``k = x // step`` uses nodes ``k0..k0+3``, ``k0 = clip(k−1, 0, n−4)``."""
     x = np.asarray(x, dtype=np.float64)
     k0 = np.clip(np.floor(x / step).astype(int) - 1, 0, n_coarse - 4)
     A = np.zeros((x.size, n_coarse))
@@ -831,62 +839,136 @@ def _lagrange_weights(x: np.ndarray, step: int, n_coarse: int) -> np.ndarray:
     return A
 
 
-@lru_cache(maxsize=64)
-def _interp_plan(n_fine: int, step: int) -> tuple[np.ndarray, ...]:
-    """Cached interpolation plan along one axis.
+@dataclass(frozen=True)
+class _AxisPlan:
+    """Cubic Lagrange upsampling of ``n`` coarse nodes (pixels ``0, step, 2·step, ...``) to ``n_fine`` pixels.
 
-    Returns:
-        ``A (n_fine, n) float32`` fine weights, ``Amid (n−1, n) float64`` weights at interval centres,
-        ``k0 (n−1,)`` first stencil node of each interval, ``cell (n_fine,)`` interval of each fine pixel,
-        banded form ``idx (4·n_int,)`` node indices and ``W4 (n_int, 4, step)`` float32 weights.
+    Attributes:
+        n: coarse nodes, ``max(4, ceil((n_fine − 1)/step) + 1)``.
+        n_int: whole ``step``-pixel intervals covering the fine pixels, ``ceil(n_fine/step)``.
+        idx: ``(4·n_int,)`` node indices of the 4-node stencil of each interval (``k0 = clip(k−1, 0, n−4)``).
+        W4: ``(n_int, 4, step)`` float32 weights (stencil node, pixel within the interval).
+        W4T: ``(n_int, step, 4)`` contiguous transpose of ``W4``.
+        k0: ``(n − 1,)`` first stencil node of the intervals between consecutive nodes.
+        cell: ``(n_fine,)`` interval ``min(i // step, n − 2)`` of each fine pixel.
     """
+
+    n: int
+    n_int: int
+    idx: np.ndarray
+    W4: np.ndarray
+    W4T: np.ndarray
+    k0: np.ndarray
+    cell: np.ndarray
+
+
+@lru_cache(maxsize=64)
+def _axis_plan(n_fine: int, step: int) -> _AxisPlan:
+    """Cached :class:`_AxisPlan` of one axis (read-only arrays)."""
     n = max(4, -(-(n_fine - 1) // step) + 1)
-    A = _lagrange_weights(np.arange(n_fine), step, n).astype(np.float32)
-    mids = (np.arange(n - 1) + 0.5) * step
-    Amid = _lagrange_weights(mids, step, n)
-    k0 = np.clip(np.arange(n - 1) - 1, 0, n - 4)
-    cell = np.minimum(np.arange(n_fine) // step, n - 2)
-    # banded form: interval k uses nodes k0[k]..k0[k]+3 with weights W4[k] (4, step) for its step pixels
     n_int = -(-n_fine // step)
-    A_pad = np.zeros((n_int * step, n), dtype=np.float32)
-    A_pad[:n_fine] = A
+    A = np.zeros((n_int * step, n), dtype=np.float32)
+    A[:n_fine] = _lagrange_weights(np.arange(n_fine), step, n)
     k0b = np.clip(np.arange(n_int) - 1, 0, n - 4)
     idx = (k0b[:, None] + np.arange(4)).ravel()
-    W4 = np.stack([A_pad[k * step : (k + 1) * step, k0b[k] : k0b[k] + 4].T for k in range(n_int)])
-    W4 = np.ascontiguousarray(W4)
-    for arr in (A, Amid, k0, cell, idx, W4):
+    W4 = np.ascontiguousarray(
+        np.stack([A[k * step : (k + 1) * step, k0b[k] : k0b[k] + 4].T for k in range(n_int)])
+    )
+    W4T = np.ascontiguousarray(W4.transpose(0, 2, 1))
+    k0 = np.clip(np.arange(n - 1) - 1, 0, n - 4)
+    cell = np.minimum(np.arange(n_fine) // step, n - 2)
+    for arr in (idx, W4, W4T, k0, cell):
         arr.setflags(write=False)
-    return A, Amid, k0, cell, idx, W4
-
-
-@lru_cache(maxsize=64)
-def _transposed(n_fine: int, step: int) -> np.ndarray:
-    """``(n_int, step, 4)`` contiguous transpose of the banded weights of :func:`_interp_plan`."""
-    out = np.ascontiguousarray(np.swapaxes(_interp_plan(n_fine, step)[5], 1, 2))
-    out.setflags(write=False)
-    return out
-
-
-def _upsample_rows(X: np.ndarray, idx: np.ndarray, W4: np.ndarray, n_fine: int) -> np.ndarray:
-    """Banded cubic Lagrange upsampling of each row of ``X (R, n)`` to ``(R, n_fine)`` (see _interp_plan)."""
-    n_int, _, step = W4.shape
-    R = X.shape[0]
-    g = X[:, idx].reshape(R, n_int, 4).transpose(1, 0, 2)  # (n_int, R, 4)
-    out = np.empty((R, n_int * step), dtype=np.float32)
-    np.matmul(g, W4, out=out.reshape(R, n_int, step).transpose(1, 0, 2))  # (n_int, R, step) view
-    return out[:, :n_fine] if out.shape[1] != n_fine else out
+    return _AxisPlan(n, n_int, idx, W4, W4T, k0, cell)
 
 
 @lru_cache(maxsize=64)
 def _grid_pixels(step: int, nx: int, ny: int) -> np.ndarray:
-    """Cached homogeneous pixel coordinates ``(P, 3)`` = ``(x, y, 1)``: the ``ny×nx`` coarse nodes (row-major)
-    followed by the ``(ny−1)×(nx−1)`` interval centres."""
-    nodes = np.stack(np.meshgrid(np.arange(nx) * step, np.arange(ny) * step), -1).reshape(-1, 2)
-    mids = np.stack(np.meshgrid((np.arange(nx - 1) + 0.5) * step, (np.arange(ny - 1) + 0.5) * step), -1)
-    g = np.concatenate([nodes, mids.reshape(-1, 2)]).astype(np.float64)
-    G = np.concatenate([g, np.ones((g.shape[0], 1))], 1)
+    """Cached homogeneous pixel coordinates ``(3, P)`` float64, rows ``x, y, 1``: the ``ny×nx`` coarse nodes
+    (row-major) followed by the ``(ny−1)×(nx−1)`` interval centres."""
+    nodes = np.meshgrid(np.arange(nx) * step, np.arange(ny) * step)
+    mids = np.meshgrid((np.arange(nx - 1) + 0.5) * step, (np.arange(ny - 1) + 0.5) * step)
+    G = np.ones((3, nx * ny + (nx - 1) * (ny - 1)))
+    for row in range(2):
+        G[row] = np.concatenate([nodes[row].ravel(), mids[row].ravel()])
     G.setflags(write=False)
     return G
+
+
+@lru_cache(maxsize=16)
+def _fisheye_feature_matrix(
+    fx: float, fy: float, cx: float, cy: float, coeffs: tuple
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Linear part of the OVR62/OVR624 distortion + intrinsics (see :func:`_fisheye_rows`).
+
+    Returns:
+        ``(Mq, ks)``: ``Mq (2, F)`` float64 mapping the features ``(ux, uy, ux², uy², ux·uy, 1[, s²²])`` to
+        window pixels (``F`` = 6, or 7 when the thin-prism s2/s4 terms are non-zero), and the radial
+        coefficients ``(k1..k6)``.
+    """
+    k1, k2, k3, k4, k5, k6, p1, p2, s1, s2c, s3, s4 = (float(c) for c in coeffs)
+    rows = [
+        [fx, 0.0, fx * (3.0 * p1 + s1), fx * (p1 + s1), 2.0 * fx * p2, cx],
+        [0.0, fy, fy * (p2 + s3), fy * (3.0 * p2 + s3), 2.0 * fy * p1, cy],
+    ]
+    if s2c != 0.0 or s4 != 0.0:
+        rows[0].append(fx * s2c)
+        rows[1].append(fy * s4)
+    Mq = np.array(rows)
+    Mq.setflags(write=False)
+    return Mq, (k1, k2, k3, k4, k5, k6)
+
+
+def _fisheye_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
+    """Arctan projection + OVR62/OVR624 distortion of rays in rows, with few array operations.
+
+    Args:
+        v: ``(3, P)`` float64 eye-frame rays (any positive scale), rows ``x, y, z``.
+        cam: ``OculusVisionFishEye62``/``624`` (or ``CameraModelType.FISHEYE624``) source camera.
+
+    Returns:
+        ``(2, P)`` float64 window coordinates, pixels. Same maths as :func:`_fisheye624_np`: with
+        ``r = |(x, y)|`` and ``θ = atan2(r, z)`` the undistorted point is ``u = (x, y)·θ·radial(θ²)/r``,
+        then ``q = u + tangential(u) + thin-prism(u)``, which is linear in the features
+        ``(ux, uy, ux², uy², ux·uy, 1[, |u|⁴])`` and is applied as one ``(2, F) @ (F, P)`` product.
+    """
+    Mq, ks = _fisheye_feature_matrix(cam.fx, cam.fy, cam.cx, cam.cy, cam._coeffs)
+    n_feat = Mq.shape[1]
+    P = v.shape[1]
+    x, y, z = v
+    r = x * x
+    r += y * y
+    np.sqrt(r, out=r)
+    if z.min() > 0:  # atan2(r, z) = atan(r/z) for z > 0 (about twice as fast)
+        theta = np.divide(r, z)
+        np.arctan(theta, out=theta)
+    else:
+        theta = np.arctan2(r, z)
+    t2 = theta * theta  # θ ∈ [0, π], so the §3.5 clamp r² ≤ π² never applies
+    f = ks[5] * t2
+    for k in ks[4::-1]:
+        f += k
+        f *= t2
+    f += 1.0
+    f *= theta
+    np.maximum(r, _EPS_R, out=r)
+    f /= r
+    feat = np.empty((n_feat, P))
+    np.multiply(v[:2], f, out=feat[:2])
+    np.multiply(feat[:2], feat[:2], out=feat[2:4])
+    np.multiply(feat[0], feat[1], out=feat[4])
+    feat[5] = 1.0
+    if n_feat == 7:
+        s2 = feat[2] + feat[3]
+        np.multiply(s2, s2, out=feat[6])
+    return Mq @ feat
+
+
+def _window_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
+    """Window coordinates ``(2, P)`` of eye rays ``v (3, P)`` float64 for any source model."""
+    if cam._projection == "arctan" and cam._kind in ("ovr62", "ovr624"):
+        return _fisheye_rows(v, cam)
+    return np.ascontiguousarray(cam.eye_to_window(v.T).T)
 
 
 _Z_SAFE = 0.15  # rays with z/|v| below this (θ > ~81°) are computed exactly instead of interpolated
@@ -904,128 +986,114 @@ def warp_maps(src_cam: CameraModel, dst_cam: CameraModel, step: int = 8) -> tupl
     (unless the whole cell maps beyond one side of the source image) are computed exactly. Otherwise
     (different centres, tiny crops) the exact map is computed in float64 at full resolution, as the
     reference does.
+
+    A map error of at most 1e-3 px changes a bilinear sample of a uint8 image by at most
+    ``255·(|Δx| + |Δy|) ≤ 0.51`` grey levels, so the warped crop differs from the reference by at most one
+    grey level where the bound holds.
     """
-    return warp_maps_batch(src_cam, [dst_cam], step)[0]
+    if step < 2 or step % 2:
+        raise ValueError(f"step must be an even number >= 2, got {step}")
+    _check_warp_cams(src_cam, dst_cam)
+    Ts, Td = src_cam.T_world_from_eye, dst_cam.T_world_from_eye
+    shared = Ts[0, 3] == Td[0, 3] and Ts[1, 3] == Td[1, 3] and Ts[2, 3] == Td[2, 3]
+    if not shared or min(dst_cam.width, dst_cam.height) < 4 * step:
+        return warp_maps_reference(src_cam, dst_cam)
+    M = Ts[:3, :3].T.astype(np.float64) @ Td[:3, :3].astype(np.float64)
+    return _shared_centre_maps(src_cam, M, dst_cam, step)
 
 
 def warp_maps_batch(
     src_cam: CameraModel, dst_cams: list[CameraModel], step: int = 8
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`warp_maps` for several destination cameras of one source camera.
+    """:func:`warp_maps` for several destination cameras of one source camera (computed one by one: the
+    per-crop work is memory-bound, so batching crops was measured to gain nothing)."""
+    return [warp_maps(src_cam, d, step) for d in dst_cams]
 
-    Crops of equal size share the coarse-grid projection and the upsampling calls. Measured: batches of about
-    2 crops are slightly cheaper per crop than single calls; large batches are slower (cache pressure).
+
+def _shared_centre_maps(
+    src_cam: CameraModel, M: np.ndarray, dst_cam: CameraModel, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps ``(map_x, map_y)`` ``(H', W')`` float32 of a pinhole crop camera sharing the source's centre.
+
+    Args:
+        src_cam: source camera.
+        M: ``(3, 3)`` float64 rotation source-eye-from-destination-eye.
+        dst_cam: destination ``PinholePlane`` camera.
+        step: coarse grid spacing, pixels (even).
     """
-    if step < 2 or step % 2:
-        raise ValueError(f"step must be an even number >= 2, got {step}")
-    results: list = [None] * len(dst_cams)
-    Ts = src_cam.T_world_from_eye.astype(np.float64)
-    groups: dict[tuple, list[int]] = {}
-    for i, dst in enumerate(dst_cams):
-        _check_warp_cams(src_cam, dst)
-        shared = np.array_equal(src_cam.T_world_from_eye[:3, 3], dst.T_world_from_eye[:3, 3])
-        if not shared or min(dst.width, dst.height) < 4 * step:
-            results[i] = warp_maps_reference(src_cam, dst)
-        else:
-            groups.setdefault((dst.width, dst.height), []).append(i)
-    for (W, H), members in groups.items():
-        Ms = np.stack(
-            [Ts[:3, :3].T @ dst_cams[i].T_world_from_eye[:3, :3].astype(np.float64) for i in members]
-        )
-        K = np.array([[dst_cams[i].fx, dst_cams[i].fy, dst_cams[i].cx, dst_cams[i].cy] for i in members])
-        for i, maps in zip(members, _shared_centre_maps(src_cam, Ms, K, W, H, step), strict=True):
-            results[i] = maps
-    return results
-
-
-def _shared_centre_maps(src_cam, Ms, K, W, H, step):
-    """Maps for rotations ``Ms (B, 3, 3)`` (src eye from dst eye) and pinhole intrinsics ``K (B, 4)``."""
-    B = Ms.shape[0]
-    Ax, Amx, k0x, cellx, idx, W4x = _interp_plan(W, step)
-    Ay, Amy, k0y, celly, idy, W4y = _interp_plan(H, step)
-    W4yT = _transposed(H, step)
-    nx, ny = Ax.shape[1], Ay.shape[1]
-    G = _grid_pixels(step, nx, ny)  # (P, 3) homogeneous pixels: coarse nodes, then interval centres
-    # Rays v = M K⁻¹ (x, y, 1), shape (B, P, 3).
-    n_nodes = ny * nx
-    Kinv = np.zeros((B, 3, 3))
-    Kinv[:, 0, 0] = 1.0 / K[:, 0]
-    Kinv[:, 1, 1] = 1.0 / K[:, 1]
-    Kinv[:, 0, 2] = -K[:, 2] / K[:, 0]
-    Kinv[:, 1, 2] = -K[:, 3] / K[:, 1]
-    Kinv[:, 2, 2] = 1.0
-    v = G @ np.swapaxes(Ms @ Kinv, 1, 2)
-    w_all = _eye_to_window_np(
-        v, src_cam._projection, src_cam._kind, src_cam._coeffs, src_cam.fx, src_cam.fy, src_cam.cx, src_cam.cy
-    )
-    wc = w_all[:, :n_nodes].reshape(B, ny, nx, 2)
-    wm = w_all[:, n_nodes:].reshape(B, ny - 1, nx - 1, 2)
+    W, H = dst_cam.width, dst_cam.height
+    fx, fy, cx, cy = dst_cam.fx, dst_cam.fy, dst_cam.cx, dst_cam.cy
+    px, py = _axis_plan(W, step), _axis_plan(H, step)
+    nx, ny = px.n, py.n
+    n_nodes = nx * ny
+    G = _grid_pixels(step, nx, ny)  # (3, P): coarse nodes, then interval centres
+    # Rays v = M K⁻¹ (x, y, 1) as rows (3, P).
+    A = M * np.array([1.0 / fx, 1.0 / fy, 1.0])
+    A[:, 2] -= A[:, 0] * cx + A[:, 1] * cy
+    v = A @ G
+    w_all = _window_rows(v, src_cam)  # (2, P) float64
     # Separable banded upsampling (4 taps per axis; small per-interval products so that BLAS never spins up
-    # threads): along x for the coarse rows, then along y, writing (B, 2, Hp, Wp) maps directly (Hp, Wp:
+    # threads): along x for the 2·ny coarse rows, then along y, writing (2, Hp, Wp) maps directly (Hp, Wp:
     # sizes rounded up to whole intervals).
-    n_int_x, n_int_y = W4x.shape[0], W4y.shape[0]
-    Wp, Hp = n_int_x * step, n_int_y * step
-    crow = np.ascontiguousarray(np.moveaxis(wc, -1, 1), np.float32).reshape(B * 2 * ny, nx)
-    t = _upsample_rows(crow, idx, W4x, Wp).reshape(B * 2, ny, Wp)  # rows along x
-    g = t[:, idy].reshape(B * 2, n_int_y, 4, Wp)  # the 4 coarse rows of each y interval
-    full = np.matmul(W4yT, g).reshape(B, 2, Hp, Wp)
-    # Interpolation error at the interval centres ((k+½)·step are pixels of the padded map: step is even).
-    h = step // 2
-    wi = full[:, :, h::step, h::step][:, :, : ny - 1, : nx - 1]  # (B, 2, ny-1, nx-1)
-    err_bad = np.maximum(np.abs(wi[:, 0] - wm[..., 0]), np.abs(wi[:, 1] - wm[..., 1])) > _MAP_TOL
-    maps = full[:, :, :H, :W]
+    Wp, Hp = px.n_int * step, py.n_int * step
+    crow = w_all[:, :n_nodes].astype(np.float32).reshape(2 * ny, nx)
+    g = crow[:, px.idx].reshape(2 * ny, px.n_int, 4).transpose(1, 0, 2)  # (n_int_x, 2·ny, 4)
+    t = np.empty((2 * ny, Wp), dtype=np.float32)
+    np.matmul(g, px.W4, out=t.reshape(2 * ny, px.n_int, step).transpose(1, 0, 2))
+    g = t.reshape(2, ny, Wp)[:, py.idx].reshape(2, py.n_int, 4, Wp)  # the 4 coarse rows of each y interval
+    full = np.empty((2, Hp, Wp), dtype=np.float32)
+    np.matmul(py.W4T, g, out=full.reshape(2, py.n_int, step, Wp))  # out=: a fresh result is not C-ordered
+    maps = full[:, :H, :W]
     if (Hp, Wp) != (H, W):
         maps = np.ascontiguousarray(maps)
-    out = []
-    for b in range(B):
-        M = Ms[b]
-        fx, fy, cx, cy = (float(a) for a in K[b])
-        x0, x1, y0, y1 = -cx / fx, (W - 1 - cx) / fx, -cy / fy, (H - 1 - cy) / fy  # normalised crop corners
-        map_x, map_y = maps[b, 0], maps[b, 1]
-        bad_cell = err_bad[b]
-        if bad_cell.any():  # ignore cells whose 4 corner nodes and centre all lie beyond one image side
-            c = wc[b]
-            lo = np.minimum.reduce([c[:-1, :-1], c[1:, :-1], c[:-1, 1:], c[1:, 1:], wm[b]])
-            hi = np.maximum.reduce([c[:-1, :-1], c[1:, :-1], c[:-1, 1:], c[1:, 1:], wm[b]])
-            mg = 4.0
-            far = (
-                (hi[..., 0] < -mg)
-                | (lo[..., 0] > src_cam.width + mg)
-                | (hi[..., 1] < -mg)
-                | (lo[..., 1] > src_cam.height + mg)
-            )
-            bad_cell &= ~far
-        # The angle between a ray through the dst image plane and the src axis is quasiconvex on that plane,
-        # so its maximum over the node rectangle is at a corner node: test those four first.
-        vn = v[b, :n_nodes]
-        corners = vn[[0, nx - 1, n_nodes - nx, n_nodes - 1]].tolist()
-        if not all(z >= _Z_SAFE * math.sqrt(x * x + y * y + z * z) for x, y, z in corners):
-            bad_nodes = (vn[:, 2] < _Z_SAFE * np.sqrt(np.einsum("ij,ij->i", vn, vn))).reshape(ny, nx)
-            bad_k0 = np.zeros((ny, nx), dtype=bool)
-            for dy in range(4):
-                for dx in range(4):
-                    bad_k0[: ny - dy, : nx - dx] |= bad_nodes[dy:, dx:]
-            bad_cell = bad_cell | bad_k0[k0y[:, None], k0x[None, :]]
-        if bad_cell.any():
-            xn = (np.arange(W) - cx) / fx
-            yn = (np.arange(H) - cy) / fy
-            fine_bad = bad_cell[celly[:, None], cellx[None, :]]
-            jj, ii = np.nonzero(fine_bad)
-            vv = xn[ii, None] * M[:, 0] + yn[jj, None] * M[:, 1] + M[:, 2]
-            front = vv[:, 2] >= 0
-            we = src_cam.eye_to_window(vv[front])
-            map_x[jj[front], ii[front]] = we[:, 0]
-            map_y[jj[front], ii[front]] = we[:, 1]
-        # Exact behind-camera mask: z is affine in (xn, yn); its minimum over the crop is at a corner.
-        m20, m21, m22 = (float(a) for a in M[2])
-        if min(m20 * x + m21 * y + m22 for x in (x0, x1) for y in (y0, y1)) < 0:
-            xn = (np.arange(W) - cx) / fx
-            yn = (np.arange(H) - cy) / fy
-            behind = (xn[None, :] * m20) + (yn[:, None] * m21 + m22) < 0
-            map_x[behind] = -1.0
-            map_y[behind] = -1.0
-        out.append((map_x, map_y))
-    return out
+    map_x, map_y = maps[0], maps[1]
+    # Interpolation error at the interval centres ((k+½)·step are pixels of the padded map: step is even).
+    h = step // 2
+    wm = w_all[:, n_nodes:].reshape(2, ny - 1, nx - 1)
+    err = np.abs(full[:, h::step, h::step][:, : ny - 1, : nx - 1] - wm)
+    bad_cell = None
+    if err.max() > _MAP_TOL:
+        bad_cell = (err > _MAP_TOL).any(0)
+        # ignore cells whose 4 corner nodes and centre all lie beyond one image side
+        c = w_all[:, :n_nodes].reshape(2, ny, nx)
+        corners = [c[:, :-1, :-1], c[:, 1:, :-1], c[:, :-1, 1:], c[:, 1:, 1:], wm]
+        lo, hi = np.minimum.reduce(corners), np.maximum.reduce(corners)
+        mg = 4.0
+        far = (hi[0] < -mg) | (lo[0] > src_cam.width + mg) | (hi[1] < -mg) | (lo[1] > src_cam.height + mg)
+        bad_cell &= ~far
+    # The angle between a ray through the dst image plane and the src axis is quasiconvex on that plane,
+    # so its maximum over the node rectangle is at a corner node: test those four first.
+    corners = v[:, [0, nx - 1, n_nodes - nx, n_nodes - 1]].T.tolist()
+    if not all(z >= _Z_SAFE * math.sqrt(x * x + y * y + z * z) for x, y, z in corners):
+        vn = v[:, :n_nodes]
+        bad_nodes = (vn[2] < _Z_SAFE * np.sqrt(np.einsum("ij,ij->j", vn, vn))).reshape(ny, nx)
+        bad_k0 = np.zeros((ny, nx), dtype=bool)
+        for dy in range(4):
+            for dx in range(4):
+                bad_k0[: ny - dy, : nx - dx] |= bad_nodes[dy:, dx:]
+        near_edge = bad_k0[py.k0[:, None], px.k0[None, :]]
+        bad_cell = near_edge if bad_cell is None else bad_cell | near_edge
+    if bad_cell is not None and bad_cell.any():
+        xn = (np.arange(W) - cx) / fx
+        yn = (np.arange(H) - cy) / fy
+        fine_bad = bad_cell[py.cell[:, None], px.cell[None, :]]
+        jj, ii = np.nonzero(fine_bad)
+        vv = xn[ii, None] * M[:, 0] + yn[jj, None] * M[:, 1] + M[:, 2]
+        front = vv[:, 2] >= 0
+        we = src_cam.eye_to_window(vv[front])
+        map_x[jj[front], ii[front]] = we[:, 0]
+        map_y[jj[front], ii[front]] = we[:, 1]
+    # Exact behind-camera mask: z is affine in the normalised crop coordinates (xn, yn); its minimum over the
+    # crop is at a corner.
+    x0, x1, y0, y1 = -cx / fx, (W - 1 - cx) / fx, -cy / fy, (H - 1 - cy) / fy
+    m20, m21, m22 = (float(a) for a in M[2])
+    if min(m20 * x + m21 * y + m22 for x in (x0, x1) for y in (y0, y1)) < 0:
+        xn = (np.arange(W) - cx) / fx
+        yn = (np.arange(H) - cy) / fy
+        behind = (xn[None, :] * m20) + (yn[:, None] * m21 + m22) < 0
+        map_x[behind] = -1.0
+        map_y[behind] = -1.0
+    return map_x, map_y
 
 
 def warp_image(

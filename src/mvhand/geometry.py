@@ -13,8 +13,13 @@ differentiable and take tensors with arbitrary leading batch dimensions.
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily (only the *_torch functions need it; it costs ~2 s to import)
+    import torch
 
 __all__ = [
     "quat_wxyz_to_matrix",
@@ -50,6 +55,8 @@ def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
         ``(..., 3, 3)`` float64 rotation matrix.
     """
     q = np.asarray(q, dtype=np.float64)
+    if q.shape == (4,):  # single quaternion: Python floats (same float64 operations, ~20× less overhead)
+        return np.array(_quat_rows(*q.tolist()))
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
     if np.any(norm == 0) or not np.all(np.isfinite(q)):
         raise ValueError(f"quaternion must be finite and non-zero, got {q.tolist()}")
@@ -62,6 +69,21 @@ def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
         ],
         -2,
     )
+
+
+def _quat_rows(w: float, x: float, y: float, z: float) -> list[list[float]]:
+    """Rows of the rotation matrix of one quaternion, with the float64 operations of the batched path
+    (the norm is the sequential sum of squares that ``np.linalg.norm`` computes for 4 values)."""
+    vals = (w, x, y, z)
+    norm = math.sqrt(((w * w + x * x) + y * y) + z * z)
+    if norm == 0 or not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"quaternion must be finite and non-zero, got {list(vals)}")
+    w, x, y, z = w / norm, x / norm, y / norm, z / norm
+    return [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
 
 
 def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
@@ -111,6 +133,21 @@ def se3_from_json(obj: dict) -> np.ndarray:
     Raises:
         ValueError: missing keys, wrong lengths or non-finite values.
     """
+    if isinstance(obj, dict):  # fast path for plain JSON numbers (the common case, ~20× less overhead)
+        qv, tv = obj.get("quaternion_wxyz"), obj.get("translation_xyz")
+        if (
+            isinstance(qv, list)
+            and isinstance(tv, list)
+            and len(qv) == 4
+            and len(tv) == 3
+            and all(type(v) is float or type(v) is int for v in qv + tv)
+        ):
+            q, t = [float(v) for v in qv], [float(v) for v in tv]
+            if all(math.isfinite(v) for v in q + t) and any(q):
+                rows = _quat_rows(*q)
+                return np.array(
+                    [rows[0] + t[:1], rows[1] + t[1:2], rows[2] + t[2:], [0.0, 0.0, 0.0, 1.0]], np.float32
+                )
     try:
         q = np.asarray(obj["quaternion_wxyz"], dtype=np.float64)
         t = np.asarray(obj["translation_xyz"], dtype=np.float64)
@@ -238,6 +275,8 @@ def rot_z(alpha_rad: float) -> np.ndarray:
 
 
 def _skew_torch(v: torch.Tensor) -> torch.Tensor:
+    import torch
+
     x, y, z = v.unbind(-1)
     o = torch.zeros_like(x)
     return torch.stack(
@@ -250,6 +289,8 @@ def rodrigues_torch(r: torch.Tensor) -> torch.Tensor:
 
     Uses a Taylor expansion for small angles so that gradients are finite at ``r = 0``.
     """
+    import torch
+
     theta2 = (r * r).sum(-1, keepdim=True)
     small = theta2 < 1e-8
     theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
@@ -266,6 +307,8 @@ def axis_angle_from_matrix_torch(R: torch.Tensor) -> torch.Tensor:
 
     Differentiable away from angle π; uses the quaternion route, which is stable near 0 and π.
     """
+    import torch
+
     m = R
     tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     d = torch.stack([m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], -1)
@@ -305,6 +348,8 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 3, 3)`` rotation matrices (Gram-Schmidt; columns b1, b2, b1 x b2).
     """
+    import torch
+
     a1, a2 = d6[..., :3], d6[..., 3:]
     b1 = torch.nn.functional.normalize(a1, dim=-1)
     b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
@@ -314,9 +359,13 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
 
 def matrix_to_rotation_6d(R: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rotation_6d_to_matrix`: ``(..., 3, 3) -> (..., 6)`` (first two columns)."""
+    import torch
+
     return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
 
 
 def transform_points_torch(T: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Apply ``T (..., 4, 4)`` to points ``p (..., N, 3)``; returns ``(..., N, 3)``."""
+    import torch
+
     return torch.einsum("...ij,...nj->...ni", T[..., :3, :3], p) + T[..., None, :3, 3]

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mvhand.geometry import rodrigues
 from mvhand.io_utils import InputError
+
+if TYPE_CHECKING:  # torch is imported lazily (only the *_torch functions need it; it costs ~2 s to import)
+    import torch
 
 __all__ = [
     "NUM_JOINTS",
@@ -393,6 +395,8 @@ def _joint_rotations_torch(axes: torch.Tensor, theta: torch.Tensor) -> torch.Ten
     Closed form ``I + sin(θ|a|)/|a| [a]x + (1 - cos(θ|a|))/|a|² [a]x²`` (Rodrigues with the axis
     factored out): smooth in θ, so no small-angle branch is needed and gradients are finite at 0.
     """
+    import torch
+
     norm = axes.norm(dim=-1)  # (20,), > 0 (validated on load)
     K = torch.zeros(axes.shape[:-1] + (3, 3), dtype=axes.dtype, device=axes.device)
     K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -axes[..., 2], axes[..., 1], -axes[..., 0]
@@ -421,6 +425,8 @@ def forward_kinematics_torch(
     Returns:
         ``(..., 21, 3)`` landmarks in ``joint_angles``' dtype and device.
     """
+    import torch
+
     dtype, device = joint_angles.dtype, joint_angles.device
     if joint_angles.shape[-1] not in (20, 22):
         raise ValueError(
