@@ -83,3 +83,42 @@ def test_total_is_weighted_sum_and_backprop():
     assert math.isclose(float(t["loss"].detach()), manual, rel_tol=1e-5)
     t["loss"].backward()
     assert out.landmarks.grad is not None and out.landmarks.grad.abs().sum() > 0
+
+
+def test_heatmap_cross_entropy_against_independent_computation():
+    from mvhand.losses import heatmap_cross_entropy
+
+    S, H, W = 64, 8, 8  # 8 px per cell
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, H, W, generator=g)
+    uv = torch.tensor([[3.5, 3.5], [20.0, 41.0], [63.0, 0.0]])
+    ce = heatmap_cross_entropy(logits, uv, S, sigma=1.0)
+    for n in range(3):  # explicit loops over cells
+        cx, cy = (uv[n, 0].item() - 3.5) / 8, (uv[n, 1].item() - 3.5) / 8
+        t = torch.tensor(
+            [[math.exp(-0.5 * ((j - cx) ** 2 + (i - cy) ** 2)) for j in range(W)] for i in range(H)]
+        )
+        t = t / t.sum()
+        logp = torch.log_softmax(logits[n].flatten(), 0).reshape(H, W)
+        assert math.isclose(float(ce[n]), float(-(t * logp).sum()), rel_tol=1e-5)
+    # Minimal (= the target's entropy) when the heatmap is the target itself; larger when shifted.
+    target_logits = torch.stack(
+        [torch.tensor([[-0.5 * ((j - 2.0) ** 2 + (i - 5.0) ** 2) for j in range(W)] for i in range(H)])]
+    )
+    at = heatmap_cross_entropy(target_logits, torch.tensor([[2 * 8 + 3.5, 5 * 8 + 3.5]]), S)
+    off = heatmap_cross_entropy(target_logits, torch.tensor([[4 * 8 + 3.5, 5 * 8 + 3.5]]), S)
+    p = torch.softmax(target_logits.flatten(), 0)
+    assert math.isclose(float(at), float(-(p * p.log()).sum()), rel_tol=1e-5)
+    assert float(off) > float(at) + 1.0
+
+
+def test_heatmap_term_only_with_heatmap_logits():
+    b = _batch()
+    out = _perfect(b)
+    assert float(compute_losses(out, b)["heatmap"]) == 0.0
+    B, V = b["view_mask"].shape
+    out.uv_heatmap_logits = torch.zeros(B, V, 20, 8, 8, requires_grad=True)
+    t = compute_losses(out, b, LossWeights(heatmap=1.0))
+    assert math.isclose(float(t["heatmap"].detach()), math.log(64), rel_tol=0.2)  # near-uniform vs a peak
+    t["loss"].backward()
+    assert out.uv_heatmap_logits.grad.abs().sum() > 0

@@ -198,3 +198,76 @@ def test_local_backbone_weights_are_loaded_offline(tmp_path):
             torch.testing.assert_close(v, ref.state_dict()[k] + 1.0)
     with pytest.raises(InputError, match="not found"):
         create_backbone("test_resnet", 32, pretrained_file=tmp_path / "missing.pth")
+
+
+def test_heatmap_soft_argmax_reads_the_peak_cell():
+    """A sharp peak at cell (i, j) gives the crop pixel centre of that cell (c = (S − 1)/2 convention)."""
+    from mvhand.model import HeatmapUV
+
+    S, W = 96, 12  # 8 px per cell
+    head = HeatmapUV(4, (), n_up=0, width=4).eval()
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.zero_()
+    peaks = [(0, 0), (3, 7), (11, 11)]  # (row i, column j)
+    logits = torch.full((len(peaks), 20, W, W), -1e4)
+    for n, (i, j) in enumerate(peaks):
+        logits[n, :, i, j] = 0.0
+    head.out = _ConstantOut(logits)
+    uv, conf_logits, hm = head(torch.zeros(len(peaks), 4, W, W), S)
+    for n, (i, j) in enumerate(peaks):
+        expect = torch.tensor([j * 8 + 3.5, i * 8 + 3.5]) / S
+        torch.testing.assert_close(uv[n], expect.expand(20, 2), atol=1e-6, rtol=0)
+    assert hm.shape == (len(peaks), 20, W, W) and conf_logits.shape == (len(peaks), 20)
+    # A uniform map has its expectation at the crop centre and a lower confidence than a peak.
+    head.out = _ConstantOut(torch.zeros(1, 20, W, W))
+    uv_flat, conf_flat, _ = head(torch.zeros(1, 4, W, W), S)
+    torch.testing.assert_close(uv_flat, torch.full((1, 20, 2), (S - 1) / 2 / S), atol=1e-6, rtol=0)
+    assert (conf_flat < conf_logits[:1]).all()
+
+
+class _ConstantOut(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits
+
+
+def test_heatmap_head_uses_backbone_skips_and_learns(mano):
+    """timm backbones with ``forward_intermediates`` feed their stride-16/8 maps to the heatmap head; a
+    few steps on a fixed target move the 2D prediction towards it (gradients reach the head)."""
+    S = 64
+    net = HandNet("test_resnet", S, 1, n_points=8, hidden=32, uv_head="heatmap", mano=mano.right)
+    assert len(net._skip_idx) == 2 and len(net.uv_net.laterals) == 2
+    images, K, T = _inputs(2, 1, S)
+    out = net.eval()(images, torch.ones(2, 1), K, T)
+    assert out.uv_heatmap_logits.shape[:3] == (2, 1, 20)
+    assert out.uv_heatmap_logits.shape[-1] == 4 * 2  # test_resnet: last map 2x2 at 64 px, heatmap 4x finer
+    target = torch.full((2, 1, 20, 2), 0.25)
+    opt = torch.optim.Adam(net.uv_net.parameters(), lr=1e-2)
+    net.train()
+    first = None
+    for _ in range(30):
+        err = (net(images, torch.ones(2, 1), K, T).uv_norm - target).abs().mean()
+        first = float(err.detach()) if first is None else first
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+    assert float(err.detach()) < 0.5 * first
+
+
+def test_uv_head_options_and_old_configs(mano):
+    reg = HandNet("test_resnet", 64, 2, n_points=8, hidden=32, uv_head="regress", position_mode="mlp")
+    assert reg.config.uv_head == "regress" and reg.config.position_mode == "mlp"  # both recorded
+    images, K, T = _inputs(1, 2, 64)
+    assert reg.eval()(images, torch.ones(1, 2), K, T).uv_heatmap_logits is None
+    # Models written before the option existed have no uv_head key: they are regressors.
+    old = {k: v for k, v in reg.config.to_dict().items() if k not in ("uv_head", "uv_upsample")}
+    assert HandNetConfig.from_dict(old).uv_head == "regress"
+    assert HandNetConfig().uv_head == "heatmap"
+    with pytest.raises(ValueError, match="uv_head"):
+        HandNet("test_resnet", 64, 2, uv_head="gaussian")
+    with pytest.raises(ValueError, match="position_mode"):
+        HandNet("test_resnet", 64, 2, position_mode="nearest")

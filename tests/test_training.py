@@ -114,3 +114,27 @@ def test_corrupt_and_foreign_checkpoints(setup, tmp_path):
     torch.save({"weights": 1}, other)
     with pytest.raises(InputError, match="not an mvhand"):
         load_model(other, None)
+
+
+def test_train_cli_parses_loss_weights():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_cli", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_loss_weights(["uv=3", "heatmap=0.1"]) == {"uv": 3.0, "heatmap": 0.1}
+    assert mod.parse_loss_weights([]) == {}
+    for bad, msg in [
+        (["uvv=1"], "one of"),
+        (["uv"], "NAME=VALUE"),
+        (["uv=abc"], "not a number"),
+        (["uv=-1"], ">= 0"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            mod.parse_loss_weights(bad)
+    assert (
+        mod.main(["--crops", "x.parquet", "--mano-dir", "m", "--out-dir", "o", "--loss-weights", "uvv=1"])
+        == 2
+    )

@@ -14,7 +14,7 @@ from mvhand.cameras import project_pinhole_torch
 from mvhand.metrics import LANDMARKS_TO_EVAL
 from mvhand.model import HandNetOutput
 
-__all__ = ["LossWeights", "compute_losses", "landmark_errors_mm"]
+__all__ = ["LossWeights", "compute_losses", "heatmap_cross_entropy", "landmark_errors_mm"]
 
 M_TO_MM = 1000.0
 _EVAL = list(LANDMARKS_TO_EVAL)
@@ -27,6 +27,7 @@ class LossWeights:
     kp3d: float = 0.01  # per mm, mean Euclidean over the 19 evaluated landmarks
     kp3d_rel: float = 0.01  # per mm, same after removing each hand's centroid
     uv: float = 1.0  # L1 of the UV regressor, normalised crop units
+    heatmap: float = 0.0  # cross-entropy of the heatmap head against a Gaussian at the target (σ = 1 cell)
     conf: float = 0.1  # BCE of the keypoint confidence against exp(-err / 0.02)
     reproj: float = 0.5  # L1 of the MANO landmarks projected into each crop, normalised units
     pose: float = 0.1  # L1 on the 15 PCA coefficients
@@ -50,6 +51,37 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def landmark_errors_mm(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Per-landmark Euclidean errors over the 19 evaluated landmarks, (B, 19) mm."""
     return (pred[:, _EVAL] - gt[:, _EVAL]).norm(dim=-1) * M_TO_MM
+
+
+def heatmap_cross_entropy(
+    logits: torch.Tensor, uv: torch.Tensor, img_size: int, sigma: float = 1.0
+) -> torch.Tensor:
+    """Cross-entropy of softmax heatmaps against a normalised Gaussian at the target keypoint.
+
+    A dense auxiliary signal for the soft-argmax head (every cell gets a gradient), which trains the
+    heatmaps much faster from scratch than the L1 on their expectation alone.
+
+    Args:
+        logits: (..., H, W) heatmap logits; cell (i, j) centred on crop pixel ``(j·s + (s − 1)/2,
+            i·s + (s − 1)/2)``, s = S / W.
+        uv: (..., 2) target keypoints, crop pixels.
+        img_size: crop side S, px.
+        sigma: Gaussian standard deviation, cells.
+
+    Returns:
+        (...) cross-entropy per keypoint, nats.
+    """
+    h, w = logits.shape[-2:]
+    sx, sy = img_size / w, img_size / h
+    xs = torch.arange(w, device=logits.device, dtype=logits.dtype)
+    ys = torch.arange(h, device=logits.device, dtype=logits.dtype)
+    cx = (uv[..., 0] - (sx - 1) / 2) / sx  # target in cell units
+    cy = (uv[..., 1] - (sy - 1) / 2) / sy
+    gx = -0.5 * ((xs - cx[..., None]) / sigma) ** 2  # (..., W)
+    gy = -0.5 * ((ys - cy[..., None]) / sigma) ** 2  # (..., H)
+    target = torch.softmax((gy[..., :, None] + gx[..., None, :]).flatten(-2), dim=-1)
+    logp = torch.log_softmax(logits.flatten(-2), dim=-1)
+    return -(target * logp).sum(-1)
 
 
 def compute_losses(
@@ -85,6 +117,11 @@ def compute_losses(
     gt_uv = batch["uv"].float() / S
     uv_err = (out.uv_norm - gt_uv).abs()  # (B, V, 20, 2)
     terms["uv"] = _masked_mean(uv_err.sum(-1), uv_valid)
+    if out.uv_heatmap_logits is not None:
+        ce = heatmap_cross_entropy(out.uv_heatmap_logits.float(), batch["uv"].float(), S)
+        terms["heatmap"] = _masked_mean(ce, uv_valid)
+    else:
+        terms["heatmap"] = torch.zeros((), device=pred_lm.device)
     conf_target = torch.exp(-uv_err.detach().norm(dim=-1) / 0.02)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(out.conf_logits, conf_target, reduction="none")
     terms["conf"] = _masked_mean(bce, uv_valid)

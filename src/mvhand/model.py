@@ -4,7 +4,7 @@ Data flow for B hands with V view slots (MODEL.md §2; all hands are right hands
 by the data pipeline, §2.5)::
 
     images (B, V, C, S, S) ──backbone (shared)──► feature map (B·V, D, h, w) + pooled f2d (B·V, D')
-      ├─ UV regressor ─► uv (B, V, 20, 2) crop px, conf (B, V, 20)
+      ├─ UV head (soft-argmax heatmaps or regressor) ─► uv (B, V, 20, 2) crop px, conf (B, V, 20)
       └─ lifting MLP [f2d, uv/S, log(f/S / f0)] ─► P_inv, P_var (B, V, N, 3) "3D feature points", eye frame
     split FTL (parameter-free, R_i = world-from-eye rotation of view i, c_i its centre, a the anchor):
       F_inv_i = R_i P_inv                               (translation invariant: world rotation only)
@@ -37,6 +37,8 @@ __all__ = [
     "HandNetConfig",
     "HandNetOutput",
     "HandNet",
+    "HeatmapUV",
+    "RegressUV",
     "create_backbone",
     "split_ftl",
     "masked_anchor",
@@ -58,7 +60,14 @@ class HandNetConfig:
         in_chans: image channels fed to the backbone (1 = grey, 3 = grey replicated / RGB).
         n_points: N 3D feature points per branch and view.
         hidden: width of the lifting MLP and the heads.
-        uv_grid: the UV regressor pools the feature map to ``uv_grid × uv_grid`` cells.
+        uv_head: ``"heatmap"`` — integral regression (MODEL.md §2.2's stronger alternative): the
+            feature map is upsampled by ``uv_upsample`` 2× deconvolutions to 20 heatmaps, the 2D
+            keypoint is the soft-argmax (expected position) and the confidence a learnt per-keypoint
+            calibration of the heatmap's spread; ``"regress"`` — the map is pooled to
+            ``uv_grid × uv_grid`` cells and an MLP regresses the 20 (u, v, confidence logit).
+        uv_grid: pooled grid of the ``"regress"`` head.
+        uv_upsample: number of 2× deconvolutions of the ``"heatmap"`` head (2: 7×7 → 28×28 for
+            Hiera-base at 224 px, 3×3 → 12×12 for MobileNetV3 at 96 px).
         focal_ref: canonical normalised focal f0 (f/S) of the z-scaling and of the log-focal input.
         uv_detach: feed the UV prediction to the lifting MLP without gradient.
         position_mode: ``"point"`` — the root is read off the variant branch (mean over valid views
@@ -79,12 +88,20 @@ class HandNetConfig:
     uv_detach: bool = False
     position_mode: str = "point"
     root_depth: float = 0.5
+    uv_head: str = "heatmap"
+    uv_upsample: int = 2
 
     @classmethod
     def from_dict(cls, d: dict) -> HandNetConfig:
-        """Build from a dict, ignoring unknown keys."""
+        """Build from a dict, ignoring unknown keys.
+
+        A dict without ``uv_head`` comes from a model written before the heatmap head existed, i.e. a
+        ``"regress"`` model.
+        """
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        kw.setdefault("uv_head", "regress")
+        return cls(**kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +125,8 @@ class HandNetOutput:
         landmarks: (B, 20, 3) canonical landmarks, world, m (None when the net has no MANO layer).
         feat_inv: (B, V, N, 3) translation-invariant FTL features (world rotation frame).
         feat_var: (B, V, N, 3) translation-variant FTL features (anchor frame).
+        uv_heatmap_logits: (B, V, 20, H, W) heatmap logits of the ``"heatmap"`` UV head (None for
+            ``"regress"``); cell (i, j) is centred on crop pixel ``(j·S/W + (S/W − 1)/2, …)``.
     """
 
     uv: torch.Tensor
@@ -123,6 +142,7 @@ class HandNetOutput:
     landmarks: torch.Tensor | None
     feat_inv: torch.Tensor
     feat_var: torch.Tensor
+    uv_heatmap_logits: torch.Tensor | None = None
 
 
 def create_backbone(
@@ -219,6 +239,116 @@ def _mlp(d_in: int, hidden: int, d_out: int, norm: bool = True) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+class RegressUV(nn.Module):
+    """UV regressor: 1×1 projection, pooling to a ``grid × grid`` map, MLP → (u, v, confidence logit).
+
+    Args:
+        d_map: channels D of the backbone feature map.
+        grid: pooled grid side.
+        hidden: MLP width.
+    """
+
+    def __init__(self, d_map: int, grid: int, hidden: int):
+        super().__init__()
+        self.grid = grid
+        self.proj = nn.Conv2d(d_map, 64, 1)
+        self.mlp = nn.Sequential(
+            nn.Linear(64 * grid * grid, hidden), nn.GELU(), nn.Linear(hidden, NUM_KP * 3)
+        )
+        with torch.no_grad():  # start at the crop centre
+            self.mlp[-1].weight.mul_(0.01)
+            self.mlp[-1].bias.zero_()
+
+    def forward(
+        self, fmap: torch.Tensor, img_size: int, skips: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D, h, w) feature maps → uv (N, 20, 2) in crop units (u/S), confidence logits (N, 20);
+        ``skips`` are ignored; no heatmap (None)."""
+        x = nn.functional.adaptive_avg_pool2d(self.proj(fmap), self.grid).flatten(1)
+        out = self.mlp(x).reshape(-1, NUM_KP, 3)
+        return out[..., :2] + 0.5, out[..., 2], None
+
+
+class HeatmapUV(nn.Module):
+    """Integral-regression UV head (soft-argmax over heatmaps, MODEL.md §2.2).
+
+    The backbone's last feature map (N, D, h, w) is projected to ``width`` channels and brought to a
+    finer grid in 2× steps: with ``skip_chs`` (channels of the backbone's own stride-16 and stride-8
+    maps, finest last) each step upsamples bilinearly, adds a 1×1 projection of that map and mixes
+    with a 3×3 convolution (a small feature pyramid: the heatmaps see high-resolution evidence); without
+    them ``n_up`` stride-2 deconvolutions are used. A 1×1 convolution gives (N, 20, H, W) logits; a
+    softmax over each map is a distribution over cells and the 2D keypoint its expectation, cell (i, j)
+    centred on crop pixel ``(j·s + (s − 1)/2, i·s + (s − 1)/2)``, s = S / W (the ``c = (S − 1)/2``
+    convention of the crop cameras), returned in crop units (divided by S). The confidence logit is a
+    learnt affine function, per keypoint, of the log spread (RMS radius, gradient stopped) of the
+    distribution, so it calibrates rather than shapes the heatmap.
+
+    Args:
+        d_map: channels D of the last feature map.
+        skip_chs: channels of the finer backbone maps used as skips, coarse to fine (may be empty).
+        n_up: number of 2× deconvolutions when there are no skips.
+        width: channels of the head.
+    """
+
+    def __init__(self, d_map: int, skip_chs: tuple[int, ...] = (), n_up: int = 2, width: int = 128):
+        super().__init__()
+
+        def cbr(c_in: int, k: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, width, k, padding=k // 2, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+
+        self.stem = nn.Sequential(*cbr(d_map, 1))
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in skip_chs)
+        self.mixers = nn.ModuleList(nn.Sequential(*cbr(width, 3)) for _ in skip_chs)
+        ups: list[nn.Module] = []
+        for _ in range(0 if skip_chs else n_up):
+            ups += [
+                nn.ConvTranspose2d(width, width, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
+        self.deconv = nn.Sequential(*ups)
+        self.out = nn.Conv2d(width, NUM_KP, 1)
+        with torch.no_grad():  # near-uniform heatmaps at the start: the crop centre
+            self.out.weight.mul_(0.01)
+            self.out.bias.zero_()
+        self.conf_scale = nn.Parameter(torch.full((NUM_KP,), -2.0))
+        self.conf_bias = nn.Parameter(torch.full((NUM_KP,), -4.0))
+
+    def forward(
+        self, fmap: torch.Tensor, img_size: int, skips: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmap soft-argmax.
+
+        Args:
+            fmap: (N, D, h, w) last feature map.
+            img_size: crop side S, px.
+            skips: the finer maps, (N, C_k, h_k, w_k), coarse to fine, matching ``skip_chs``.
+
+        Returns:
+            uv (N, 20, 2) in crop units (u/S, v/S), confidence logits (N, 20), heatmap logits
+            (N, 20, H, W).
+        """
+        x = self.stem(fmap)
+        for lateral, mixer, skip in zip(self.laterals, self.mixers, skips or [], strict=True):
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = mixer(x + lateral(skip))
+        logits = self.out(self.deconv(x)).float()  # (N, 20, H, W)
+        n, k, h, w = logits.shape
+        prob = torch.softmax(logits.flatten(2), dim=-1).reshape(n, k, h, w)
+        S = float(img_size)
+        xs = (torch.arange(w, device=logits.device, dtype=torch.float32) * (S / w) + (S / w - 1) / 2) / S
+        ys = (torch.arange(h, device=logits.device, dtype=torch.float32) * (S / h) + (S / h - 1) / 2) / S
+        px, py = prob.sum(2), prob.sum(3)  # marginals (N, 20, W), (N, 20, H)
+        u = (px * xs).sum(-1)
+        v = (py * ys).sum(-1)
+        with torch.no_grad():
+            var = (px * (xs - u[..., None]) ** 2).sum(-1) + (py * (ys - v[..., None]) ** 2).sum(-1)
+            log_spread = 0.5 * torch.log(var.clamp_min(1e-8))
+        # spread ≈ 0.02 (a sharp peak) → logit ≈ +3.8; a flat map (spread ≈ 0.4) → ≈ −2.2
+        conf_logits = self.conf_scale * log_spread + self.conf_bias
+        return torch.stack([u, v], dim=-1), conf_logits, logits
+
+
 class HandNet(nn.Module):
     """Multi-view MANO regressor (see the module docstring for the data flow).
 
@@ -226,7 +356,8 @@ class HandNet(nn.Module):
         backbone: timm model name.
         img_size: crop side S in pixels.
         views: number of view slots V.
-        in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach: see :class:`HandNetConfig`.
+        in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach, position_mode, root_depth, uv_head,
+            uv_upsample: see :class:`HandNetConfig`.
         mano: right-hand :class:`mvhand.mano.ManoLayer` (or any module with ``landmarks`` and
             ``root_joint``); without it :attr:`HandNetOutput.landmarks` is None. Its buffers are not
             part of :meth:`net_state_dict`.
@@ -246,21 +377,39 @@ class HandNet(nn.Module):
         uv_detach: bool = False,
         position_mode: str = "point",
         root_depth: float = 0.5,
+        uv_head: str = "heatmap",
+        uv_upsample: int = 2,
         mano: nn.Module | None = None,
         pretrained_file: str | os.PathLike | None = None,
     ):
         super().__init__()
         if not 1 <= views <= 8:
             raise ValueError(f"views must be in 1..8, got {views}")
+        if uv_head not in ("heatmap", "regress"):
+            raise ValueError(f"uv_head must be 'heatmap' or 'regress', got {uv_head!r}")
+        if position_mode not in ("point", "mlp"):
+            raise ValueError(f"position_mode must be 'point' or 'mlp', got {position_mode!r}")
         self.config = HandNetConfig(
-            backbone, img_size, views, in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach
+            backbone=backbone,
+            img_size=img_size,
+            views=views,
+            in_chans=in_chans,
+            n_points=n_points,
+            hidden=hidden,
+            uv_grid=uv_grid,
+            focal_ref=focal_ref,
+            uv_detach=uv_detach,
+            position_mode=position_mode,
+            root_depth=root_depth,
+            uv_head=uv_head,
+            uv_upsample=uv_upsample,
         )
         self.backbone = create_backbone(backbone, img_size, in_chans, pretrained_file)
-        d_map, d_vec = self._probe_dims()
-        self.uv_proj = nn.Conv2d(d_map, 64, 1)
-        self.uv_head = nn.Sequential(
-            nn.Linear(64 * uv_grid * uv_grid, hidden), nn.GELU(), nn.Linear(hidden, NUM_KP * 3)
-        )
+        d_map, d_vec, self._skip_idx, skip_chs = self._probe_dims()
+        if uv_head == "heatmap":
+            self.uv_net: nn.Module = HeatmapUV(d_map, tuple(skip_chs), uv_upsample)
+        else:
+            self.uv_net = RegressUV(d_map, uv_grid, hidden)
         self.lift = _mlp(d_vec + NUM_KP * 2 + 1, hidden, 2 * n_points * 3)
         d_fused = views * n_points * 3
         self.param_head = _mlp(d_fused + views, hidden, 15 + 10 + 6)
@@ -276,8 +425,6 @@ class HandNet(nn.Module):
             self.param_head[-1].bias.zero_()
             self.pos_head[-1].weight.mul_(0.01)
             self.pos_head[-1].bias.zero_()
-            self.uv_head[-1].weight.mul_(0.01)
-            self.uv_head[-1].bias.zero_()
         self.register_buffer("_rot6d_bias", torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), persistent=False)
         self.mano = mano
 
@@ -289,16 +436,48 @@ class HandNet(nn.Module):
         cfg = config if isinstance(config, HandNetConfig) else HandNetConfig.from_dict(config)
         return cls(**cfg.to_dict(), mano=mano, pretrained_file=pretrained_file or None)
 
-    def _probe_dims(self) -> tuple[int, int]:
+    def _probe_dims(self) -> tuple[int, int, list[int], list[int]]:
+        """Channels of the last feature map and of the pooled vector; indices and channels of the
+        backbone's intermediate maps at 2× and 4× the last map's resolution (the heatmap head's skips;
+        empty where the backbone has no ``forward_intermediates``)."""
         was_training = self.backbone.training
         self.backbone.eval()
+        skip_idx: list[int] = []
+        skip_chs: list[int] = []
         with torch.no_grad():
             x = torch.zeros(1, self.config.in_chans, self.config.img_size, self.config.img_size)
             feats = self.backbone.forward_features(x)
             vec = self.backbone.forward_head(feats, pre_logits=True)
             fmap = self._feature_map(feats)
+            inter = self._intermediates(x) if self.config.uv_head == "heatmap" else None
+            if inter is not None:
+                sizes = [t.shape[-1] if t.ndim == 4 else -1 for t in inter]
+                for factor in (2, 4):  # coarse to fine
+                    want = fmap.shape[-1] * factor
+                    if want in sizes:
+                        skip_idx.append(sizes.index(want))
+                        skip_chs.append(int(inter[skip_idx[-1]].shape[1]))
+                if len(skip_idx) != 2:
+                    skip_idx, skip_chs = [], []
         self.backbone.train(was_training)
-        return fmap.shape[1], vec.shape[-1]
+        return fmap.shape[1], vec.shape[-1], skip_idx, skip_chs
+
+    def _intermediates(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """The backbone's intermediate NCHW maps (timm ``forward_intermediates``), or None."""
+        fn = getattr(self.backbone, "forward_intermediates", None)
+        if fn is None:
+            return None
+        try:
+            return list(fn(x, intermediates_only=True))
+        except (TypeError, NotImplementedError, RuntimeError, AssertionError):
+            return None
+
+    def _backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final backbone features (as ``forward_features``) and the heatmap head's skip maps."""
+        if not self._skip_idx:
+            return self.backbone.forward_features(x), []
+        feats, inter = self.backbone.forward_intermediates(x, intermediates_only=False)
+        return feats, [inter[i] for i in self._skip_idx]
 
     def _feature_map(self, feats: torch.Tensor) -> torch.Tensor:
         """Backbone features as an NCHW map (token sequences are reshaped to their square grid)."""
@@ -368,13 +547,13 @@ class HandNet(nn.Module):
             x = x / 255.0
         x = ((x - IMAGE_MEAN) / IMAGE_STD) * mask[..., None, None, None]
         x = x.reshape(B * V, C, S, S)
-        feats = self.backbone.forward_features(x)
+        feats, skips = self._backbone(x)
         f2d = self.backbone.forward_head(feats, pre_logits=True)
-        fmap = self.uv_proj(self._feature_map(feats))
-        fmap = nn.functional.adaptive_avg_pool2d(fmap, cfg.uv_grid).flatten(1)
-        uvc = self.uv_head(fmap).float().reshape(B, V, NUM_KP, 3)
-        uv_norm = uvc[..., :2] + 0.5
-        conf_logits = uvc[..., 2]
+        uv_norm, conf_logits, hm = self.uv_net(self._feature_map(feats), S, skips)
+        if hm is not None:
+            hm = hm.reshape(B, V, NUM_KP, *hm.shape[-2:])
+        uv_norm = uv_norm.float().reshape(B, V, NUM_KP, 2)
+        conf_logits = conf_logits.float().reshape(B, V, NUM_KP)
 
         K = K.float()
         T = T_world_from_crop.float()
@@ -426,4 +605,5 @@ class HandNet(nn.Module):
             landmarks=landmarks,
             feat_inv=f_inv,
             feat_var=f_var,
+            uv_heatmap_logits=hm,
         )

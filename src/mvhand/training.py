@@ -5,7 +5,8 @@ plain loop). Outputs in ``cfg.out_dir``::
 
     model.pt            final weights + model config (rebuild with :func:`load_model`)
     checkpoints/        ckpt_<step>.pt (atomic; the newest ``keep_checkpoints`` are kept)
-    metrics.csv         one row per epoch (train loss terms, lr, val MPJPE, trivial-baseline MPJPE)
+    metrics.csv         one row per epoch (train loss terms, lr, val MPJPE, val 2D errors of the UV head and of
+                        the reprojected 3D, trivial-baseline MPJPE)
     steps.csv           one row per optimisation step (loss, lr)
     loss.png            loss / val MPJPE curves
     tb/                 TensorBoard events
@@ -40,9 +41,11 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
+from mvhand.cameras import project_pinhole_torch
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
 from mvhand.mano import ManoModel
+from mvhand.metrics import LANDMARKS_TO_EVAL
 from mvhand.model import HandNet, HandNetConfig
 from mvhand.train_data import AugmentConfig, CropDataset, EpochSampler, collate, split_sequences
 
@@ -59,6 +62,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_EVAL_KP = list(LANDMARKS_TO_EVAL)
 _CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 MODEL_FORMAT = "mvhand.handnet/1"
 
@@ -75,7 +79,7 @@ class TrainConfig:
         crops: crop-cache Parquet files of the training split.
         mano_dir: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl.
         out_dir: results/train/<variant>.
-        backbone, img_size, views, in_chans, n_points, hidden, position_mode: model (see
+        backbone, img_size, views, in_chans, n_points, hidden, position_mode, uv_head: model (see
             :class:`HandNetConfig`).
         batch_size: hands per step and process.
         epochs, iters_per_epoch: schedule length (steps = epochs · iters_per_epoch).
@@ -103,6 +107,7 @@ class TrainConfig:
     n_points: int = 64
     hidden: int = 512
     position_mode: str = "point"
+    uv_head: str = "heatmap"
     pretrained_file: str = ""
     batch_size: int = 16
     epochs: int = 20
@@ -131,6 +136,7 @@ class TrainConfig:
             n_points=self.n_points,
             hidden=self.hidden,
             position_mode=self.position_mode,
+            uv_head=self.uv_head,
         )
 
 
@@ -305,19 +311,44 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
 
 @torch.no_grad()
 def evaluate(net: HandNet, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """Validation MPJPE (mm, 19 landmarks, in the flipped world = mirror invariant)."""
+    """Validation errors (in the flipped world, i.e. mirror invariant).
+
+    Returns:
+        ``val_mpjpe_mm``: MPJPE over the 19 evaluated landmarks, mm; ``val_uv_px``: mean 2D error of
+        the UV head, pixels of the S×S network crop, over the 19 landmarks in every valid view;
+        ``val_reproj_px``: the same for the 3D landmarks projected into the crops (the 2D that
+        Neural Smooth starts from — its L2D term only helps where ``val_uv_px`` is lower);
+        ``val_instances``.
+    """
     was = net.training
     net.eval()
-    errs = []
+    errs, uv_errs, rp_errs = [], [], []
     for batch in loader:
         b = _to(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             out = net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
         keep = b["has_landmarks"].bool()
         errs.append(landmark_errors_mm(out.landmarks.float()[keep], b["landmarks"].float()[keep]).cpu())
+        ok = (b["uv_valid"].bool() & b["view_mask"].bool()[..., None] & keep[:, None, None])[..., _EVAL_KP]
+        gt_uv = b["uv"].float()[..., _EVAL_KP, :]
+        uv_errs.append((out.uv.float()[..., _EVAL_KP, :] - gt_uv).norm(dim=-1)[ok].cpu())
+        B, V = b["view_mask"].shape
+        pts = out.landmarks.float()[:, None].expand(B, V, 20, 3)
+        proj, _ = project_pinhole_torch(pts, b["T_world_from_crop"].float(), b["K"].float())
+        rp_errs.append((proj[..., _EVAL_KP, :] - gt_uv).norm(dim=-1)[ok].cpu())
     net.train(was)
     e = torch.cat(errs) if errs else torch.zeros(0, 19)
-    return {"val_mpjpe_mm": float(e.mean()) if e.numel() else float("nan"), "val_instances": int(e.shape[0])}
+
+    def _mean(xs: list[torch.Tensor]) -> float:
+        x = torch.cat(xs) if xs else torch.zeros(0)
+        return float(x.mean()) if x.numel() else float("nan")
+
+    return {
+        "val_mpjpe_mm": float(e.mean()) if e.numel() else float("nan"),
+        "val_uv_px": _mean(uv_errs),
+        "val_reproj_px": _mean(rp_errs),
+        "val_instances": int(e.shape[0]),
+    }
 
 
 def _baseline(train_ds: CropDataset, val_ds: CropDataset) -> tuple[float, np.ndarray]:
@@ -599,15 +630,24 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             ev = (
                 evaluate(net, val_loader, device, amp)
                 if val_loader is not None
-                else {"val_mpjpe_mm": float("nan"), "val_instances": 0}
+                else {
+                    "val_mpjpe_mm": float("nan"),
+                    "val_uv_px": float("nan"),
+                    "val_reproj_px": float("nan"),
+                    "val_instances": 0,
+                }
             )
             row |= ev | {"val_baseline_mpjpe_mm": baseline_mpjpe, "epoch_time_s": time.time() - t0}
             epochs_hist.append(row)
-            log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), %.0f s",
+            log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), "
+                     "val 2D %.2f px (3D reprojected %.2f px), %.0f s",
                      epoch + 1, cfg.epochs, row.get("train_loss", float("nan")), row.get("train_kp3d", float("nan")),
-                     ev["val_mpjpe_mm"], baseline_mpjpe, row["epoch_time_s"])  # fmt: skip
+                     ev["val_mpjpe_mm"], baseline_mpjpe, ev["val_uv_px"], ev["val_reproj_px"],
+                     row["epoch_time_s"])  # fmt: skip
             if tb is not None:
                 tb.add_scalar("val/mpjpe_mm", ev["val_mpjpe_mm"], step)
+                tb.add_scalar("val/uv_px", ev["val_uv_px"], step)
+                tb.add_scalar("val/reproj_px", ev["val_reproj_px"], step)
                 tb.add_scalar("val/baseline_mpjpe_mm", baseline_mpjpe, step)
             last_good = save_checkpoint(epoch + 1, 0)
             write_logs()

@@ -140,6 +140,16 @@ def test_dry_run_prints_standalone_commands(tiny_run):
     assert "--crop-size 32 --fov-margin 1.25 --jpeg-quality 90" in out
 
 
+def test_train_command_carries_model_and_loss_settings(tiny_run):
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["train"] = {"uv_head": "regress", "loss_weights": {"uv": 2.5, "heatmap": 0.25}}
+    write_config(tiny_run.workdir, cfg, "loss.yaml")
+    proc = run_snakemake(tiny_run.workdir, "-n", "-p", "results/train/full/model.pt", configfile="loss.yaml")
+    out = proc.stdout + proc.stderr
+    assert "--uv-head regress" in out
+    assert "--loss-weights heatmap=0.25 uv=2.5" in out
+
+
 def test_lint_is_clean(tiny_run):
     proc = run_snakemake(tiny_run.workdir, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -196,6 +206,8 @@ def test_cluster_generic_execution(tiny_run, tmp_path):
         ({"crops": {"fov_margin": 0.5}}, "fov_margin"),  # out of range
         ({"crops": {"crop_sise": 64}}, "crop_sise"),  # typo inside a section
         ({"source": "ftp"}, "source"),  # not in the enum
+        ({"train": {"loss_weights": {"uvv": 2.0}}}, "uvv"),  # typo of a loss term
+        ({"train": {"uv_head": "gaussian"}}, "uv_head"),  # not in the enum
     ],
 )
 def test_config_errors_name_the_key(tmp_path, config_patch, pattern):

@@ -54,7 +54,7 @@ def stage_flags(settings):
     """Render a flat settings dict as command-line flags: `key_name: v` -> `--key-name v`.
 
     Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
-    are space separated. Keys in WORKFLOW_ONLY_KEYS are skipped. Values are shell-quoted. Used for
+    are space separated; mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS are skipped. Values are shell-quoted. Used for
     `params:` so that a changed setting re-runs exactly the stage that reads it (and its dependents).
     """
     parts = []
@@ -65,6 +65,10 @@ def stage_flags(settings):
         if isinstance(value, bool):
             if value:
                 parts.append(flag)
+        elif isinstance(value, dict):
+            if value:
+                items = (shlex.quote(f"{k}={v}") for k, v in sorted(value.items()))
+                parts.append(" ".join([flag, *items]))
         elif isinstance(value, (list, tuple)):
             parts.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
         else:

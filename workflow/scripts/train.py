@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mvhand.io_utils import InputError  # noqa: E402
+from mvhand.losses import LossWeights  # noqa: E402
 from mvhand.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
 
 log = logging.getLogger("train")
@@ -48,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--hidden", type=int, default=d.hidden, help="MLP width")
     m.add_argument("--position-mode", default=d.position_mode, choices=("point", "mlp"), help="root read-off")
     m.add_argument(
+        "--uv-head",
+        default=d.uv_head,
+        choices=("heatmap", "regress"),
+        help="2D head: soft-argmax heatmaps or MLP",
+    )
+    m.add_argument(
         "--pretrained-file",
         default="",
         help="local timm weights of the backbone (offline; e.g. hiera_base_224)",
@@ -66,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--val-fraction", type=float, default=d.val_fraction)
     o.add_argument("--val-max-instances", type=int, default=d.val_max_instances, help="0 = all")
     o.add_argument("--seed", type=int, default=d.seed)
+    o.add_argument(
+        "--loss-weights",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"overrides of the loss weights ({', '.join(f'{k}={v:g}' for k, v in LossWeights().to_dict().items())})",
+    )
     r = p.add_argument_group("runtime")
     r.add_argument("--num-workers", type=int, default=d.num_workers)
     r.add_argument("--device", default=d.device, help="auto, cpu or cuda")
@@ -76,19 +91,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_loss_weights(items: list[str]) -> dict[str, float]:
+    """``["uv=3", "heatmap=0.1"]`` → ``{"uv": 3.0, "heatmap": 0.1}``; unknown names and bad numbers raise
+    ValueError naming the valid names."""
+    valid = LossWeights().to_dict()
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in valid:
+            raise ValueError(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(valid)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a number") from None
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise ValueError(f"{item!r}: weights must be finite and >= 0")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     a = parse_args(argv)
+    try:
+        loss_weights = parse_loss_weights(a.loss_weights)
+    except ValueError as exc:
+        log.error("--loss-weights: %s", exc)
+        return 2
     cfg = TrainConfig(
         crops=list(a.crops), mano_dir=a.mano_dir, out_dir=a.out_dir, backbone=a.backbone, img_size=a.img_size,
         views=a.views, in_chans=a.in_chans, n_points=a.n_points, hidden=a.hidden, position_mode=a.position_mode,
+        uv_head=a.uv_head,
         pretrained_file=a.pretrained_file, batch_size=a.batch_size,
         epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, lr=a.lr, weight_decay=a.weight_decay,
         warmup_iters=a.warmup_iters, extrinsic_noise=a.extrinsic_noise, augment=not a.no_augment,
         val_fraction=a.val_fraction, val_max_instances=a.val_max_instances, seed=a.seed,
         num_workers=a.num_workers, device=a.device, checkpoint_every=a.checkpoint_every, threads=a.threads,
+        loss_weights=loss_weights,
     )  # fmt: skip
     try:
         res = fit(cfg, resume=a.resume)
