@@ -389,7 +389,7 @@ def _plot(path: Path, steps: list[dict], epochs: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.6))
     if steps:
         s = np.array([r["step"] for r in steps])
         loss = np.array([r["loss"] for r in steps])
@@ -411,6 +411,13 @@ def _plot(path: Path, steps: list[dict], epochs: list[dict]) -> None:
     ax[1].set_ylabel("val MPJPE (mm)")
     if epochs:
         ax[1].legend()
+        uv = [r.get("val_uv_px", float("nan")) for r in epochs]
+        rp = [r.get("val_reproj_px", float("nan")) for r in epochs]
+        ax[2].plot(e, uv, "o-", label="2D head")
+        ax[2].plot(e, rp, "s--", label="3D reprojected")
+        ax[2].legend(title="Neural Smooth helps where 2D head < 3D", fontsize=8, title_fontsize=8)
+    ax[2].set_xlabel("epoch")
+    ax[2].set_ylabel("val 2D error (px of the network crop)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
