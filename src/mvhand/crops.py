@@ -14,7 +14,9 @@ profile), their projection into the rendered crop and the MANO parameters. The s
 :data:`CROP_SCHEMA` (documented in docs/architecture.md).
 
 Work is spread over a thread pool (OpenCV and NumPy release the GIL) with a bounded number of frames in
-flight; rows are written in row groups, atomically (a failed run leaves no Parquet file).
+flight: the calling thread only streams the tar's raw member groups, the workers parse each frame and
+decode, warp and encode its crops. Rows keep the frame order and are written in row groups, atomically
+(a failed run leaves no Parquet file).
 """
 
 from __future__ import annotations
@@ -244,6 +246,28 @@ def _opt_list(x) -> list[float] | None:
     return None if x is None else np.asarray(x, np.float32).reshape(-1).tolist()
 
 
+def _process_group(group, ctx: _SequenceContext) -> tuple[list[dict], list[tuple[int, str, str]]]:
+    """Parse one raw tar member group (:func:`mvhand.dataset.iter_frame_groups`) and render its crops.
+
+    Runs in the worker threads, so that JSON/camera parsing overlaps the main thread's tar streaming and
+    the other workers' (GIL-free) JPEG decoding, warping and encoding.
+    """
+    from mvhand.dataset import parse_frame_group
+
+    try:
+        frame = parse_frame_group(ctx.tar_path, group, True, None)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - malformed members of a broken sequence file
+        raise InputError(
+            ctx.tar_path,
+            f"corrupt frame {group.key} ({type(e).__name__}: {e})",
+            "re-run the download stage with --force, or replace the file",
+        ) from e
+    del group
+    return _process_frame(frame, ctx)
+
+
 def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple[int, str, str]]]:
     """Rows of one frame (sorted by hand side, view) and the skipped (frame, hand, stream) views."""
     rows: list[dict] = []
@@ -273,7 +297,8 @@ def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
                     )
                 images[stream_id] = img
             fov = float(params.fov)
-            cam = render_crop_camera(params.T_world_from_crop_camera, fov, s.crop_size, s.fov_margin)
+            render_fov, render_size = crop_render_geometry(fov, s.crop_size, s.fov_margin)
+            cam = crop_camera(params.T_world_from_crop_camera, render_fov, render_size)
             crop = warp_image(images[stream_id], src_cam, cam)
             ok, jpeg = cv2.imencode(
                 ".jpg", crop, ctx.encode_params_rgb if crop.ndim == 3 else ctx.encode_params
@@ -295,7 +320,7 @@ def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
                     "image_jpeg": jpeg.tobytes(),
                     "crop_size": cam.width,
                     "fov": fov,
-                    "render_fov": crop_render_geometry(fov, s.crop_size, s.fov_margin)[0],
+                    "render_fov": render_fov,
                     "intrinsics": [cam.fx, cam.fy, cam.cx, cam.cy],
                     "T_world_from_crop": np.asarray(cam.T_world_from_eye, np.float32).reshape(-1).tolist(),
                     "mano_beta": ctx.mano_beta,
@@ -365,7 +390,7 @@ def cache_sequence_crops(
     """
     from tqdm import tqdm
 
-    from mvhand.dataset import iter_frames, read_hand_shapes
+    from mvhand.dataset import iter_frame_groups, read_hand_shapes
     from mvhand.dataset import sequence_name as dataset_sequence_name
 
     settings = settings or CropSettings()
@@ -410,7 +435,8 @@ def cache_sequence_crops(
                         writer.write_table(_rows_to_table(buffer), row_group_size=row_group_size)
                         buffer.clear()
 
-                frames = _checked_frames(tar_path, iter(iter_frames(tar_path, images=True)))
+                # the main thread only streams the tar; workers parse, decode, warp and encode
+                frames = _checked_frames(tar_path, iter(iter_frame_groups(tar_path, True, None)))
                 bar = tqdm(
                     frames,
                     desc=sequence_name,
@@ -420,13 +446,13 @@ def cache_sequence_crops(
                     mininterval=2.0,
                 )
                 if threads == 1:
-                    for frame in bar:
-                        consume(_process_frame(frame, ctx))
+                    for group in bar:
+                        consume(_process_group(group, ctx))
                 else:
                     with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
                         pending: collections.deque = collections.deque()
-                        for frame in bar:
-                            pending.append(pool.submit(_process_frame, frame, ctx))
+                        for group in bar:
+                            pending.append(pool.submit(_process_group, group, ctx))
                             while len(pending) >= max_in_flight:
                                 consume(pending.popleft().result())
                         while pending:

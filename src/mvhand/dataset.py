@@ -45,6 +45,8 @@ __all__ = [
     "sequence_name",
     "list_sequences",
     "iter_frames",
+    "iter_frame_groups",
+    "parse_frame_group",
     "read_hand_shapes",
     "parse_hand_shapes",
     "hand_pose_to_json",
@@ -460,7 +462,18 @@ class _Group:
     members: dict[str, bytes | None] = field(default_factory=dict)  # suffix -> data (None: not read)
 
 
-def _parse_group(tar_path: Path, group: _Group, images: bool, streams: frozenset[str] | None) -> Frame:
+def parse_frame_group(tar_path: Path, group: _Group, images: bool, streams: frozenset[str] | None) -> Frame:
+    """Parse one raw member group of :func:`iter_frame_groups` into a :class:`Frame`.
+
+    Args:
+        tar_path: the sequence tar (named in errors).
+        group: the frame's members (``key`` and ``{suffix: bytes}``).
+        images: decode the stream images (else ``Frame.images`` is empty).
+        streams: only these stream ids (None = all).
+
+    Raises:
+        InputError: a missing or malformed member, naming the file and the member.
+    """
     key, members = group.key, group.members
     for required in ("cameras.json", "hand_crops.json"):
         if required not in members:
@@ -556,8 +569,22 @@ def iter_frames(
             after the end of the archive has been verified.
     """
     tar_path = Path(tar_path)
-    _check_tar_path(tar_path)
     want_streams = None if streams is None else frozenset(streams)
+    for group in iter_frame_groups(tar_path, images, want_streams):
+        frame = parse_frame_group(tar_path, group, images, want_streams)
+        del group  # hold one frame's bytes at a time
+        yield frame
+        del frame
+
+
+def iter_frame_groups(tar_path: Path, images: bool, want_streams: frozenset[str] | None) -> Iterator[_Group]:
+    """The raw member groups of :func:`iter_frames` (tar checks only; parse each with :func:`parse_frame_group`).
+
+    Splitting reading from parsing lets a consumer parse frames in worker threads while one thread streams
+    the archive. Raises the tar-level :class:`InputError` of :func:`iter_frames`; the last group is only
+    yielded after the end of the archive has been verified.
+    """
+    _check_tar_path(tar_path)
     seen_keys: set[str] = set()
     seen_ids: set[int] = set()
     n_shapes = 0
@@ -603,7 +630,7 @@ def iter_frames(
                         seen_keys.add(key)
                         seen_ids.add(int(key))
                         if group is not None:
-                            yield _parse_group(tar_path, group, images, want_streams)
+                            yield group
                         group = _Group(key)
                     if suffix in group.members:
                         raise InputError(
@@ -623,7 +650,7 @@ def iter_frames(
                     _FIX_TAR,
                 )
     if group is not None:
-        yield _parse_group(tar_path, group, images, want_streams)
+        yield group
 
 
 def read_hand_shapes(tar_path: str | Path) -> HandShapes | None:
@@ -795,7 +822,7 @@ class SequenceWriter:
                 )
             members[f"image_{sid}.jpg"] = bytes(data)
         try:  # validate with the reader's parsers so that nothing unreadable is ever written
-            _parse_group(self.path, _Group(key, dict(members)), images=True, streams=None)
+            parse_frame_group(self.path, _Group(key, dict(members)), images=True, streams=None)
         except InputError as exc:
             raise ValueError(f"frame {frame_id} would not be readable: {exc}") from exc
         for suffix in sorted(members):
