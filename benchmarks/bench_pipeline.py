@@ -76,10 +76,18 @@ def main() -> int:
         "--log", type=Path, help="parse this earlier `/usr/bin/time -v snakemake --cores all` log"
     )
     ap.add_argument("--workdir", type=Path, help="working directory of that run")
+    ap.add_argument(
+        "--keep", type=Path, help="clone and run in this (new) folder and keep it, e.g. to read its report"
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.log:
         text = parse(args.log, args.workdir)
+    elif args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        work, log = args.keep / "repo", args.keep / "run.log"
+        run_fresh(work, log)
+        text = parse(log, work)
     else:
         with tempfile.TemporaryDirectory(prefix="mvhand_pipeline_") as tmp:
             work, log = Path(tmp) / "repo", Path(tmp) / "run.log"
