@@ -60,14 +60,15 @@ class HandNetConfig:
         in_chans: image channels fed to the backbone (1 = grey, 3 = grey replicated / RGB).
         n_points: N 3D feature points per branch and view.
         hidden: width of the lifting MLP and the heads.
-        uv_head: ``"heatmap"`` — integral regression (MODEL.md §2.2's stronger alternative): the
-            feature map is upsampled by ``uv_upsample`` 2× deconvolutions to 20 heatmaps, the 2D
-            keypoint is the soft-argmax (expected position) and the confidence a learnt per-keypoint
-            calibration of the heatmap's spread; ``"regress"`` — the map is pooled to
+        uv_head: ``"heatmap"`` — integral regression (MODEL.md §2.2's stronger alternative,
+            :class:`HeatmapUV`): the last feature map is brought to stride 8 with the backbone's own
+            stride-16/8 maps as skips (7×7 → 28×28 for Hiera-base at 224 px, 3×3 → 12×12 for
+            MobileNetV3 at 96 px), the 2D keypoint is the soft-argmax of 20 heatmaps and the confidence
+            a learnt per-keypoint calibration of their spread; ``"regress"`` — the map is pooled to
             ``uv_grid × uv_grid`` cells and an MLP regresses the 20 (u, v, confidence logit).
         uv_grid: pooled grid of the ``"regress"`` head.
-        uv_upsample: number of 2× deconvolutions of the ``"heatmap"`` head (2: 7×7 → 28×28 for
-            Hiera-base at 224 px, 3×3 → 12×12 for MobileNetV3 at 96 px).
+        uv_upsample: number of 2× deconvolutions of the ``"heatmap"`` head for backbones without
+            ``forward_intermediates`` (no skips).
         focal_ref: canonical normalised focal f0 (f/S) of the z-scaling and of the log-focal input.
         uv_detach: feed the UV prediction to the lifting MLP without gradient.
         position_mode: ``"point"`` — the root is read off the variant branch (mean over valid views
@@ -261,7 +262,7 @@ class RegressUV(nn.Module):
 
     def forward(
         self, fmap: torch.Tensor, img_size: int, skips: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(N, D, h, w) feature maps → uv (N, 20, 2) in crop units (u/S), confidence logits (N, 20);
         ``skips`` are ignored; no heatmap (None)."""
         x = nn.functional.adaptive_avg_pool2d(self.proj(fmap), self.grid).flatten(1)
@@ -316,7 +317,7 @@ class HeatmapUV(nn.Module):
 
     def forward(
         self, fmap: torch.Tensor, img_size: int, skips: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Heatmap soft-argmax.
 
         Args:

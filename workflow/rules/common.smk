@@ -54,7 +54,8 @@ def stage_flags(settings):
     """Render a flat settings dict as command-line flags: `key_name: v` -> `--key-name v`.
 
     Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
-    are space separated; mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS are skipped. Values are shell-quoted. Used for
+    are space separated; mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS
+    are skipped. Values are shell-quoted. Used for
     `params:` so that a changed setting re-runs exactly the stage that reads it (and its dependents).
     """
     parts = []
