@@ -80,6 +80,8 @@ _REQUIRED_SHAPES: dict[str, tuple[int | None, ...]] = {
     "hands_components": (45, 45),
     "hands_mean": (45,),
 }
+_INDEX_KEYS = ("f", "kintree_table")  # integer arrays; every other required key is float64 after loading
+_FLOAT_KEYS = tuple(k for k in _REQUIRED_SHAPES if k not in _INDEX_KEYS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,15 +183,7 @@ def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise InputError(path, f"key '{key}' contains non-finite values", _FIX)
         out[key] = arr
 
-    for key in (
-        "v_template",
-        "shapedirs",
-        "posedirs",
-        "J_regressor",
-        "weights",
-        "hands_components",
-        "hands_mean",
-    ):
+    for key in _FLOAT_KEYS:
         out[key] = out[key].astype(np.float64)
     faces = out["f"].astype(np.int64)
     if faces.min() < 0 or faces.max() >= NUM_VERTS:
