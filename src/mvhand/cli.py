@@ -8,9 +8,14 @@ from collections.abc import Callable
 
 from mvhand.io_utils import InputError
 
-__all__ = ["run"]
+__all__ = ["run", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging() -> None:
+    """INFO-level logging to stderr in the stage scripts' common format (timestamp, level, logger)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
 
 
 def run(main: Callable[[list[str] | None], int], name: str, argv: list[str] | None = None) -> int:
@@ -25,7 +30,7 @@ def run(main: Callable[[list[str] | None], int], name: str, argv: list[str] | No
         ``main``'s status, or 1 after logging an :class:`InputError`, ``ValueError`` or missing file
         (whose message names the culprit and the fix) — no traceback for user errors.
     """
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    setup_logging()
     try:
         return main(argv)
     except (InputError, ValueError, FileNotFoundError) as exc:

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 
+from mvhand.cli import setup_logging
 from mvhand.crops import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     try:
         settings = CropSettings(args.crop_size, args.fov_margin, args.jpeg_quality)
     except ValueError as e:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from mvhand.cameras import crop_camera, warp_image
+from mvhand.cli import setup_logging
 from mvhand.dataset import iter_frames, list_sequences, read_hand_shapes
 from mvhand.io_utils import InputError, atomic_path
 from mvhand.umetrack import forward_kinematics
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=3, help="number of frames (rows)")
     ap.add_argument("--crop-size", type=int, default=128)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         split_dir = args.data_root / args.dataset / args.split
         if not split_dir.is_dir():

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from mvhand.cli import setup_logging
 from mvhand.download import DATASETS, SOURCES, download_dataset
 from mvhand.io_utils import InputError
 
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     try:
         download_dataset(
             args.source,

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mvhand.cli import setup_logging
 from mvhand.io_utils import InputError, atomic_write
 from mvhand.metrics import PHASES, evaluate_archives
 
@@ -32,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=PHASES, required=True)
     ap.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    setup_logging()
     try:
         result = evaluate_archives(args.gt, args.submission, args.phase)
     except InputError as exc:

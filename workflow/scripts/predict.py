@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from mvhand.cli import setup_logging  # noqa: E402
 from mvhand.inference import predict, read_sequences_file  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
 
@@ -46,9 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging()
     a = parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)

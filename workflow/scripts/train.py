@@ -24,6 +24,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mvhand.cli import setup_logging  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
 from mvhand.losses import LossWeights  # noqa: E402
 from mvhand.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
@@ -110,9 +111,7 @@ def parse_loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging()
     a = parse_args(argv)
     try:
         loss_weights = parse_loss_weights(a.loss_weights)

@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mvhand.cli import setup_logging
 from mvhand.io_utils import InputError
 from mvhand.submission import DATASETS, DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 
@@ -59,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"keep sample index i with i %% N == 0 (default: {DEFAULT_EVERY_N})",
     )
     args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    setup_logging()
     try:
         tars = _tars(args.input_dir)
         log.info("%d sequences of %s", len(tars), args.dataset)
