@@ -218,21 +218,16 @@ def test_homography_keeps_keypoints_on_content(cache, mano, flip_side):
 
 def test_extrinsic_noise_shifts_world_only(cache, mano):
     base = dict(rot_deg=20, lookat_deg=2, view_dropout=0.0)
-    ds0 = CropDataset(
-        [cache],
-        img_size=64,
-        train=True,
-        augment=AugmentConfig(extrinsic_noise=0.0, **base),
-        seed=1,
-        mano=mano,
-    )
-    ds1 = CropDataset(
-        [cache],
-        img_size=64,
-        train=True,
-        augment=AugmentConfig(extrinsic_noise=0.5, **base),
-        seed=1,
-        mano=mano,
+    ds0, ds1 = (
+        CropDataset(
+            [cache],
+            img_size=64,
+            train=True,
+            augment=AugmentConfig(extrinsic_noise=a, **base),
+            seed=1,
+            mano=mano,
+        )
+        for a in (0.0, 0.5)
     )
     for i in range(len(ds0)):
         a, b = ds0[(2, i)], ds1[(2, i)]

@@ -128,16 +128,8 @@ class TrainConfig:
     loss_weights: dict = field(default_factory=dict)
 
     def model_config(self) -> HandNetConfig:
-        return HandNetConfig(
-            backbone=self.backbone,
-            img_size=self.img_size,
-            views=self.views,
-            in_chans=self.in_chans,
-            n_points=self.n_points,
-            hidden=self.hidden,
-            position_mode=self.position_mode,
-            uv_head=self.uv_head,
-        )
+        """The model fields of this config (those named as in :class:`HandNetConfig`) as a HandNetConfig."""
+        return HandNetConfig.from_dict(dataclasses.asdict(self))
 
 
 @dataclass
