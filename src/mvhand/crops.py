@@ -37,7 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand.cameras import CameraModel, crop_camera, warp_image
+from mvhand.dataset import iter_frame_groups, parse_frame_group, read_hand_shapes
+from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
+from mvhand.umetrack import canonical_landmarks, forward_kinematics
 
 __all__ = [
     "CROP_SCHEMA",
@@ -231,8 +234,6 @@ class _SequenceContext:
         """(20, 3) float32 canonical world landmarks of an annotated hand, or None."""
         if hand is None or self.umetrack is None:
             return None
-        from mvhand.umetrack import canonical_landmarks, forward_kinematics
-
         lm21 = forward_kinematics(
             self.umetrack,
             np.asarray(hand.joint_angles, np.float32),
@@ -252,8 +253,6 @@ def _process_group(group, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
     Runs in the worker threads, so that JSON/camera parsing overlaps the main thread's tar streaming and
     the other workers' (GIL-free) JPEG decoding, warping and encoding.
     """
-    from mvhand.dataset import parse_frame_group
-
     try:
         frame = parse_frame_group(ctx.tar_path, group, True, None)
     except InputError:
@@ -389,9 +388,6 @@ def cache_sequence_crops(
         InputError: missing, corrupt or truncated tar, or an undecodable image (message names the file).
     """
     from tqdm import tqdm
-
-    from mvhand.dataset import iter_frame_groups, read_hand_shapes
-    from mvhand.dataset import sequence_name as dataset_sequence_name
 
     settings = settings or CropSettings()
     tar_path, out_path = Path(tar_path), Path(out_path)
