@@ -173,13 +173,10 @@ def predict(
         conf = out.conf.double().cpu().numpy()
         H = batch["H"].double().numpy()
         vrows = batch["view_rows"].numpy()
+        # per-hand MPJPE (NaN where the hand has no GT: its NaN landmarks propagate)
+        errs = landmark_errors_mm(torch.from_numpy(lm), torch.from_numpy(gt_lm)).mean(1).numpy()
         for j, i in enumerate(idx):
             info = ds.group_info(int(i))
-            err = float("nan")
-            if np.isfinite(gt_lm[j]).all():
-                err = float(
-                    landmark_errors_mm(torch.tensor(lm[j][None]), torch.tensor(gt_lm[j][None])).mean()
-                )
             kp, cf, Ks, Ts, sids = [], [], [], [], []
             for slot, r in enumerate(vrows[j]):
                 if r < 0:
@@ -200,7 +197,7 @@ def predict(
                     "global_rot": R[j].reshape(-1).tolist(),
                     "root": root[j].tolist(), "landmarks": lm[j].reshape(-1).tolist(), "n_views": len(sids),
                     "view_stream_ids": sids, "view_kp2d": kp, "view_conf": cf, "view_intrinsics": Ks,
-                    "view_T_world_from_crop": Ts, "mpjpe_mm": err,
+                    "view_T_world_from_crop": Ts, "mpjpe_mm": float(errs[j]),
                 }
             )  # fmt: skip
     rows.sort(key=lambda r: (r["sequence_name"], r["frame_id"], r["hand_side"]))
