@@ -4,7 +4,7 @@ The loader must never be the bottleneck: its crops/s with the configured workers
 model's consumption. On a GPU machine the paper model (hiera_base_224, 224 px) is also timed
 (images/s and peak memory).
 
-    python benchmarks/bench_train.py --crops results/crops/umetrack/train/*.parquet --mano-dir resources/mano
+    python benchmarks/bench_train.py --crops results/crops/*/train/*.parquet --mano-dir resources/mano --img-size 96
 
 Without --crops a small synthetic crop cache is written to a temporary folder first.
 """
@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join(lines)
     print(body)
     if not a.no_report:
-        cmd = "python benchmarks/bench_train.py --crops <train crop caches> --mano-dir <mano>"
+        cmd = (
+            "python benchmarks/bench_train.py --crops results/crops/*/train/*.parquet --mano-dir resources/mano "
+            f"--img-size {a.img_size}"
+        )
         update_section("train", "Training throughput (loader vs model)", cmd, body)
     tmp.cleanup()
     return 0
