@@ -4,9 +4,9 @@ A sequence is one plain tar (WebDataset layout, §1.2): members ``<key>.<suffix>
 the first dot of the basename, suffix lower-cased), one group per frame, ``frame_id = int(key)``; members
 named ``__*__`` (``__hand_shapes.json__``) are metadata outside the frames.
 
-Reading streams the tar (``tarfile`` mode ``"r|*"``): only the members of the current frame are held in
-memory, and a tar that does not end with a proper end-of-archive block raises instead of silently
-yielding fewer frames. Every problem raises :class:`mvhand.io_utils.InputError` naming the tar, the frame
+Reading streams the tar (:mod:`mvhand.tar_reader` for plain archives, ``tarfile`` mode ``"r|*"`` for
+compressed ones): only the members of the current frame are held in memory, and a tar that does not end
+with a proper end-of-archive block raises instead of silently yielding fewer frames. Every problem raises :class:`mvhand.io_utils.InputError` naming the tar, the frame
 and the member.
 
 Writing (:class:`SequenceWriter`) is atomic and byte-deterministic: fixed tar header fields, members of a
@@ -33,6 +33,7 @@ import numpy as np
 from mvhand.cameras import CameraModel, camera_from_json, camera_to_json
 from mvhand.geometry import se3_from_json, se3_to_json
 from mvhand.io_utils import InputError, atomic_path
+from mvhand.tar_reader import PlainTarReader, is_compressed
 from mvhand.umetrack import UmeTrackHandModel
 
 __all__ = [
@@ -577,10 +578,64 @@ def iter_frames(
         del frame
 
 
+def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, Any]]:
+    """``(name, read)`` of the regular-file members of an open tar, in order; ``read()`` returns the data and
+    must be called before the next item (or never: the data is then skipped).
+
+    Plain archives go through :class:`mvhand.tar_reader.PlainTarReader` (fast); gzip/bzip2/xz archives
+    through ``tarfile``'s stream mode. Without images the data is skipped with seeks.
+
+    Raises:
+        InputError: not a tar archive, a corrupt or truncated one, or one without end-of-archive block
+            (also from ``read()``).
+    """
+
+    def corrupt(exc: BaseException) -> InputError:
+        what = "not a readable tar archive" if getattr(exc, "at_start", False) else "truncated or corrupt tar"
+        return InputError(tar_path, f"{what}: {exc}", _FIX_TAR)
+
+    current: list = [None]  # the current member's raw read function
+
+    def read() -> bytes:
+        try:
+            return current[0]()
+        except _TAR_ERRORS as exc:
+            raise corrupt(exc) from exc
+
+    head = fh.peek(8)[:8] if hasattr(fh, "peek") else b""
+    try:
+        if is_compressed(head):
+            try:
+                tf = tarfile.open(fileobj=fh, mode="r|*", tarinfo=_CheckedTarInfo, bufsize=1 << 16)
+            except _TAR_ERRORS as exc:
+                raise InputError(tar_path, f"not a readable tar archive: {exc}", _FIX_TAR) from exc
+            with tf:
+                for info in tf:
+                    tf.members = []  # stream mode keeps every TarInfo otherwise
+                    if info.isreg():
+                        extracted = tf.extractfile(info)
+                        current[0] = extracted.read if extracted is not None else bytes
+                        yield info.name, read
+                clean_end = getattr(tf, "_mvhand_clean_end", False)
+        else:
+            reader = PlainTarReader(fh, seekable=not images)
+            current[0] = reader.read_data
+            for member in reader:
+                if member.is_file:
+                    yield member.name, read
+            clean_end = reader.clean_end
+    except _TAR_ERRORS as exc:
+        raise corrupt(exc) from exc
+    if not clean_end:
+        raise InputError(
+            tar_path, "truncated or corrupt tar (no end-of-archive marker after the last member)", _FIX_TAR
+        )
+
+
 def iter_frame_groups(tar_path: Path, images: bool, want_streams: frozenset[str] | None) -> Iterator[_Group]:
     """The raw member groups of :func:`iter_frames` (tar checks only; parse each with :func:`parse_frame_group`).
 
-    Splitting reading from parsing lets a consumer parse frames in worker threads while one thread streams
+    Splitting reading from parsing lets a consumer parse frames in worker processes while one process streams
     the archive. Raises the tar-level :class:`InputError` of :func:`iter_frames`; the last group is only
     yielded after the end of the archive has been verified.
     """
@@ -589,66 +644,42 @@ def iter_frame_groups(tar_path: Path, images: bool, want_streams: frozenset[str]
     seen_ids: set[int] = set()
     n_shapes = 0
     group: _Group | None = None
-    with open(tar_path, "rb") as fh:
-        try:
-            # Stream mode reads every byte; without images, seekable mode skips the image data instead.
-            mode = "r|*" if images else "r:*"
-            tf = tarfile.open(fileobj=fh, mode=mode, tarinfo=_CheckedTarInfo, bufsize=1 << 18)
-        except _TAR_ERRORS as exc:
-            raise InputError(tar_path, f"not a readable tar archive: {exc}", _FIX_TAR) from exc
-        with tf:
-            try:
-                for info in tf:
-                    tf.members = []  # stream mode keeps every TarInfo otherwise
-                    if not info.isreg():
-                        continue
-                    name = info.name
-                    if "/" not in name and name.startswith("__") and name.endswith("__"):
-                        if name == HAND_SHAPES_MEMBER:
-                            n_shapes += 1
-                            if n_shapes > 1:
-                                raise InputError(tar_path, f"{HAND_SHAPES_MEMBER} occurs twice", _FIX_TAR)
-                        continue
-                    m = _KEY_SUFFIX_RE.match(name)
-                    if m is None:
-                        continue  # no dot: not a sample member (webdataset ignores it too)
-                    key, suffix = m.group(1), m.group(2).lower()
-                    if group is None or key != group.key:
-                        if not key.isascii() or not key.isdigit():
-                            raise InputError(
-                                tar_path,
-                                f"member {name}: key {key!r} is not an integer frame id",
-                                "members must be named <6-digit frame id>.<suffix> at the archive root",
-                            )
-                        if key in seen_keys or int(key) in seen_ids:
-                            raise InputError(
-                                tar_path,
-                                f"member {name}: frame {key} appears in two separate groups "
-                                "(the members of a frame must be contiguous)",
-                                _FIX_TAR,
-                            )
-                        seen_keys.add(key)
-                        seen_ids.add(int(key))
-                        if group is not None:
-                            yield group
-                        group = _Group(key)
-                    if suffix in group.members:
-                        raise InputError(
-                            tar_path, f"member {name}: repeated suffix {suffix!r} in frame {key}", _FIX_TAR
-                        )
-                    if _wanted(suffix, images, want_streams):
-                        extracted = tf.extractfile(info)
-                        group.members[suffix] = extracted.read() if extracted is not None else b""
-                    else:
-                        group.members[suffix] = None
-            except _TAR_ERRORS as exc:
-                raise InputError(tar_path, f"truncated or corrupt tar: {exc}", _FIX_TAR) from exc
-            if not getattr(tf, "_mvhand_clean_end", False):
+    with open(tar_path, "rb", buffering=1 << 16) as fh:
+        for name, read in _regular_members(tar_path, fh, images):
+            if "/" not in name and name.startswith("__") and name.endswith("__"):
+                if name == HAND_SHAPES_MEMBER:
+                    n_shapes += 1
+                    if n_shapes > 1:
+                        raise InputError(tar_path, f"{HAND_SHAPES_MEMBER} occurs twice", _FIX_TAR)
+                continue
+            m = _KEY_SUFFIX_RE.match(name)
+            if m is None:
+                continue  # no dot: not a sample member (webdataset ignores it too)
+            key, suffix = m.group(1), m.group(2).lower()
+            if group is None or key != group.key:
+                if not key.isascii() or not key.isdigit():
+                    raise InputError(
+                        tar_path,
+                        f"member {name}: key {key!r} is not an integer frame id",
+                        "members must be named <6-digit frame id>.<suffix> at the archive root",
+                    )
+                if key in seen_keys or int(key) in seen_ids:
+                    raise InputError(
+                        tar_path,
+                        f"member {name}: frame {key} appears in two separate groups "
+                        "(the members of a frame must be contiguous)",
+                        _FIX_TAR,
+                    )
+                seen_keys.add(key)
+                seen_ids.add(int(key))
+                if group is not None:
+                    yield group
+                group = _Group(key)
+            if suffix in group.members:
                 raise InputError(
-                    tar_path,
-                    "truncated or corrupt tar (no end-of-archive marker after the last member)",
-                    _FIX_TAR,
+                    tar_path, f"member {name}: repeated suffix {suffix!r} in frame {key}", _FIX_TAR
                 )
+            group.members[suffix] = read() if _wanted(suffix, images, want_streams) else None
     if group is not None:
         yield group
 
