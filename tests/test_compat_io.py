@@ -34,3 +34,14 @@ def test_atomic_path_keeps_suffix(tmp_path):
 def test_input_error_message():
     err = InputError("data/x.tar", "truncated tar", "re-download it")
     assert "data/x.tar" in str(err) and "re-download" in str(err)
+
+
+@pytest.mark.parametrize("fix", ["re-download it", None])
+def test_input_error_survives_pickling(fix):
+    """Worker processes send their errors back pickled: the message, path and fix must survive."""
+    import pickle
+
+    err = InputError("data/x.tar", "truncated tar", fix)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is InputError
+    assert (str(back), back.path, back.problem, back.fix) == (str(err), "data/x.tar", "truncated tar", fix)

@@ -216,12 +216,33 @@ def test_project_to_crop_counts_visibility():
     assert uv[3, 0] == pytest.approx(4.5 + 5.0, abs=1e-4)  # f = 5/tan(30deg): the fov edge lands at c + S/2
 
 
-def test_threads_give_identical_tables(tmp_path):
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=4, rgb=True)
-    one, many = tmp_path / "t1.parquet", tmp_path / "t3.parquet"
+def test_workers_and_chunking_give_identical_tables(tmp_path):
+    """Worker processes, in-flight limit, chunk size and row-group size change nothing in the data."""
+    tar = write_sequence(tmp_path / "seq.tar", n_frames=5, rgb=True)
+    one, many, odd = tmp_path / "t1.parquet", tmp_path / "t3.parquet", tmp_path / "odd.parquet"
     cache_sequence_crops(tar, one, CropSettings(48), threads=1, progress=False)
     cache_sequence_crops(tar, many, CropSettings(48), threads=3, progress=False, max_in_flight=2)
-    assert read_table(one).equals(read_table(many))
+    cache_sequence_crops(
+        tar, odd, CropSettings(48), threads=2, progress=False, frames_per_chunk=3, row_group_size=5
+    )
+    reference = read_table(one)
+    assert reference.num_rows == 15
+    assert reference.equals(read_table(many)) and reference.equals(read_table(odd))
+    meta = pq.ParquetFile(odd).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [5, 5, 5]
+
+
+def test_worker_error_names_the_file_and_leaves_nothing(tmp_path):
+    """An undecodable image found by a worker process fails the sequence with the file and frame named."""
+    tar = write_sequence(tmp_path / "seq.tar", n_frames=6)
+    data = tar.read_bytes()
+    start = data.index(b"\xff\xd8\xff", data.index(b"000004.image_1201-0.jpg"))
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(data[:start] + b"\x00" * 64 + data[start + 64 :])  # same size: tar stays valid
+    out = tmp_path / "out" / "broken.parquet"
+    with pytest.raises(InputError, match=r"broken\.tar: frame 000004: image_1201-0\.jpg is not a decodable"):
+        cache_sequence_crops(broken, out, CropSettings(32), threads=2, progress=False, frames_per_chunk=1)
+    assert list(out.parent.iterdir()) == []  # no partial Parquet, no temporary file
 
 
 def test_rgb_crops_keep_three_channels_and_colours(tmp_path):

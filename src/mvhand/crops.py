@@ -13,10 +13,13 @@ has annotations the row also carries the UmeTrack canonical landmarks (FK with t
 profile), their projection into the rendered crop and the MANO parameters. The schema is
 :data:`CROP_SCHEMA` (documented in docs/architecture.md).
 
-Work is spread over a thread pool (OpenCV and NumPy release the GIL) with a bounded number of frames in
-flight: the calling thread only streams the tar's raw member groups, the workers parse each frame and
-decode, warp and encode its crops. Rows keep the frame order and are written in row groups, atomically
-(a failed run leaves no Parquet file).
+Work is spread over a pool of worker processes (``threads`` = workers; the per-crop work is NumPy/OpenCV
+calls interleaved with Python, which threads cannot overlap because of the GIL): the calling process only
+streams the tar's raw member groups in chunks of consecutive frames, the workers parse each chunk, run
+forward kinematics for all its hands in one batch, decode, warp and encode its crops and return an Arrow
+table. A bounded number of chunks is in flight (bounded memory); rows keep the frame order and are written
+in row groups, atomically (a failed run leaves no Parquet file). One worker (``threads=1``) runs the same
+chunk function in the calling process.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import multiprocessing
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand.cameras import CameraModel, crop_camera, warp_image
-from mvhand.dataset import iter_frame_groups, parse_frame_group, read_hand_shapes
+from mvhand.cli import tune_allocator
+from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
 from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
 from mvhand.umetrack import canonical_landmarks, forward_kinematics
@@ -214,7 +219,7 @@ def _decode_source(data: bytes, rgb: bool) -> np.ndarray | None:
 
 
 class _SequenceContext:
-    """Per-sequence constants shared by the workers."""
+    """Per-sequence constants shared by the workers (pickled once per worker process)."""
 
     def __init__(self, tar_path: Path, sequence_name: str, settings: CropSettings, shapes) -> None:
         self.tar_path = tar_path
@@ -230,31 +235,48 @@ class _SequenceContext:
             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
         ]
 
-    def hand_landmarks(self, hand, side: str) -> np.ndarray | None:
-        """(20, 3) float32 canonical world landmarks of an annotated hand, or None."""
-        if hand is None or self.umetrack is None:
-            return None
-        lm21 = forward_kinematics(
-            self.umetrack,
-            np.asarray(hand.joint_angles, np.float32),
-            np.asarray(hand.T_world_from_wrist),
-            side == "right",
-        )
-        return np.asarray(canonical_landmarks(lm21), np.float32)
+    def chunk_landmarks(self, frames: list[Frame]) -> dict[tuple[int, str], np.ndarray]:
+        """Canonical world landmarks ``(20, 3)`` float32 of every annotated, cropped hand of a chunk.
+
+        One batched forward-kinematics call for all hands (the per-call overhead of FK is larger than its
+        arithmetic for a single hand). Keys are ``(index in frames, side)``; empty without a hand profile.
+        """
+        if self.umetrack is None:
+            return {}
+        keys, angles, wrists = [], [], []
+        for i, frame in enumerate(frames):
+            for side in HAND_SIDES:
+                hand = (frame.hands or {}).get(side)
+                if hand is not None and (frame.hand_crops or {}).get(side):
+                    keys.append((i, side))
+                    angles.append(np.asarray(hand.joint_angles, np.float32)[:20])
+                    wrists.append(np.asarray(hand.T_world_from_wrist))
+        if not keys:
+            return {}
+        is_right = np.array([side == "right" for _, side in keys])
+        lm21 = forward_kinematics(self.umetrack, np.stack(angles), np.stack(wrists), is_right)
+        lm = np.asarray(canonical_landmarks(lm21), np.float32)
+        return {key: lm[k] for k, key in enumerate(keys)}
 
 
 def _opt_list(x) -> list[float] | None:
     return None if x is None else np.asarray(x, np.float32).reshape(-1).tolist()
 
 
-def _process_group(group, ctx: _SequenceContext) -> tuple[list[dict], list[tuple[int, str, str]]]:
-    """Parse one raw tar member group (:func:`mvhand.dataset.iter_frame_groups`) and render its crops.
+@dataclass
+class _ChunkResult:
+    """What one chunk of frames produced (returned by the workers)."""
 
-    Runs in the worker threads, so that JSON/camera parsing overlaps the main thread's tar streaming and
-    the other workers' (GIL-free) JPEG decoding, warping and encoding.
-    """
+    table: pa.Table
+    n_frames: int
+    n_with_targets: int
+    skipped: list[tuple[int, str, str]]
+
+
+def _parse_group(group, ctx: _SequenceContext) -> Frame:
+    """Parse one raw tar member group (:func:`mvhand.dataset.iter_frame_groups`), naming the file on error."""
     try:
-        frame = parse_frame_group(ctx.tar_path, group, True, None)
+        return parse_frame_group(ctx.tar_path, group, True, None)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - malformed members of a broken sequence file
@@ -263,14 +285,39 @@ def _process_group(group, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
             f"corrupt frame {group.key} ({type(e).__name__}: {e})",
             "re-run the download stage with --force, or replace the file",
         ) from e
-    del group
-    return _process_frame(frame, ctx)
 
 
-def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple[int, str, str]]]:
-    """Rows of one frame (sorted by hand side, view) and the skipped (frame, hand, stream) views."""
+def _render_chunk(groups: list, ctx: _SequenceContext | None = None) -> _ChunkResult:
+    """Parse a chunk of consecutive frame groups and render all their crops (runs in the workers).
+
+    Args:
+        groups: raw member groups, in frame order.
+        ctx: sequence constants (default: the worker's, set by :func:`_init_worker`).
+    """
+    ctx = ctx or _WORKER_CTX
+    assert ctx is not None, "worker not initialised"
+    frames = [_parse_group(g, ctx) for g in groups]
+    landmarks = ctx.chunk_landmarks(frames)
     rows: list[dict] = []
     skipped: list[tuple[int, str, str]] = []
+    for i, frame in enumerate(frames):
+        _render_frame(frame, ctx, {side: lm for (j, side), lm in landmarks.items() if j == i}, rows, skipped)
+    n_with_targets = sum(r["landmarks_world"] is not None for r in rows)
+    return _ChunkResult(_rows_to_table(rows), len(frames), n_with_targets, skipped)
+
+
+def _render_frame(
+    frame: Frame,
+    ctx: _SequenceContext,
+    landmarks: dict[str, np.ndarray],
+    rows: list[dict],
+    skipped: list[tuple[int, str, str]],
+) -> None:
+    """Append the rows of one frame (sorted by hand side, view) and its skipped (frame, hand, stream) views.
+
+    Args:
+        landmarks: ``side -> (20, 3)`` canonical world landmarks of the frame's annotated hands.
+    """
     images: dict[str, np.ndarray] = {}
     s = ctx.settings
     for side_index, side in enumerate(HAND_SIDES):
@@ -278,7 +325,7 @@ def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
         if not views:
             continue
         hand = (frame.hands or {}).get(side)
-        lm_world = ctx.hand_landmarks(hand, side)
+        lm_world = landmarks.get(side)
         view_index = 0
         for stream_id, params in views.items():
             src_cam = frame.cameras.get(stream_id)
@@ -331,7 +378,58 @@ def _process_frame(frame, ctx: _SequenceContext) -> tuple[list[dict], list[tuple
                 }
             )
             view_index += 1
-    return rows, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------------
+
+_WORKER_CTX: _SequenceContext | None = None
+
+
+def _init_worker(ctx: _SequenceContext) -> None:
+    """Worker-process initialiser: one OpenCV thread (the pool is the parallelism), malloc kept from returning
+    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), and the sequence context."""
+    global _WORKER_CTX
+    cv2.setNumThreads(1)
+    tune_allocator()
+    _WORKER_CTX = ctx
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Start method of the worker processes: ``forkserver`` where the platform has it (no fork of a process
+    that already runs BLAS/OpenCV threads; the server imports this module once and forks ready workers),
+    else ``spawn``. pandas is preloaded too: pyarrow imports it (~0.4 s) the first time it builds an array."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", __name__, "pandas"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _start_pool(workers: int, ctx: _SequenceContext) -> ProcessPoolExecutor | None:
+    """A pool of ``workers`` processes for one sequence, or None (with a warning) where the platform cannot
+    run one (e.g. no usable ``/dev/shm`` for its semaphores): the caller then renders in-process."""
+    try:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(ctx,)
+        )
+    except (OSError, NotImplementedError) as e:
+        log.warning("%s: cannot start worker processes (%s); rendering in this process", ctx.tar_path, e)
+        return None
+    log.info("%s: rendering with %d worker processes", ctx.tar_path, workers)
+    return pool
+
+
+def _chunks(groups: Iterator, frames_per_chunk: int) -> Iterator[list]:
+    chunk: list = []
+    for group in groups:
+        chunk.append(group)
+        if len(chunk) == frames_per_chunk:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,6 +467,7 @@ def cache_sequence_crops(
     progress: bool = True,
     row_group_size: int = 256,
     max_in_flight: int | None = None,
+    frames_per_chunk: int = 4,
 ) -> CropCacheStats:
     """Render, encode and store every hand crop of one sequence (schema :data:`CROP_SCHEMA`).
 
@@ -376,10 +475,12 @@ def cache_sequence_crops(
         tar_path: sequence tar in the challenge format.
         out_path: Parquet file to write (atomically; nothing is left behind on failure).
         settings: crop size, FOV margin and JPEG quality.
-        threads: worker threads (frames are processed in parallel, rows keep the frame order).
+        threads: worker processes (chunks of frames are rendered in parallel, rows keep the frame order);
+            1 renders in the calling process. The output does not depend on it.
         progress: tqdm progress bar on stderr.
-        row_group_size: rows per Parquet row group.
-        max_in_flight: frames queued at once (bounded memory); default ``2 · threads``.
+        row_group_size: rows per Parquet row group (the last one may be smaller).
+        max_in_flight: chunks queued at once (bounded memory); default ``2 · threads``.
+        frames_per_chunk: consecutive frames per work item (one batched FK call, one result table).
 
     Returns:
         :class:`CropCacheStats`. A sequence without any visible hand yields a valid empty file (warning).
@@ -407,59 +508,64 @@ def cache_sequence_crops(
     ctx = _SequenceContext(tar_path, sequence_name, settings, shapes)
     stats = CropCacheStats()
     threads = max(1, int(threads))
-    max_in_flight = max_in_flight or 2 * threads
-    buffer: list[dict] = []
+    max_in_flight = max(1, max_in_flight or 2 * threads)
+    buffer: list[pa.Table] = []
+    n_buffered = 0
 
-    cv2_threads = cv2.getNumThreads()
-    if threads > 1:
-        cv2.setNumThreads(1)  # parallelism comes from our pool; avoid oversubscription
-    try:
-        with atomic_path(out_path) as tmp:
-            writer = pq.ParquetWriter(
-                tmp, CROP_SCHEMA, compression=_COMPRESSION, use_dictionary=["sequence_name", "stream_id"]
-            )
-            try:
+    with atomic_path(out_path) as tmp:
+        writer = pq.ParquetWriter(
+            tmp, CROP_SCHEMA, compression=_COMPRESSION, use_dictionary=["sequence_name", "stream_id"]
+        )
+        bar = tqdm(desc=sequence_name, unit="frame", file=sys.stderr, disable=not progress, mininterval=2.0)
+        try:
 
-                def consume(result: tuple[list[dict], list]) -> None:
-                    rows, skipped = result
-                    stats.n_frames += 1
-                    stats.n_rows += len(rows)
-                    stats.n_with_targets += sum(r["landmarks_world"] is not None for r in rows)
-                    stats.skipped_views.extend(skipped)
-                    buffer.extend(rows)
-                    if len(buffer) >= row_group_size:
-                        writer.write_table(_rows_to_table(buffer), row_group_size=row_group_size)
-                        buffer.clear()
+            def flush(final: bool = False) -> None:
+                """Write whole row groups of ``row_group_size`` rows (all buffered rows if ``final``)."""
+                nonlocal n_buffered
+                n_write = n_buffered if final else n_buffered - n_buffered % row_group_size
+                if n_write == 0:
+                    return
+                table = pa.concat_tables(buffer)
+                writer.write_table(table.slice(0, n_write), row_group_size=row_group_size)
+                buffer[:] = [table.slice(n_write)] if n_write < n_buffered else []
+                n_buffered -= n_write
 
-                # the main thread only streams the tar; workers parse, decode, warp and encode
-                frames = _checked_frames(tar_path, iter(iter_frame_groups(tar_path, True, None)))
-                bar = tqdm(
-                    frames,
-                    desc=sequence_name,
-                    unit="frame",
-                    file=sys.stderr,
-                    disable=not progress,
-                    mininterval=2.0,
-                )
-                if threads == 1:
-                    for group in bar:
-                        consume(_process_group(group, ctx))
-                else:
-                    with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
-                        pending: collections.deque = collections.deque()
-                        for group in bar:
-                            pending.append(pool.submit(_process_group, group, ctx))
-                            while len(pending) >= max_in_flight:
-                                consume(pending.popleft().result())
-                        while pending:
+            def consume(result: _ChunkResult) -> None:
+                nonlocal n_buffered
+                stats.n_frames += result.n_frames
+                stats.n_rows += result.table.num_rows
+                stats.n_with_targets += result.n_with_targets
+                stats.skipped_views.extend(result.skipped)
+                bar.update(result.n_frames)
+                if result.table.num_rows:
+                    buffer.append(result.table)
+                    n_buffered += result.table.num_rows
+                if n_buffered >= row_group_size:
+                    flush()
+
+            # this process only streams the tar; the workers parse, decode, warp and encode
+            groups = _checked_frames(tar_path, iter(iter_frame_groups(tar_path, True, None)))
+            chunks = _chunks(groups, max(1, int(frames_per_chunk)))
+            pool = _start_pool(threads, ctx) if threads > 1 else None
+            if pool is None:
+                for chunk in chunks:
+                    consume(_render_chunk(chunk, ctx))
+            else:
+                try:
+                    pending: collections.deque = collections.deque()
+                    for chunk in chunks:
+                        pending.append(pool.submit(_render_chunk, chunk))
+                        del chunk
+                        while len(pending) >= max_in_flight:
                             consume(pending.popleft().result())
-                if buffer:
-                    writer.write_table(_rows_to_table(buffer), row_group_size=row_group_size)
-                    buffer.clear()
-            finally:
-                writer.close()
-    finally:
-        cv2.setNumThreads(cv2_threads)
+                    while pending:
+                        consume(pending.popleft().result())
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            flush(final=True)
+        finally:
+            bar.close()
+            writer.close()
     if stats.skipped_views:
         f, h, sid = stats.skipped_views[0]
         log.warning(

@@ -17,10 +17,15 @@ class InputError(ValueError):
 
     def __init__(self, path: str | os.PathLike | None, problem: str, fix: str | None = None):
         self.path = None if path is None else str(path)
+        self.problem, self.fix = problem, fix
         msg = problem if path is None else f"{path}: {problem}"
         if fix:
             msg += f" ({fix})"
         super().__init__(msg)
+
+    def __reduce__(self):
+        # rebuilt from the constructor's arguments, so that the error survives a worker-process boundary
+        return (type(self), (self.path, self.problem, self.fix))
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from mvhand.cli import setup_logging
+from mvhand.cli import setup_logging, tune_allocator
 from mvhand.crops import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 
@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crop-size", type=int, default=128, help="training crop side S, px")
     p.add_argument("--fov-margin", type=float, default=1.25, help="field-of-view margin m >= 1 (tan scale)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the stored crops (1-100)")
-    p.add_argument("--threads", type=int, default=1, help="worker threads")
+    p.add_argument("--threads", type=int, default=1, help="worker processes (1: render in this process)")
     p.add_argument(
         "--dataset",
         choices=("umetrack", "hot3d"),
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         logging.error("bad crop setting: %s", e)
         return 2
+    tune_allocator()  # the per-crop buffers stay on the heap (also in the worker processes)
     t0 = time.perf_counter()
     try:
         stats = cache_sequence_crops(
