@@ -13,8 +13,6 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
 from mvhand.io_utils import atomic_write
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -28,6 +26,8 @@ HEADER = (
 
 def machine_line() -> str:
     """One line describing where the numbers were measured."""
+    import torch  # here, not at module level: benchmark scripts run worker processes that re-import them
+
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "

@@ -265,9 +265,13 @@ def _opt_list(x) -> list[float] | None:
 
 @dataclass
 class _ChunkResult:
-    """What one chunk of frames produced (returned by the workers)."""
+    """What one chunk of frames produced (returned by the workers).
 
-    table: pa.Table
+    Rows, not an Arrow table: building Arrow arrays makes pyarrow import pandas (~0.4 s), which the workers
+    would each pay at start-up; the writing process builds the table (~0.01 ms per row).
+    """
+
+    rows: list[dict]
     n_frames: int
     n_with_targets: int
     skipped: list[tuple[int, str, str]]
@@ -303,7 +307,7 @@ def _render_chunk(groups: list, ctx: _SequenceContext | None = None) -> _ChunkRe
     for i, frame in enumerate(frames):
         _render_frame(frame, ctx, {side: lm for (j, side), lm in landmarks.items() if j == i}, rows, skipped)
     n_with_targets = sum(r["landmarks_world"] is not None for r in rows)
-    return _ChunkResult(_rows_to_table(rows), len(frames), n_with_targets, skipped)
+    return _ChunkResult(rows, len(frames), n_with_targets, skipped)
 
 
 def _render_frame(
@@ -399,10 +403,10 @@ def _init_worker(ctx: _SequenceContext) -> None:
 def _pool_context() -> multiprocessing.context.BaseContext:
     """Start method of the worker processes: ``forkserver`` where the platform has it (no fork of a process
     that already runs BLAS/OpenCV threads; the server imports this module once and forks ready workers),
-    else ``spawn``. pandas is preloaded too: pyarrow imports it (~0.4 s) the first time it builds an array."""
+    else ``spawn``."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__, "pandas"])
+        ctx.set_forkserver_preload(["__main__", __name__])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -533,13 +537,13 @@ def cache_sequence_crops(
             def consume(result: _ChunkResult) -> None:
                 nonlocal n_buffered
                 stats.n_frames += result.n_frames
-                stats.n_rows += result.table.num_rows
+                stats.n_rows += len(result.rows)
                 stats.n_with_targets += result.n_with_targets
                 stats.skipped_views.extend(result.skipped)
                 bar.update(result.n_frames)
-                if result.table.num_rows:
-                    buffer.append(result.table)
-                    n_buffered += result.table.num_rows
+                if result.rows:
+                    buffer.append(_rows_to_table(result.rows))
+                    n_buffered += len(result.rows)
                 if n_buffered >= row_group_size:
                     flush()
 
@@ -548,8 +552,13 @@ def cache_sequence_crops(
             chunks = _chunks(groups, max(1, int(frames_per_chunk)))
             pool = _start_pool(threads, ctx) if threads > 1 else None
             if pool is None:
-                for chunk in chunks:
-                    consume(_render_chunk(chunk, ctx))
+                cv2_threads = cv2.getNumThreads()
+                cv2.setNumThreads(1)  # one core: OpenCV's own threads only spin (measured: no gain)
+                try:
+                    for chunk in chunks:
+                        consume(_render_chunk(chunk, ctx))
+                finally:
+                    cv2.setNumThreads(cv2_threads)
             else:
                 try:
                     pending: collections.deque = collections.deque()
