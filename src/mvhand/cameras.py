@@ -199,7 +199,8 @@ def project_eye(points_eye: np.ndarray, model_type: str, params) -> np.ndarray:
     """Eye → window for raw ``projection_params`` (NumPy, batched; §3.4–3.6).
 
     Args:
-        points_eye: ``(..., 3)`` eye-frame points, metres. float32 input is computed in float32.
+        points_eye: ``(..., 3)`` eye-frame points, metres. float32 input gives float32 output (the fisheye models
+            are computed in float64 and rounded, the others in float32).
         model_type: ``projection_model_type`` of §3.3.
         params: the JSON ``projection_params`` list.
 
@@ -214,36 +215,6 @@ def project_eye(points_eye: np.ndarray, model_type: str, params) -> np.ndarray:
     return _eye_to_window_np(points_eye, projection, kind, coeffs, fx, fy, cx, cy)
 
 
-def _fisheye624_np(x, y, z, c):
-    """Arctan projection + OVR62/OVR624 distortion with fewer array operations (NumPy fast path).
-
-    Same maths as ``_project_xyz`` + ``_distort``: with ``r = |(x, y)|``, ``θ = atan2(r, z)`` the projected
-    point is ``p = (x, y)·θ/r`` and ``|p|² = θ²`` (for r = 0, p = 0 and the radial factor is irrelevant).
-    """
-    k1, k2, k3, k4, k5, k6, p1, p2, s1, s2c, s3, s4 = c
-    r = np.hypot(x, y)
-    theta = np.arctan2(r, z)
-    t2 = theta * theta
-    np.minimum(t2, math.pi**2, out=t2)
-    radial = _poly(t2, (k1, k2, k3, k4, k5, k6))
-    np.maximum(r, _EPS_R, out=r)
-    f = theta / r
-    f *= radial
-    ux = x * f
-    uy = y * f
-    s2 = ux * ux
-    s2 += uy * uy
-    xy2 = ux * uy
-    xy2 *= 2.0
-    qx = ux + p2 * xy2 + p1 * (s2 + 2.0 * ux * ux)
-    qy = uy + p1 * xy2 + p2 * (s2 + 2.0 * uy * uy)
-    if not _all_zero((s1, s2c, s3, s4)):
-        s4_ = s2 * s2
-        qx += s1 * s2 + s2c * s4_
-        qy += s3 * s2 + s4 * s4_
-    return qx, qy
-
-
 def _eye_to_window_np(v, projection, kind, coeffs, fx, fy, cx, cy) -> np.ndarray:
     v = np.asarray(v)
     if v.dtype != np.float32:
@@ -252,12 +223,13 @@ def _eye_to_window_np(v, projection, kind, coeffs, fx, fy, cx, cy) -> np.ndarray
         raise ValueError(f"points must have shape (..., 3), got {v.shape}")
     if v.ndim == 1:
         return _eye_to_window_np(v[None], projection, kind, coeffs, fx, fy, cx, cy)[0]
+    if projection == "arctan" and kind in ("ovr62", "ovr624"):  # the fisheyes: fused float64 fast path
+        rows = np.ascontiguousarray(v.reshape(-1, 3).T, dtype=np.float64)
+        w = _fisheye_rows(rows, fx, fy, cx, cy, coeffs)
+        return w.T.reshape(v.shape[:-1] + (2,)).astype(v.dtype, copy=False)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    if projection == "arctan" and kind in ("ovr62", "ovr624"):
-        qx, qy = _fisheye624_np(x, y, z, coeffs)
-    else:
-        px, py = _project_xyz(x, y, z, projection, False)
-        qx, qy = _distort(px, py, kind, coeffs, False)
+    px, py = _project_xyz(x, y, z, projection, False)
+    qx, qy = _distort(px, py, kind, coeffs, False)
     out = np.empty(v.shape[:-1] + (2,), dtype=v.dtype)
     np.multiply(qx, fx, out=out[..., 0])
     out[..., 0] += cx
@@ -919,27 +891,31 @@ def _fisheye_feature_matrix(
     return Mq, (k1, k2, k3, k4, k5, k6)
 
 
-def _fisheye_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
+def _fisheye_rows(v: np.ndarray, fx: float, fy: float, cx: float, cy: float, coeffs: tuple) -> np.ndarray:
     """Arctan projection + OVR62/OVR624 distortion of rays in rows, with few array operations.
 
+    The one NumPy implementation of the fisheye models' eye → window map (§3.5-3.6): ``eye_to_window`` and
+    the warp maps both use it.
+
     Args:
-        v: ``(3, P)`` float64 eye-frame rays (any positive scale), rows ``x, y, z``.
-        cam: ``OculusVisionFishEye62``/``624`` (or ``CameraModelType.FISHEYE624``) source camera.
+        v: ``(3, P)`` float64 eye-frame points or rays (any positive scale), rows ``x, y, z``.
+        fx, fy, cx, cy: intrinsics, pixels.
+        coeffs: canonical distortion coefficients ``(k1..k6, p1, p2, s1..s4)`` (:func:`_canonical_coeffs`).
 
     Returns:
-        ``(2, P)`` float64 window coordinates, pixels. Same maths as :func:`_fisheye624_np`: with
+        ``(2, P)`` float64 window coordinates, pixels. Same maths as ``_project_xyz`` + ``_distort``: with
         ``r = |(x, y)|`` and ``θ = atan2(r, z)`` the undistorted point is ``u = (x, y)·θ·radial(θ²)/r``,
         then ``q = u + tangential(u) + thin-prism(u)``, which is linear in the features
         ``(ux, uy, ux², uy², ux·uy, 1[, |u|⁴])`` and is applied as one ``(2, F) @ (F, P)`` product.
     """
-    Mq, ks = _fisheye_feature_matrix(cam.fx, cam.fy, cam.cx, cam.cy, cam._coeffs)
+    Mq, ks = _fisheye_feature_matrix(float(fx), float(fy), float(cx), float(cy), tuple(coeffs))
     n_feat = Mq.shape[1]
     P = v.shape[1]
     x, y, z = v
     r = x * x
     r += y * y
     np.sqrt(r, out=r)
-    if z.min() > 0:  # atan2(r, z) = atan(r/z) for z > 0 (about twice as fast)
+    if P and z.min() > 0:  # atan2(r, z) = atan(r/z) for z > 0 (about twice as fast)
         theta = np.divide(r, z)
         np.arctan(theta, out=theta)
     else:
@@ -967,7 +943,7 @@ def _fisheye_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
 def _window_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
     """Window coordinates ``(2, P)`` of eye rays ``v (3, P)`` float64 for any source model."""
     if cam._projection == "arctan" and cam._kind in ("ovr62", "ovr624"):
-        return _fisheye_rows(v, cam)
+        return _fisheye_rows(v, cam.fx, cam.fy, cam.cx, cam.cy, cam._coeffs)
     return np.ascontiguousarray(cam.eye_to_window(v.T).T)
 
 
