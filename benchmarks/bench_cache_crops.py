@@ -272,7 +272,7 @@ def main() -> None:
         "per crop), Pillow JPEG encode, rows in Python lists, one pandas `to_parquet`, single-threaded. mvhand "
         "decodes (OpenCV) only the streams that carry a crop in that frame, once per frame, runs forward "
         "kinematics once per chunk of 4 frames, computes the warp maps on a coarse grid, encodes with "
-        "`cv2.imencode` and builds one Arrow table per chunk. With 1 worker it does all this in the calling "
+        "`cv2.imencode` and turns each chunk's rows into one Arrow table. With 1 worker it does all this in the calling "
         f"process; with {n} workers the calling process only streams the tar and writes the Parquet file, and "
         f"{n} worker processes (fork server) render the chunks. Processes, not threads: most of the per-crop "
         "work is short NumPy/OpenCV calls interleaved with Python, which threads cannot overlap (the GIL); the "

@@ -16,9 +16,9 @@ profile), their projection into the rendered crop and the MANO parameters. The s
 Work is spread over a pool of worker processes (``threads`` = workers; the per-crop work is NumPy/OpenCV
 calls interleaved with Python, which threads cannot overlap because of the GIL): the calling process only
 streams the tar's raw member groups in chunks of consecutive frames, the workers parse each chunk, run
-forward kinematics for all its hands in one batch, decode, warp and encode its crops and return an Arrow
-table. A bounded number of chunks is in flight (bounded memory); rows keep the frame order and are written
-in row groups, atomically (a failed run leaves no Parquet file). One worker (``threads=1``) runs the same
+forward kinematics for all its hands in one batch, decode, warp and encode its crops and return its rows. A
+bounded number of chunks is in flight (bounded memory); rows keep the frame order and are written in row
+groups, atomically (a failed run leaves no Parquet file). One worker (``threads=1``) runs the same
 chunk function in the calling process.
 """
 
@@ -484,7 +484,7 @@ def cache_sequence_crops(
         progress: tqdm progress bar on stderr.
         row_group_size: rows per Parquet row group (the last one may be smaller).
         max_in_flight: chunks queued at once (bounded memory); default ``2 · threads``.
-        frames_per_chunk: consecutive frames per work item (one batched FK call, one result table).
+        frames_per_chunk: consecutive frames per work item (one batched FK call, one message back).
 
     Returns:
         :class:`CropCacheStats`. A sequence without any visible hand yields a valid empty file (warning).

@@ -6,8 +6,8 @@ named ``__*__`` (``__hand_shapes.json__``) are metadata outside the frames.
 
 Reading streams the tar (:mod:`mvhand.tar_reader` for plain archives, ``tarfile`` mode ``"r|*"`` for
 compressed ones): only the members of the current frame are held in memory, and a tar that does not end
-with a proper end-of-archive block raises instead of silently yielding fewer frames. Every problem raises :class:`mvhand.io_utils.InputError` naming the tar, the frame
-and the member.
+with a proper end-of-archive block raises instead of silently yielding fewer frames. Every problem raises
+:class:`mvhand.io_utils.InputError` naming the tar, the frame and the member.
 
 Writing (:class:`SequenceWriter`) is atomic and byte-deterministic: fixed tar header fields, members of a
 frame contiguous and sorted by name, JSON with sorted keys and compact separators.
