@@ -941,9 +941,8 @@ def _fisheye_rows(v: np.ndarray, fx: float, fy: float, cx: float, cy: float, coe
 
 
 def _window_rows(v: np.ndarray, cam: CameraModel) -> np.ndarray:
-    """Window coordinates ``(2, P)`` of eye rays ``v (3, P)`` float64 for any source model."""
-    if cam._projection == "arctan" and cam._kind in ("ovr62", "ovr624"):
-        return _fisheye_rows(v, cam.fx, cam.fy, cam.cx, cam.cy, cam._coeffs)
+    """Window coordinates ``(2, P)`` of eye rays ``v (3, P)`` float64 for any source model (the fisheyes reach
+    :func:`_fisheye_rows` through ``eye_to_window`` without copies: the transposes are views)."""
     return np.ascontiguousarray(cam.eye_to_window(v.T).T)
 
 
