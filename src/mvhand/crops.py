@@ -235,14 +235,16 @@ class _SequenceContext:
             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
         ]
 
-    def chunk_landmarks(self, frames: list[Frame]) -> dict[tuple[int, str], np.ndarray]:
+    def chunk_landmarks(self, frames: list[Frame]) -> list[dict[str, np.ndarray]]:
         """Canonical world landmarks ``(20, 3)`` float32 of every annotated, cropped hand of a chunk.
 
         One batched forward-kinematics call for all hands (the per-call overhead of FK is larger than its
-        arithmetic for a single hand). Keys are ``(index in frames, side)``; empty without a hand profile.
+        arithmetic for a single hand). Returns one ``{side: landmarks}`` dict per frame (empty without a hand
+        profile).
         """
+        per_frame: list[dict[str, np.ndarray]] = [{} for _ in frames]
         if self.umetrack is None:
-            return {}
+            return per_frame
         keys, angles, wrists = [], [], []
         for i, frame in enumerate(frames):
             for side in HAND_SIDES:
@@ -251,12 +253,13 @@ class _SequenceContext:
                     keys.append((i, side))
                     angles.append(np.asarray(hand.joint_angles, np.float32)[:20])
                     wrists.append(np.asarray(hand.T_world_from_wrist))
-        if not keys:
-            return {}
-        is_right = np.array([side == "right" for _, side in keys])
-        lm21 = forward_kinematics(self.umetrack, np.stack(angles), np.stack(wrists), is_right)
-        lm = np.asarray(canonical_landmarks(lm21), np.float32)
-        return {key: lm[k] for k, key in enumerate(keys)}
+        if keys:
+            is_right = np.array([side == "right" for _, side in keys])
+            lm21 = forward_kinematics(self.umetrack, np.stack(angles), np.stack(wrists), is_right)
+            lm = np.asarray(canonical_landmarks(lm21), np.float32)
+            for k, (i, side) in enumerate(keys):
+                per_frame[i][side] = lm[k]
+        return per_frame
 
 
 def _opt_list(x) -> list[float] | None:
@@ -273,7 +276,6 @@ class _ChunkResult:
 
     rows: list[dict]
     n_frames: int
-    n_with_targets: int
     skipped: list[tuple[int, str, str]]
 
 
@@ -301,13 +303,11 @@ def _render_chunk(groups: list, ctx: _SequenceContext | None = None) -> _ChunkRe
     ctx = ctx or _WORKER_CTX
     assert ctx is not None, "worker not initialised"
     frames = [_parse_group(g, ctx) for g in groups]
-    landmarks = ctx.chunk_landmarks(frames)
     rows: list[dict] = []
     skipped: list[tuple[int, str, str]] = []
-    for i, frame in enumerate(frames):
-        _render_frame(frame, ctx, {side: lm for (j, side), lm in landmarks.items() if j == i}, rows, skipped)
-    n_with_targets = sum(r["landmarks_world"] is not None for r in rows)
-    return _ChunkResult(rows, len(frames), n_with_targets, skipped)
+    for frame, landmarks in zip(frames, ctx.chunk_landmarks(frames), strict=True):
+        _render_frame(frame, ctx, landmarks, rows, skipped)
+    return _ChunkResult(rows, len(frames), skipped)
 
 
 def _render_frame(
@@ -538,7 +538,7 @@ def cache_sequence_crops(
                 nonlocal n_buffered
                 stats.n_frames += result.n_frames
                 stats.n_rows += len(result.rows)
-                stats.n_with_targets += result.n_with_targets
+                stats.n_with_targets += sum(r["landmarks_world"] is not None for r in result.rows)
                 stats.skipped_views.extend(result.skipped)
                 bar.update(result.n_frames)
                 if result.rows:
