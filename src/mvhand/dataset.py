@@ -23,7 +23,7 @@ import math
 import re
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -578,7 +578,7 @@ def iter_frames(
         del frame
 
 
-def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, Any]]:
+def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """``(name, read)`` of the regular-file members of an open tar, in order; ``read()`` returns the data and
     must be called before the next item (or never: the data is then skipped).
 
@@ -594,13 +594,14 @@ def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, An
         what = "not a readable tar archive" if getattr(exc, "at_start", False) else "truncated or corrupt tar"
         return InputError(tar_path, f"{what}: {exc}", _FIX_TAR)
 
-    current: list = [None]  # the current member's raw read function
+    def guarded(raw_read: Callable[[], bytes]) -> Callable[[], bytes]:
+        def read() -> bytes:
+            try:
+                return raw_read()
+            except _TAR_ERRORS as exc:
+                raise corrupt(exc) from exc
 
-    def read() -> bytes:
-        try:
-            return current[0]()
-        except _TAR_ERRORS as exc:
-            raise corrupt(exc) from exc
+        return read
 
     head = fh.peek(8)[:8] if hasattr(fh, "peek") else b""
     try:
@@ -614,12 +615,11 @@ def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, An
                     tf.members = []  # stream mode keeps every TarInfo otherwise
                     if info.isreg():
                         extracted = tf.extractfile(info)
-                        current[0] = extracted.read if extracted is not None else bytes
-                        yield info.name, read
+                        yield info.name, guarded(extracted.read if extracted is not None else bytes)
                 clean_end = getattr(tf, "_mvhand_clean_end", False)
         else:
             reader = PlainTarReader(fh, seekable=not images)
-            current[0] = reader.read_data
+            read = guarded(reader.read_data)  # reads whichever member is current
             for member in reader:
                 if member.is_file:
                     yield member.name, read
