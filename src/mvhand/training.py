@@ -33,6 +33,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,8 +303,10 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def evaluate(net: HandNet, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """Validation errors (in the flipped world, i.e. mirror invariant).
+def evaluate(
+    net: HandNet, loader: Iterable[dict], device: torch.device, amp: bool = False
+) -> dict[str, float]:
+    """Validation errors (in the flipped world, i.e. mirror invariant); an empty loader gives NaNs and 0.
 
     Returns:
         ``val_mpjpe_mm``: MPJPE over the 19 evaluated landmarks, mm; ``val_uv_px``: mean 2D error of
@@ -329,17 +332,16 @@ def evaluate(net: HandNet, loader: DataLoader, device: torch.device, amp: bool =
         proj, _ = project_pinhole_torch(pts, b["T_world_from_crop"].float(), b["K"].float())
         rp_errs.append((proj[..., _EVAL_KP, :] - gt_uv).norm(dim=-1)[ok].cpu())
     net.train(was)
-    e = torch.cat(errs) if errs else torch.zeros(0, 19)
 
     def _mean(xs: list[torch.Tensor]) -> float:
         x = torch.cat(xs) if xs else torch.zeros(0)
         return float(x.mean()) if x.numel() else float("nan")
 
     return {
-        "val_mpjpe_mm": float(e.mean()) if e.numel() else float("nan"),
+        "val_mpjpe_mm": _mean(errs),
         "val_uv_px": _mean(uv_errs),
         "val_reproj_px": _mean(rp_errs),
-        "val_instances": int(e.shape[0]),
+        "val_instances": sum(int(x.shape[0]) for x in errs),
     }
 
 
@@ -626,16 +628,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0]}
         row |= {f"train_{k}": v / max(1, n_in_epoch) for k, v in sums.items()}
         if is_main:
-            ev = (
-                evaluate(net, val_loader, device, amp)
-                if val_loader is not None
-                else {
-                    "val_mpjpe_mm": float("nan"),
-                    "val_uv_px": float("nan"),
-                    "val_reproj_px": float("nan"),
-                    "val_instances": 0,
-                }
-            )
+            ev = evaluate(net, val_loader if val_loader is not None else (), device, amp)  # () -> NaNs, 0
             row |= ev | {"val_baseline_mpjpe_mm": baseline_mpjpe, "epoch_time_s": time.time() - t0}
             epochs_hist.append(row)
             log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), "
