@@ -12,7 +12,7 @@ import torch
 
 from mvhand.cameras import project_pinhole_torch
 from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNetOutput
+from mvhand.model import HandNetOutput, heatmap_cell_centres
 
 __all__ = ["LossWeights", "compute_losses", "heatmap_cross_entropy", "landmark_errors_mm"]
 
@@ -72,13 +72,10 @@ def heatmap_cross_entropy(
         (...) cross-entropy per keypoint, nats.
     """
     h, w = logits.shape[-2:]
-    sx, sy = img_size / w, img_size / h
-    xs = torch.arange(w, device=logits.device, dtype=logits.dtype)
-    ys = torch.arange(h, device=logits.device, dtype=logits.dtype)
-    cx = (uv[..., 0] - (sx - 1) / 2) / sx  # target in cell units
-    cy = (uv[..., 1] - (sy - 1) / 2) / sy
-    gx = -0.5 * ((xs - cx[..., None]) / sigma) ** 2  # (..., W)
-    gy = -0.5 * ((ys - cy[..., None]) / sigma) ** 2  # (..., H)
+    xs = heatmap_cell_centres(w, img_size, logits.device, logits.dtype)  # crop px
+    ys = heatmap_cell_centres(h, img_size, logits.device, logits.dtype)
+    gx = -0.5 * ((xs - uv[..., 0, None]) / (sigma * img_size / w)) ** 2  # (..., W)
+    gy = -0.5 * ((ys - uv[..., 1, None]) / (sigma * img_size / h)) ** 2  # (..., H)
     target = torch.softmax((gy[..., :, None] + gx[..., None, :]).flatten(-2), dim=-1)
     logp = torch.log_softmax(logits.flatten(-2), dim=-1)
     return -(target * logp).sum(-1)

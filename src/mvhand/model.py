@@ -39,6 +39,7 @@ __all__ = [
     "HandNet",
     "HeatmapUV",
     "RegressUV",
+    "heatmap_cell_centres",
     "create_backbone",
     "split_ftl",
     "masked_anchor",
@@ -270,6 +271,14 @@ class RegressUV(nn.Module):
         return out[..., :2] + 0.5, out[..., 2], None
 
 
+def heatmap_cell_centres(n: int, img_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Crop-pixel coordinates ``(n,)`` of the centres of ``n`` heatmap cells along one axis of an S-px crop:
+    ``j·s + (s − 1)/2`` with ``s = S / n`` (the ``c = (S − 1)/2`` convention of the crop cameras). The one
+    definition shared by :class:`HeatmapUV` and the heatmap loss."""
+    s = img_size / n
+    return torch.arange(n, device=device, dtype=dtype) * s + (s - 1) / 2
+
+
 class HeatmapUV(nn.Module):
     """Integral-regression UV head (soft-argmax over heatmaps, MODEL.md §2.2).
 
@@ -337,8 +346,8 @@ class HeatmapUV(nn.Module):
         n, k, h, w = logits.shape
         prob = torch.softmax(logits.flatten(2), dim=-1).reshape(n, k, h, w)
         S = float(img_size)
-        xs = (torch.arange(w, device=logits.device, dtype=torch.float32) * (S / w) + (S / w - 1) / 2) / S
-        ys = (torch.arange(h, device=logits.device, dtype=torch.float32) * (S / h) + (S / h - 1) / 2) / S
+        xs = heatmap_cell_centres(w, img_size, logits.device) / S
+        ys = heatmap_cell_centres(h, img_size, logits.device) / S
         px, py = prob.sum(2), prob.sum(3)  # marginals (N, 20, W), (N, 20, H)
         u = (px * xs).sum(-1)
         v = (py * ys).sum(-1)
