@@ -1,4 +1,4 @@
-"""File-system helpers: atomic writes and input errors that name the file and the fix."""
+"""File-system helpers: atomic writes (files and figures) and input errors that name the file and the fix."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["InputError", "atomic_path", "atomic_write"]
+__all__ = ["InputError", "atomic_path", "atomic_write", "pyplot", "save_figure"]
 
 
 class InputError(ValueError):
@@ -69,3 +69,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         kwargs.setdefault("encoding", "utf-8")
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use; no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Write a matplotlib figure as PNG atomically (:func:`atomic_path`) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)

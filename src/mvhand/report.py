@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvhand.io_utils import atomic_path, atomic_write
+from mvhand.io_utils import atomic_path, atomic_write, pyplot, save_figure
 
 __all__ = ["CANDIDATE_LABELS", "CandidateScores", "merge_gt_archives", "score_candidate", "write_report"]
 
@@ -146,25 +146,8 @@ def table1(scores: Sequence[CandidateScores]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: Path) -> None:
-    """Write ``fig`` as a PNG atomically and release it."""
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
-
-
 def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     thr = np.linspace(0, 50, 101)
     fig, axes = plt.subplots(1, len(DATASETS), figsize=(6 * len(DATASETS), 4.2), squeeze=False)
@@ -180,11 +163,11 @@ def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out, dpi=110)
 
 
 def _plot_per_sequence(scores: Sequence[CandidateScores], out: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(DATASETS), 1, figsize=(11, 3.6 * len(DATASETS)), squeeze=False)
     for ax, ds in zip(axes[:, 0], DATASETS, strict=True):
@@ -201,7 +184,7 @@ def _plot_per_sequence(scores: Sequence[CandidateScores], out: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out, dpi=110)
 
 
 def plot_trajectory(
@@ -217,7 +200,7 @@ def plot_trajectory(
     Returns:
         ``"<sequence> hand <side>"`` of the plotted track.
     """
-    plt = _pyplot()
+    plt = pyplot()
 
     sizes = raw.groupby(["sequence_name", "hand_side"]).size()
     seq, side = sizes.idxmax()
@@ -244,7 +227,7 @@ def plot_trajectory(
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{title}: {seq}, hand {'right' if side else 'left'}")
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out, dpi=110)
     return f"{seq} hand {side}"
 
 

@@ -651,15 +651,10 @@ def motion_statistics(motions: list[SequenceMotion]) -> dict[str, dict[str, floa
 
 def plot_motion(motion: SequenceMotion, path: str | Path) -> Path:
     """Plot wrist trajectories in the device frame and wrist speeds over time (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mvhand.io_utils import atomic_path
+    from mvhand.io_utils import pyplot, save_figure
 
     Td = motion.T_world_from_device
-    fig, axs = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axs = pyplot().subplots(1, 3, figsize=(13, 4))
     t = np.arange(Td.shape[0]) / motion.fps
     for side, tr in motion.hands.items():
         rel = np.einsum("tji,tj->ti", Td[:, :3, :3], tr.T_world_from_wrist[:, :3, 3] - Td[:, :3, 3])
@@ -678,9 +673,6 @@ def plot_motion(motion: SequenceMotion, path: str | Path) -> Path:
         a.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
     path.chmod(0o644)
     return path

@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvhand.cameras import project_pinhole_torch
-from mvhand.io_utils import InputError, atomic_path, atomic_write
+from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
 from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
 from mvhand.mano import ManoModel
 from mvhand.metrics import LANDMARKS_TO_EVAL
@@ -378,12 +378,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, steps: list[dict], epochs: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig, ax = pyplot().subplots(1, 3, figsize=(15, 3.6))
     if steps:
         s = np.array([r["step"] for r in steps])
         loss = np.array([r["loss"] for r in steps])
@@ -413,9 +408,7 @@ def _plot(path: Path, steps: list[dict], epochs: list[dict]) -> None:
     ax[2].set_xlabel("epoch")
     ax[2].set_ylabel("val 2D error (px of the network crop)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # --------------------------------------------------------------------------------------------------
