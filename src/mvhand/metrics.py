@@ -314,7 +314,13 @@ def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any
         (d / name).write_bytes(data)
     from mvhand.mano import ManoModel
 
-    return ManoModel.from_dir(d)
+    try:
+        return ManoModel.from_dir(d)  # read with the allow-list of mano_pickle: nothing in the archive runs
+    except InputError as exc:  # name the archive member, not the temporary copy
+        member = f"{gt_tar}:mano/{Path(exc.path or '').name}"
+        raise InputError(
+            member, exc.problem, "rebuild the archive with write_gt.py from the official MANO files"
+        ) from exc
 
 
 def _check_pose_group(

@@ -779,17 +779,25 @@ def write_gt_archive(
     Args:
         out_tar_gz: destination (written atomically, reproducible bytes).
         gt_by_dataset: dataset name → :class:`GroundTruth`.
-        mano_dir: folder with ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl`` (other regular files of the
-            folder are packed too).
+        mano_dir: folder with ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl``; both are validated
+            (:func:`mvhand.mano.load_mano_pkl`: a safe read, the official keys and shapes) before anything is
+            written, and only these two files are packed (as ``mano/MANO_{LEFT,RIGHT}.pkl``).
+
+    Raises:
+        InputError: a missing or invalid MANO file (named, nothing written), or no ground truth.
     """
+    from mvhand.mano import load_mano_pkl
+
     mano_dir = Path(mano_dir)
-    for name in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
+    names = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
+    for name in names:
         if not (mano_dir / name).is_file():
             raise InputError(
                 mano_dir / name,
                 "MANO model file not found",
                 "pass --mano-dir with MANO_LEFT.pkl and MANO_RIGHT.pkl",
             )
+        load_mano_pkl(mano_dir / name)  # the evaluator will load it: refuse a broken or unsafe file now
     if not gt_by_dataset:
         raise InputError(out_tar_gz, "no dataset ground truth to pack")
     members: dict[str, bytes] = {}
@@ -797,7 +805,6 @@ def write_gt_archive(
         if gt.dataset != ds:
             raise ValueError(f"GroundTruth of {gt.dataset!r} given under key {ds!r}")
         members.update(gt.files())
-    for f in sorted(mano_dir.iterdir()):
-        if f.is_file():
-            members[f"mano/{f.name}"] = f.read_bytes()
+    for name in names:
+        members[f"mano/{name}"] = (mano_dir / name).read_bytes()
     return _write_tar_gz(out_tar_gz, members)
