@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -176,9 +177,21 @@ def create_backbone(
     if pretrained_file is not None:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
     try:
-        return timm.create_model(name, img_size=img_size, **kwargs)
-    except TypeError:  # CNNs take any input size and reject the keyword
-        return timm.create_model(name, **kwargs)
+        try:
+            return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError:  # CNNs take any input size and reject the keyword
+            return timm.create_model(name, **kwargs)
+    except (RuntimeError, pickle.UnpicklingError, OSError, EOFError) as exc:
+        if pretrained_file is None:
+            raise
+        # timm reads the file with torch.load(weights_only=True): a file pickling anything but tensors and
+        # plain data is refused there (nothing in it runs); safetensors files need no unpickling at all
+        raise InputError(
+            pretrained_file,
+            f"cannot load the backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
+            "set train.pretrained_file to a timm weights file (.safetensors, or a .pth/.bin of tensors only) "
+            "from a source you trust",
+        ) from exc
 
 
 def masked_anchor(centres: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
