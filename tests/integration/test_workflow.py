@@ -274,3 +274,51 @@ def test_dag_of_thousands_of_sequences_is_fast(tmp_path):
     print(f"\ndry run of {counts.get('cache_crops')} cache_crops jobs: {dt:.1f} s")
     assert counts == {"cache_crops": 3000, "crops": 1}
     assert dt < 120  # seconds (about 10 s on an idle 2-core machine, most of it printing the jobs)
+
+
+def _fake_dataset(workdir: Path, names: dict[str, list[str]]) -> None:
+    """Placeholder tars and a manifest newer than the scripts: the download counts as done (dry runs only)."""
+    root = workdir / "resources" / "data" / "umetrack"
+    for split, seqs in names.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for name in seqs:
+            (root / split / f"{name}.tar").touch()
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": names}))
+    later = time.time() + 5
+    os.utime(manifest, (later, later))
+
+
+def _commands(output: str) -> dict[str, str]:
+    """The shell command printed by `snakemake -n -p` for each job, keyed by the job's log file."""
+    cmds = {}
+    for line in output.splitlines():
+        line = line.strip().removeprefix("Shell command: ")
+        if line.startswith("python ") and "> logs/" in line:
+            cmds[line.rsplit("> ", 1)[1]] = line
+    return cmds
+
+
+def test_key_order_and_explicit_defaults_do_not_change_commands(tmp_path):
+    """Snakemake re-runs a job when its command changes: the command must depend on the values only."""
+    names = {"train": ["s0", "s1"], "pose_test": ["p0"], "shape_test": ["q0"]}
+    base = dict(TINY_CONFIG, datasets=["umetrack"])
+    a = dict(base, train={"epochs": 2, "lr": 0.002, "loss_weights": {"uv": 3.0, "heatmap": 0.1}},
+             smooth={"iterations": 10})  # fmt: skip
+    # the same settings: sections and keys reordered, defaults written out, numbers in another notation
+    b = {
+        "smooth": {"lr": 0.01, "iterations": 10.0, "savgol_window": 9},
+        "train": {"loss_weights": {"heatmap": 0.1, "uv": 3}, "weight_decay": 0.01, "lr": 2e-3, "epochs": 2.0},
+        **{k: base[k] for k in reversed(list(base))},
+    }
+    outs = []
+    for name, cfg in (("a", a), ("b", b)):
+        wd = tmp_path / name
+        _fake_dataset(wd, names)
+        write_config(wd, cfg)
+        proc = run_snakemake(wd, "-n", "-p", "all")
+        outs.append(_commands(proc.stdout + proc.stderr))
+    assert outs[0] and any("train.py" in c for c in outs[0].values())
+    assert outs[0] == outs[1]
+    train = outs[0]["logs/train/full.log 2>&1"]
+    assert "--epochs 2 " in train and "--loss-weights heatmap=0.1 uv=3 " in train

@@ -50,16 +50,26 @@ def script_path(name):
     return rel if not rel.startswith("..") else path
 
 
+def _flag_text(value):
+    """Canonical text of a flag value: integral floats as integers, so `lr: 1` and `lr: 1.0` give one command."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def stage_flags(settings):
     """Render a flat settings dict as command-line flags: `key_name: v` -> `--key-name v`.
 
-    Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
-    are space separated; mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS
-    are skipped. Values are shell-quoted. Used for
-    `params:` so that a changed setting re-runs exactly the stage that reads it (and its dependents).
+    Flags come in sorted key order and numbers in a canonical form, so the command (which Snakemake
+    compares to decide re-runs) depends only on the settings' values: reordering keys in config.yaml or
+    writing a default out explicitly changes nothing. Booleans become a bare `--flag` when true (omitted
+    when false); None and "" are omitted; lists are space separated (their order is kept: it is
+    meaningful); mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS are skipped.
+    Values are shell-quoted. Used for `params:` so that a changed setting re-runs exactly the stage that
+    reads it (and its dependents).
     """
     parts = []
-    for key, value in settings.items():
+    for key, value in sorted(settings.items()):
         if key in WORKFLOW_ONLY_KEYS or value is None or value == "":
             continue
         flag = f"--{key.replace('_', '-')}"
@@ -68,12 +78,12 @@ def stage_flags(settings):
                 parts.append(flag)
         elif isinstance(value, dict):
             if value:
-                items = (shlex.quote(f"{k}={v}") for k, v in sorted(value.items()))
+                items = (shlex.quote(f"{k}={_flag_text(v)}") for k, v in sorted(value.items()))
                 parts.append(" ".join([flag, *items]))
         elif isinstance(value, (list, tuple)):
-            parts.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
+            parts.append(" ".join([flag, *(shlex.quote(_flag_text(v)) for v in value)]))
         else:
-            parts.append(f"{flag} {shlex.quote(str(value))}")
+            parts.append(f"{flag} {shlex.quote(_flag_text(value))}")
     return " ".join(parts)
 
 
@@ -174,3 +184,11 @@ for _helper in sorted(os.listdir(workflow.current_basedir)):
     if _helper.startswith("common_") and _helper.endswith(".smk"):
 
         include: _helper
+
+
+# Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the
+# synthetic MANO stand-in with real data, non-finite numbers, ...) stop the workflow here, before any job
+# runs, with the key and the fix (src/mvhand/workflow_config.py).
+from mvhand.workflow_config import check_config
+
+check_config(config, MODEL_VARIANTS)
