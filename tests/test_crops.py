@@ -240,7 +240,7 @@ def test_worker_error_names_the_file_and_leaves_nothing(tmp_path):
     broken = tmp_path / "broken.tar"
     broken.write_bytes(data[:start] + b"\x00" * 64 + data[start + 64 :])  # same size: tar stays valid
     out = tmp_path / "out" / "broken.parquet"
-    with pytest.raises(InputError, match=r"broken\.tar: frame 000004: image_1201-0\.jpg is not a decodable"):
+    with pytest.raises(InputError, match=r"broken\.tar: frame 000004, stream '1201-0': cannot decode JPEG"):
         cache_sequence_crops(broken, out, CropSettings(32), threads=2, progress=False, frames_per_chunk=1)
     assert list(out.parent.iterdir()) == []  # no partial Parquet, no temporary file
 

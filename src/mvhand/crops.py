@@ -211,13 +211,6 @@ def decode_crop_jpeg(data: bytes) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _decode_source(data: bytes, rgb: bool) -> np.ndarray | None:
-    """Decode a source JPEG: mono -> (H, W); RGB -> (H, W, 3) in OpenCV's BGR order (kept BGR: the
-    warp is per channel and ``cv2.imencode`` expects BGR, so the stored JPEG has the right colours)."""
-    flag = cv2.IMREAD_COLOR if rgb else cv2.IMREAD_GRAYSCALE
-    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-
-
 class _SequenceContext:
     """Per-sequence constants shared by the workers (pickled once per worker process)."""
 
@@ -333,23 +326,19 @@ def _render_frame(
         view_index = 0
         for stream_id, params in views.items():
             src_cam = frame.cameras.get(stream_id)
-            data = frame.image_bytes.get(stream_id)
-            if src_cam is None or data is None:
+            if src_cam is None or stream_id not in frame.image_bytes:
                 skipped.append((frame.frame_id, side, stream_id))
                 continue
             if stream_id not in images:
-                img = _decode_source(data, src_cam.is_rgb)
-                if img is None:
-                    raise InputError(
-                        ctx.tar_path,
-                        f"frame {frame.frame_id:06d}: image_{stream_id}.jpg is not a decodable JPEG",
-                        "re-run the download stage with --force (the file is corrupt)",
-                    )
-                images[stream_id] = img
+                # the reader's strict decode: a truncated or broken JPEG, or one whose size is not the
+                # calibration's, raises naming the tar, frame and stream (OpenCV would return a blank image)
+                images[stream_id] = frame.image(stream_id)
             fov = float(params.fov)
             render_fov, render_size = crop_render_geometry(fov, s.crop_size, s.fov_margin)
             cam = crop_camera(params.T_world_from_crop_camera, render_fov, render_size)
             crop = warp_image(images[stream_id], src_cam, cam)
+            if crop.ndim == 3:
+                crop = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)  # cv2.imencode writes BGR input
             ok, jpeg = cv2.imencode(
                 ".jpg", crop, ctx.encode_params_rgb if crop.ndim == 3 else ctx.encode_params
             )

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     from mvhand import report as rp
     from mvhand.mano import ManoModel
-    from mvhand.submission import parse_landmark_entries, read_tar_root_files
+    from mvhand.submission import parse_landmark_entries, read_gt_archive
 
     mano = ManoModel.from_dir(args.mano_dir)
     cands = _pairs(args.candidate, "--candidate")
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     traj_png, caption = None, ""
     if args.raw and args.smoothed:
         raw, smoothed = pd.read_parquet(args.raw), pd.read_parquet(args.smoothed)
-        gt_files = read_tar_root_files(args.gt)
+        gt_files = read_gt_archive(args.gt)
         # GT entries carry no hand side: recover it from the frame's instance order (left before right)
         gt_lm = {}
         for name, data in gt_files.items():
