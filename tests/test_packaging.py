@@ -68,7 +68,9 @@ def test_pose_entries_fill_gaps_and_follow_evaluator_order(toy):
     expected = expected_pose_instances(toy["pose_tars"], "umetrack")
     missing, broken = expected[3], expected[5]
     df = _predictions(toy["pose_tars"], rng, drop=[missing], nan=[broken]).sample(frac=1, random_state=0)
-    entries = packaging.pose_entries_from_predictions(df, expected)
+    with pytest.raises(InputError, match=rf"2 of {len(expected)} expected instances .* --max-filled"):
+        packaging.pose_entries_from_predictions(df, expected, "t.parquet", max_filled=1.9 / len(expected))
+    entries = packaging.pose_entries_from_predictions(df, expected, max_filled=2 / len(expected))
     assert [e.instance for e in entries] == expected
     # filled from the nearest frame of the same hand (which has a finite prediction)
     for inst in (missing, broken):
@@ -77,7 +79,7 @@ def test_pose_entries_fill_gaps_and_follow_evaluator_order(toy):
         g = df[(df.sequence_name == inst[0]) & (df.hand_side == inst[2]) & (df.frame_id != inst[1])]
         assert any(np.allclose(e.mano_theta, t) for t in g.mano_theta)
     with pytest.raises(InputError, match="no finite prediction"):
-        packaging.pose_entries_from_predictions(df[df.hand_side == 0], expected)
+        packaging.pose_entries_from_predictions(df[df.hand_side == 0], expected, max_filled=1.0)
 
 
 def test_shape_entries_are_medians(toy):
