@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand.cameras import CameraModel, crop_camera, warp_image
-from mvhand.cli import tune_allocator
+from mvhand.cli import exit_with_process, tune_allocator
 from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
 from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
@@ -217,6 +217,7 @@ class _SequenceContext:
     def __init__(self, tar_path: Path, sequence_name: str, settings: CropSettings, shapes) -> None:
         self.tar_path = tar_path
         self.sequence_name = sequence_name
+        self.owner_pid = os.getpid()  # the job's main process: workers exit when it dies
         self.settings = settings
         self.umetrack = getattr(shapes, "umetrack", None)
         beta = getattr(shapes, "mano_betas", None)
@@ -382,10 +383,13 @@ _WORKER_CTX: _SequenceContext | None = None
 
 def _init_worker(ctx: _SequenceContext) -> None:
     """Worker-process initialiser: one OpenCV thread (the pool is the parallelism), malloc kept from returning
-    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), and the sequence context."""
+    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), the sequence context, and a
+    watchdog that ends the worker when the job's main process dies (SIGKILL leaves it no chance to stop the
+    pool; the fork server and resource tracker then exit with the workers)."""
     global _WORKER_CTX
     cv2.setNumThreads(1)
     tune_allocator()
+    exit_with_process(ctx.owner_pid)
     _WORKER_CTX = ctx
 
 

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mvhand.cli import setup_logging
+from mvhand.cli import exit_on_sigterm, setup_logging
 from mvhand.io_utils import InputError, atomic_write
 from mvhand.metrics import PHASES, evaluate_archives
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     args = ap.parse_args(argv)
     setup_logging()
+    exit_on_sigterm()
     try:
         result = evaluate_archives(args.gt, args.submission, args.phase)
     except InputError as exc:

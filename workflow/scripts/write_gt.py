@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mvhand.cli import setup_logging
+from mvhand.cli import exit_on_sigterm, setup_logging
 from mvhand.io_utils import InputError
 from mvhand.submission import DATASETS, DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     setup_logging()
+    exit_on_sigterm()
     try:
         tars = _tars(args.input_dir)
         log.info("%d sequences of %s", len(tars), args.dataset)
