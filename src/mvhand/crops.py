@@ -52,7 +52,9 @@ __all__ = [
     "HAND_SIDES",
     "CropCacheStats",
     "CropSettings",
+    "LIST_WIDTHS",
     "cache_sequence_crops",
+    "check_crop_file",
     "crop_render_geometry",
     "decode_crop_jpeg",
     "project_to_crop",
@@ -86,6 +88,16 @@ CROP_SCHEMA = pa.schema(
     ],
     metadata={"mvhand.crops": "1"},
 )
+#: Values per row of the list columns of :data:`CROP_SCHEMA` (null allowed where the schema allows it).
+LIST_WIDTHS = {
+    "intrinsics": 4,
+    "T_world_from_crop": 16,
+    "mano_beta": 10,
+    "landmarks_world": 60,
+    "landmarks_crop": 40,
+    "mano_theta": 15,
+    "mano_wrist_xform": 6,
+}
 # Per-column Parquet compression: JPEG bytes are stored as is, everything else zstd-compressed.
 _COMPRESSION = {
     (
@@ -194,6 +206,36 @@ def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndar
         & (uv[:, 1] <= cam.height - 0.5)
     )
     return uv.astype(np.float32), int(inside.sum())
+
+
+def check_crop_file(path: str | os.PathLike) -> None:
+    """Check that every list column of a crop cache has its fixed width in every row (:data:`LIST_WIDTHS`).
+
+    A cache written by hand (or by another tool) with, e.g., 3 intrinsics in a row would otherwise be
+    reshaped silently into misaligned cameras. Reads only the list columns present (no images).
+
+    Raises:
+        InputError: unreadable file or a row of the wrong length (file, column and first row named).
+    """
+    import pyarrow.compute as pc
+
+    fix = "re-create it with the cache_crops stage (schema: docs/architecture.md)"
+    try:
+        names = [c for c in LIST_WIDTHS if c in pq.read_schema(path).names]
+        table = pq.read_table(path, columns=names)
+    except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
+        raise InputError(path, f"not a readable crop cache ({exc})", fix) from exc
+    for name in names:
+        lengths = pc.list_value_length(table.column(name)).to_numpy(zero_copy_only=False)
+        lengths = np.asarray(lengths, dtype=np.float64)  # nulls (no target) become NaN and are allowed
+        bad = np.flatnonzero(np.isfinite(lengths) & (lengths != LIST_WIDTHS[name]))
+        if len(bad):
+            raise InputError(
+                path,
+                f"column {name!r} has {int(lengths[bad[0]])} values in row {int(bad[0])} ({len(bad)} rows wrong), "
+                f"expected {LIST_WIDTHS[name]}",
+                fix,
+            )
 
 
 def decode_crop_jpeg(data: bytes) -> np.ndarray:

@@ -158,11 +158,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def crop_sequence_names(files: list[str]) -> list[str]:
-    """Sorted unique sequence names of crop-cache files (reads only that column)."""
+    """Sorted unique sequence names of crop-cache files (reads that column; checks the list-column widths)."""
+    from mvhand.crops import check_crop_file
+
     names: set[str] = set()
     for f in files:
         if not Path(f).is_file():
             raise InputError(f, "crop cache file not found", "run the cache_crops stage first")
+        check_crop_file(f)
         try:
             names.update(pq.read_table(f, columns=["sequence_name"]).column(0).to_pylist())
         except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
