@@ -199,29 +199,7 @@ def test_cluster_generic_execution(tiny_run, tmp_path):
     assert pq.read_table(target).equals(before)
 
 
-@pytest.mark.parametrize(
-    ("config_patch", "pattern"),
-    [
-        ({"crop": {"crop_size": 64}}, "crop"),  # typo of a section name
-        ({"crops": {"fov_margin": 0.5}}, "fov_margin"),  # out of range
-        ({"crops": {"crop_sise": 64}}, "crop_sise"),  # typo inside a section
-        ({"source": "ftp"}, "source"),  # not in the enum
-        ({"train": {"loss_weights": {"uvv": 2.0}}}, "uvv"),  # typo of a loss term
-        ({"train": {"uv_head": "gaussian"}}, "uv_head"),  # not in the enum
-    ],
-)
-def test_config_errors_name_the_key(tmp_path, config_patch, pattern):
-    cfg = json.loads(json.dumps(TINY_CONFIG))
-    for key, value in config_patch.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    write_config(tmp_path, cfg)
-    proc = run_snakemake(tmp_path, "-n", "crops", check=False)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
-    assert "validating config" in out.lower() and pattern in out, out[-3000:]
+# Configuration errors (schema and planning-time checks): tests/test_bad_inputs.py
 
 
 def test_corrupt_tar_fails_only_its_job(tiny_run, tmp_path):
