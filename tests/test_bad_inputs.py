@@ -37,14 +37,13 @@ import pytest
 from _payloads import ShellPayload
 from _toy_data import CAMERAS_JSON, HAND_CROPS_JSON, HAND_SHAPES_JSON, HANDS_JSON, write_toy_tar
 from PIL import Image
+from test_packaging import _predictions
 
 from mvhand.dataset import dumps_json
 from mvhand.submission import (
-    GroundTruth,
     build_ground_truth,
     expected_pose_instances,
     pack_submission,
-    write_gt_archive,
     write_pose_results,
 )
 
@@ -491,28 +490,10 @@ def test_neural_smooth_reports_exactly_what_it_filled(tmp_path, caplog, capsys, 
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory, mano_dir):
-    root = tmp_path_factory.mktemp("toy")
-    for split in ("pose_test", "shape_test"):
-        (root / split).mkdir()
-    write_toy_tar(root / "pose_test" / "subject_000_separate_hand_000000.tar", range(6))
-    write_toy_tar(root / "shape_test" / "subject_002_separate_hand_000002.tar", range(3))
-    pose_tars = sorted((root / "pose_test").glob("*.tar"))
-    shape_tars = sorted((root / "shape_test").glob("*.tar"))
-    gp, gs = build_ground_truth(pose_tars, "umetrack"), build_ground_truth(shape_tars, "umetrack")
-    write_gt_archive(root / "gt.tar.gz", {"umetrack": GroundTruth("umetrack", gp.landmarks, gp.shapes + gs.shapes,
-                                                                   gp.poses)}, mano_dir)  # fmt: skip
-    return {"root": root, "pose_tars": pose_tars, "shape_tars": shape_tars, "gt": root / "gt.tar.gz"}
-
-
-def _pose_table(tars, drop=0) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    insts = expected_pose_instances(tars, "umetrack")
-    rows = [dict(sequence_name=s, frame_id=f, hand_side=h, mano_theta=rng.normal(0, 0.3, 15),
-                 wrist_xform=np.r_[0, 0, 0, 0.1 * h, 0.08, 0.35], mano_beta_pred=rng.normal(0, 1, 10))
-            for s, f, h in insts]  # fmt: skip
-    return pd.DataFrame(rows[drop:])
+def _pose_table(tars, drop: int = 0) -> pd.DataFrame:
+    """Predictions for the expected instances of ``tars``, without the first ``drop`` of them."""
+    expected = expected_pose_instances(tars, "umetrack")
+    return _predictions(tars, np.random.default_rng(0), drop=expected[:drop])
 
 
 def _package(toy, tmp: Path, pose: pd.DataFrame, shape: pd.DataFrame, *more) -> tuple[list, list]:
@@ -528,9 +509,12 @@ def _package(toy, tmp: Path, pose: pd.DataFrame, shape: pd.DataFrame, *more) -> 
 
 
 def test_package_too_many_filled_instances(tmp_path, caplog, capsys, toy):
-    pose = _pose_table(toy["pose_tars"], drop=4)  # 4 of 8 expected instances missing
-    argv, outs = _package(toy, tmp_path, pose, _pose_table(toy["shape_tars"]))
-    check(Fault("package_submission", argv, 1, ["pose.parquet", "4 of 8 expected instances"], "--max-filled",
+    n = len(expected_pose_instances(toy["pose_tars"], "umetrack"))
+    k = (4 * n + 9) // 10  # 40 % of the expected instances have no prediction
+    argv, outs = _package(
+        toy, tmp_path, _pose_table(toy["pose_tars"], drop=k), _pose_table(toy["shape_tars"])
+    )
+    check(Fault("package_submission", argv, 1, ["pose.parquet", f"{k} of {n} expected instances"], "--max-filled",
                 outs, [outs[0].parent]), caplog, capsys)  # fmt: skip
     rc, _ = run_stage(
         "package_submission", [*argv, "--max-filled", 0.5], caplog, capsys

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mano import make_mano_arrays
+from test_mano import FLOAT_KEYS, make_mano_arrays
 
 from mvhand.io_utils import InputError
 from mvhand.mano import load_mano_pkl
@@ -170,15 +170,7 @@ def test_2017_style_file_loads_without_chumpy_or_old_modules(tmp_path, monkeypat
     path = tmp_path / "MANO_RIGHT.pkl"
     path.write_bytes(data)
     got = load_mano_pkl(path)
-    for key in (
-        "v_template",
-        "shapedirs",
-        "posedirs",
-        "J_regressor",
-        "weights",
-        "hands_components",
-        "hands_mean",
-    ):
+    for key in FLOAT_KEYS:
         np.testing.assert_array_equal(got[key], arrays[key])
     assert got["kintree_table"][0].tolist()[0] == -1 and got["f"].dtype == np.int64
 

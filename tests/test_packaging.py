@@ -11,38 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _toy_data import write_toy_tar
 
 from mvhand import packaging, report
 from mvhand.io_utils import InputError
 from mvhand.metrics import evaluate_archives
 from mvhand.submission import (
-    GroundTruth,
-    build_ground_truth,
     expected_pose_instances,
     read_submission_archive,
     read_tar_root_files,
-    write_gt_archive,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory, mano_dir):
-    root = tmp_path_factory.mktemp("pack")
-    for split in ("pose_test", "shape_test"):
-        (root / split).mkdir()
-    write_toy_tar(root / "pose_test" / "subject_000_separate_hand_000000.tar", range(6))
-    write_toy_tar(root / "pose_test" / "subject_001_hand_hand_000001.tar", range(4), right_every=1)
-    write_toy_tar(root / "shape_test" / "subject_002_separate_hand_000002.tar", range(3))
-    pose_tars = sorted((root / "pose_test").glob("*.tar"))
-    shape_tars = sorted((root / "shape_test").glob("*.tar"))
-    gp, gs = build_ground_truth(pose_tars, "umetrack"), build_ground_truth(shape_tars, "umetrack")
-    # one organiser-style archive: the pose track needs the betas of the pose-test sequences too
-    gt = GroundTruth("umetrack", gp.landmarks, gp.shapes + gs.shapes, gp.poses)
-    write_gt_archive(root / "gt.tar.gz", {"umetrack": gt}, mano_dir)
-    return {"root": root, "pose_tars": pose_tars, "shape_tars": shape_tars, "gt": root / "gt.tar.gz"}
 
 
 def _predictions(tars, rng, drop=(), nan=()) -> pd.DataFrame:

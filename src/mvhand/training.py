@@ -26,6 +26,7 @@ is per process and each rank reads its own slice of every epoch's sample order).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -286,19 +287,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def _newest_readable_checkpoint(ckpt_dir: Path) -> tuple[Path | None, dict | None]:
+def _newest_readable_checkpoint(ckpt_dir: Path, move_aside: bool = True) -> tuple[Path | None, dict | None]:
     """The newest checkpoint of ``ckpt_dir`` that loads (``resume="auto"``).
 
-    Unreadable ones (truncated by a crash, corrupt, refused) are renamed to ``*.unreadable`` with a warning,
-    so that they are neither resumed from nor counted as the newest checkpoints when old ones are pruned.
+    Unreadable ones (truncated by a crash, corrupt, refused) are skipped with a warning and, if
+    ``move_aside`` (the main rank), renamed to ``*.unreadable`` so that they are neither resumed from nor
+    counted as the newest checkpoints when old ones are pruned.
     """
     for path in reversed(_checkpoints(ckpt_dir)):
         try:
             return path, load_checkpoint(path)
         except InputError as exc:
-            aside = path.with_name(path.name + ".unreadable")
-            path.replace(aside)
-            log.warning("skipping checkpoint %s: %s; moved to %s", path, exc.problem, aside.name)
+            log.warning("skipping checkpoint %s: %s", path, exc.problem)
+            if move_aside:
+                with contextlib.suppress(FileNotFoundError):
+                    path.replace(path.with_name(path.name + ".unreadable"))
     return None, None
 
 
@@ -549,7 +552,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     ckpt_path, ck = None, None
     explicit = resume not in ("auto", "none", "", None)
     if resume == "auto":
-        ckpt_path, ck = _newest_readable_checkpoint(ckpt_dir)
+        ckpt_path, ck = _newest_readable_checkpoint(ckpt_dir, move_aside=is_main)
     elif explicit:
         ckpt_path = Path(resume)
         ck = load_checkpoint(ckpt_path)

@@ -299,4 +299,4 @@ def test_key_order_and_explicit_defaults_do_not_change_commands(tmp_path):
     assert outs[0] and any("train.py" in c for c in outs[0].values())
     assert outs[0] == outs[1]
     train = outs[0]["logs/train/full.log 2>&1"]
-    assert "--epochs 2 " in train and "--loss-weights heatmap=0.1 uv=3 " in train
+    assert "--epochs 2 " in train and "--lr 0.002 " in train and "--loss-weights heatmap=0.1 uv=3.0" in train
