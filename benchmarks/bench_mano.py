@@ -1,10 +1,23 @@
-"""Landmark-only MANO path vs smplx's full MANO forward, batch 1000, forward (+ backward).
+"""MANO landmarks: mvhand's landmark-only path vs the plain alternatives, forward (+ backward).
 
-Both run on the same synthetic MANO-format model and the same random parameters (requires_grad on
-PCA pose, global orient, translation and betas); the loss is the sum of the 21 joint + tip outputs.
-Writes the ``mano_landmarks`` section of ``docs/benchmarks.md``.
+Times, on the same synthetic MANO-format model and the same random parameters (requires_grad on PCA pose,
+global orient, translation and betas; loss = sum of the 20 canonical landmarks):
 
-Usage: ``python benchmarks/bench_mano.py [--batch 1000] [--repeats 15] [--mano-dir DIR]``
+* ``mvhand``: :meth:`mvhand.mano.ManoLayer.landmarks`: joints from precomputed templates, shape and pose
+  blend and skinning for the 5 tip vertices only, on component-major tensors (batch last), through two
+  autograd Functions with hand-written backward passes (``_Rodrigues``, ``_LandmarkLBS``);
+* ``same path, autograd``: the same component-major computation written with differentiable torch ops and
+  its backward left to autograd (:func:`landmarks_autograd`), the alternative to hand-written gradients;
+* ``batch-major, autograd``: the textbook landmark-only path in smplx's layout (``(B, 16, 3, 3)`` rotations,
+  4x4 transforms chained one tree depth at a time, skinning of the 5 tips; :class:`BatchMajorLandmarks`);
+* ``smplx``: ``smplx.create(..., 'mano', use_pca=True, num_pca_comps=15, flat_hand_mean=False)``, full
+  forward (778 vertices) + the 5 tip vertices.
+
+Batches: 16 (one training step: ``train.batch_size`` hands per process), 1000, and 8000 (Neural Smooth
+optimises every hand instance of a prediction file in one batch). Writes the ``mano_landmarks`` section of
+``docs/benchmarks.md``.
+
+Usage: ``python benchmarks/bench_mano.py [--batches 16 1000 8000] [--repeats 15] [--mano-dir DIR]``
 (``--mano-dir`` defaults to a temporary synthetic model).
 """
 
@@ -15,12 +28,12 @@ import logging
 import os
 import pickle
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand.mano import MANO_PARENTS, MANO_TIP_VERTEX_IDS, MANO_TO_CANONICAL, ManoModel  # noqa: E402
+from mvhand.mano import MANO_PARENTS, MANO_TIP_VERTEX_IDS, MANO_TO_CANONICAL, ManoLayer, ManoModel  # noqa: E402
 
 log = logging.getLogger("bench_mano")
 
@@ -68,43 +81,190 @@ def write_random_mano(out_dir: Path, seed: int = 0) -> None:
             pickle.dump(data, fh, protocol=2)
 
 
-@dataclass
-class PairTiming:
-    """Medians (ms) of interleaved repeats: wall clock and process CPU time, for functions a and b."""
-
-    wall_a: float
-    wall_b: float
-    cpu_a: float
-    cpu_b: float
-    repeats: int
+# --------------------------------------------------------------------------------------------------
+# The alternatives
+# --------------------------------------------------------------------------------------------------
 
 
-def time_pair(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, budget_s: float
-) -> PairTiming:
-    """Interleaved timings of two functions, so that load from other processes hits both alike.
+def _mv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``a @ v`` for a (3, 3, *S) and a (3, *S) component-major field (``unbind``: one autograd node per operand)."""
+    a0, a1, a2 = a.unbind(1)
+    v0, v1, v2 = v.unbind(0)
+    return torch.addcmul(torch.addcmul(a0 * v0, a1, v1), a2, v2)
 
-    Stops early (after ≥ 3 repeats) once ``budget_s`` of wall time is spent.
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for (3, 3, *S) component-major fields."""
+    a0, a1, a2 = a[:, :, None].unbind(1)
+    b0, b1, b2 = b[None].unbind(1)
+    return torch.addcmul(torch.addcmul(a0 * b0, a1, b1), a2, b2)
+
+
+def rodrigues_autograd(r: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """smplx Rodrigues (``θ = |r + 1e-8|``) on (3, N) axis-angles, component-major (3, 3, N), autograd."""
+    v = r + 1e-8
+    angle = (v * v).sum(0).sqrt()
+    k = r / angle
+    s, c = torch.sin(angle), torch.cos(angle)
+    ak = (1.0 - c) * k
+    f = torch.cat([s * k, 1.0 - (ak * k).sum(0, keepdim=True)])
+    return torch.addmm((ak[:, None] * k[None]).reshape(9, -1), basis, f).view(3, 3, -1)
+
+
+def landmarks_autograd(
+    layer: ManoLayer,
+    pose_pca: torch.Tensor,
+    global_orient: torch.Tensor,
+    transl: torch.Tensor,
+    betas: torch.Tensor,
+) -> torch.Tensor:
+    """``layer.landmarks`` (axis-angle orient) computed with plain differentiable ops: same buffers, same
+    component-major layout and order of operations as the two Functions' forward passes, autograd backward."""
+    B, nJ = pose_pca.shape[0], 16
+    aa = torch.addmm(layer.lm_pose_bias, layer.lm_pose_weight, torch.cat([global_orient, pose_pca], 1).t())
+    R_loc = rodrigues_autograd(aa.view(3, -1), layer.lm_rod_basis).view(3, 3, nJ, B)
+    rest = torch.addmm(layer.lm_rest0, layer.lm_shapedirs, betas.t())  # (3J + 3T, B)
+    J = rest[: 3 * nJ].view(3, nJ, B)
+    nT = layer.lm_tip_weights.shape[0]
+    T = torch.addmm(rest[3 * nJ :], layer.lm_tip_posedirs, R_loc.reshape(9 * nJ, B)).view(3, nT, B)
+    Rg = [torch.eye(3, dtype=R_loc.dtype)[:, :, None, None].expand(3, 3, 1, B)]
+    Jp = [J[:, :1]]
+    (s1, _), *deeper = layer._lm_sliced_levels
+    Rg.append(R_loc[:, :, s1])
+    Jp.append(J[:, s1])
+    for sd, pd in deeper:
+        Rg.append(_mm(Rg[-1], R_loc[:, :, sd]))
+        Jp.append(_mv(Rg[-2], J[:, sd] - J[:, pd]) + Jp[-1])
+    Rg_all, Jp_all = torch.cat(Rg, 2), torch.cat(Jp, 1)
+    A = torch.cat([Rg_all, (Jp_all - _mv(Rg_all, J))[:, None]], 1)  # (3, 4, J, B)
+    Ab = torch.mm(layer.lm_tip_weights, A.permute(2, 0, 1, 3).reshape(nJ, 12 * B))
+    Ab = Ab.view(nT, 3, 4, B).permute(1, 2, 0, 3)
+    tips = _mv(Ab[:, :3], T) + Ab[:, 3]
+    pts = torch.cat([Jp_all, tips], 1).index_select(1, layer.lm_out_index)
+    R0, J0 = R_loc[:, :, 0], J[:, 0]
+    out = _mv(R0[:, :, None], pts) + (J0 + transl.t() - _mv(R0, J0))[:, None]
+    return out.permute(2, 1, 0)
+
+
+class BatchMajorLandmarks:
+    """Textbook landmark-only MANO in smplx's batch-major layout, autograd: Rodrigues on ``(B, 16, 3)``,
+    4x4 transforms chained one tree depth at a time (batched matmuls), skinning of the 5 tip vertices."""
+
+    def __init__(self, layer: ManoLayer):
+        tips = list(MANO_TIP_VERTEX_IDS)
+        self.layer = layer
+        self.tip_template = layer.v_template[tips]  # (5, 3)
+        self.tip_shapedirs = layer.shapedirs[tips]  # (5, 3, 10)
+        self.tip_posedirs = layer.posedirs.reshape(135, 778, 3)[:, tips].reshape(135, 15)
+        self.tip_weights = layer.lbs_weights[tips]  # (5, 16)
+        depth = [0] * 16
+        for i in range(1, 16):
+            depth[i] = depth[MANO_PARENTS[i]] + 1
+        self.levels = [[i for i in range(16) if depth[i] == d] for d in range(1, max(depth) + 1)]
+
+    @staticmethod
+    def rodrigues(r: torch.Tensor) -> torch.Tensor:
+        """smplx ``batch_rodrigues``: ``(..., 3)`` → ``(..., 3, 3)``."""
+        angle = torch.linalg.vector_norm(r + 1e-8, dim=-1, keepdim=True)
+        k = r / angle
+        x, y, z = k.unbind(-1)
+        o = torch.zeros_like(x)
+        K = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*k.shape[:-1], 3, 3)
+        eye = torch.eye(3, dtype=r.dtype)
+        return eye + torch.sin(angle)[..., None] * K + (1 - torch.cos(angle))[..., None] * (K @ K)
+
+    def __call__(self, pose_pca, global_orient, transl, betas) -> torch.Tensor:
+        lay, B = self.layer, pose_pca.shape[0]
+        hand = pose_pca @ lay.hand_components + lay.pose_mean[3:]
+        R = self.rodrigues(torch.cat([global_orient + lay.pose_mean[:3], hand], 1).reshape(B, 16, 3))
+        J = lay.J_template + torch.einsum("jck,bk->bjc", lay.J_shapedirs, betas)
+        rel = J - torch.cat([torch.zeros_like(J[:, :1]), J[:, list(MANO_PARENTS[1:])]], 1)
+        local = torch.cat(
+            [torch.cat([R, rel[..., None]], -1), R.new_tensor([0, 0, 0, 1]).expand(B, 16, 1, 4)], -2
+        )
+        G = [None] * 16
+        G[0] = local[:, 0]
+        for ids in self.levels:
+            par = torch.stack([G[MANO_PARENTS[i]] for i in ids], 1)
+            for i, g in zip(ids, (par @ local[:, ids]).unbind(1)):
+                G[i] = g
+        G = torch.stack(G, 1)  # (B, 16, 4, 4)
+        A = G[..., :3, :] - torch.cat([torch.zeros_like(G[..., :3, :3]), (G[..., :3, :3] @ J[..., None])], -1)
+        pose_feat = (R[:, 1:] - torch.eye(3)).reshape(B, 135)
+        v = self.tip_template + torch.einsum("vck,bk->bvc", self.tip_shapedirs, betas)
+        v = v + (pose_feat @ self.tip_posedirs).reshape(B, 5, 3)
+        T = torch.einsum("vj,bjac->bvac", self.tip_weights, A)  # (B, 5, 3, 4)
+        tips = (T[..., :3] @ v[..., None])[..., 0] + T[..., 3]
+        pts = torch.cat([G[:, :, :3, 3], tips], 1)[:, list(MANO_TO_CANONICAL)]
+        return pts + transl[:, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+
+def time_interleaved(
+    fns: list[Callable[[], object]], repeats: int, budget_s: float
+) -> tuple[list[float], int]:
+    """Median wall ms of each function over interleaved repeats (load from other processes hits all alike).
+
+    One warm-up call each; stops early (after ≥ 3 repeats) once ``budget_s`` of wall time is spent.
     """
-    fn_a(), fn_b()  # warm-up
-    wall: tuple[list[float], list[float]] = ([], [])
-    cpu: tuple[list[float], list[float]] = ([], [])
+    for fn in fns:
+        fn()
+    wall: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
     for _ in range(repeats):
-        for i, fn in enumerate((fn_a, fn_b)):
-            w0, c0 = time.perf_counter(), time.process_time()
+        for i, fn in enumerate(fns):
+            w0 = time.perf_counter()
             fn()
-            cpu[i].append((time.process_time() - c0) * 1e3)
             wall[i].append((time.perf_counter() - w0) * 1e3)
         if len(wall[0]) >= 3 and time.perf_counter() - start > budget_s:
             break
-    med = statistics.median
-    return PairTiming(med(wall[0]), med(wall[1]), med(cpu[0]), med(cpu[1]), len(wall[0]))
+    return [statistics.median(w) for w in wall], len(wall[0])
+
+
+def fwd_bwd(fn: Callable[..., torch.Tensor], params: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One forward + backward pass of ``fn(**params)`` (loss = sum of the outputs), gradients reset first."""
+
+    def run() -> None:
+        for p in params.values():
+            p.grad = None
+        fn(**params).sum().backward()
+
+    return run
+
+
+def fwd(fn: Callable[..., torch.Tensor], params: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One forward pass of ``fn(**params)`` without autograd."""
+
+    def run() -> None:
+        with torch.no_grad():
+            fn(**params)
+
+    return run
+
+
+def git_commit() -> str:
+    """Short hash of the checked-out commit (``+dirty`` when the tree has changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True)  # fmt: skip
+    except OSError:
+        return "unknown"
+    return (
+        sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 1000, 8000])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--mano-dir", type=Path, default=None)
     ap.add_argument(
@@ -124,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         if mano_dir is None:
             mano_dir = Path(tmp)
             write_random_mano(mano_dir)
-        model = ManoModel.from_dir(mano_dir)
+        layer = ManoModel.from_dir(mano_dir).right
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = smplx.create(
@@ -135,97 +295,122 @@ def main(argv: list[str] | None = None) -> None:
                 is_rhand=True,
                 flat_hand_mean=False,
             )
-    layer = model.right
-    B = args.batch
-    g = torch.Generator().manual_seed(0)
-    base = {
-        "pose_pca": torch.randn(B, 15, generator=g),
-        "global_orient": torch.randn(B, 3, generator=g),
-        "transl": torch.randn(B, 3, generator=g) * 0.2,
-        "betas": torch.randn(B, 10, generator=g),
-    }
-    params = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+    canon = list(MANO_TO_CANONICAL)
     tips = list(MANO_TIP_VERTEX_IDS)
+    batch_major = BatchMajorLandmarks(layer)
+    impls: dict[str, Callable[..., torch.Tensor]] = {
+        "smplx": lambda **p: torch.cat(
+            [
+                (
+                    o := ref(
+                        betas=p["betas"],
+                        global_orient=p["global_orient"],
+                        hand_pose=p["pose_pca"],
+                        transl=p["transl"],
+                    )
+                ).joints,
+                o.vertices[:, tips],
+            ],
+            1,
+        )[:, canon],  # fmt: skip
+        "batch-major, autograd": lambda **p: batch_major(**p),
+        "same path, autograd": lambda **p: landmarks_autograd(layer, **p),
+        "mvhand": lambda **p: layer.landmarks(**p),
+    }
+    names = list(impls)
+    results: dict[tuple[int, str], tuple[list[float], int]] = {}
+    worst_diff, worst_grad = 0.0, 0.0
+    for B in args.batches:
+        g = torch.Generator().manual_seed(B)
+        params = {
+            "pose_pca": torch.randn(B, 15, generator=g),
+            "global_orient": torch.randn(B, 3, generator=g),
+            "transl": torch.randn(B, 3, generator=g) * 0.2,
+            "betas": torch.randn(B, 10, generator=g),
+        }
+        params = {k: v.requires_grad_(True) for k, v in params.items()}
+        w = torch.randn(B, 20, 3, generator=g)
+        outs, grads = {}, {}
+        for name, fn in impls.items():
+            out = fn(**params)
+            grads[name] = torch.autograd.grad((out * w).sum(), list(params.values()))
+            outs[name] = out.detach()
+        for name in names[:-1]:
+            worst_diff = max(worst_diff, (outs[name] - outs["mvhand"]).abs().max().item())
+            worst_grad = max(
+                worst_grad,
+                max(
+                    ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+                    for a, b in zip(grads[name], grads["mvhand"], strict=True)
+                ),
+            )
 
-    def fast() -> torch.Tensor:
-        return layer.landmarks(**params)
+        for mode, wrap, budget in (
+            ("forward + backward", fwd_bwd, 40.0),
+            ("forward only (no_grad)", fwd, 15.0),
+        ):
+            ms, n = time_interleaved([wrap(impls[k], params) for k in names], args.repeats, budget)
+            results[(B, mode)] = (ms, n)
+            log.info(
+                "B=%d %s: %s (%d repeats)",
+                B,
+                mode,
+                ", ".join(f"{k} {t:.2f} ms" for k, t in zip(names, ms)),
+                n,
+            )
 
-    def full() -> torch.Tensor:
-        out = ref(
-            betas=params["betas"],
-            global_orient=params["global_orient"],
-            hand_pose=params["pose_pca"],
-            transl=params["transl"],
-        )
-        return torch.cat([out.joints, out.vertices[:, tips]], dim=1)
-
-    def fwd_bwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def run() -> None:
-            for p in params.values():
-                p.grad = None
-            fn().sum().backward()
-
-        return run
-
-    def fwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                fn()
-
-        return run
-
-    with torch.no_grad():
-        diff = (fast() - full()[:, list(MANO_TO_CANONICAL)]).abs().max().item()
-    grads = []
-    for fn in (fast, lambda: full()[:, list(MANO_TO_CANONICAL)]):
-        for p in params.values():
-            p.grad = None
-        fn().sum().backward()
-        grads.append([p.grad.clone() for p in params.values()])
-    grad_diff = max(
-        ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(*grads, strict=True)
-    )
     rows = []
-    for label, wrap, budget in (("forward + backward", fwd_bwd, 30.0), ("forward only (no_grad)", fwd, 12.0)):
-        t = time_pair(wrap(full), wrap(fast), args.repeats, budget)
-        rows.append((label, t))
-        log.info(
-            "%s: wall smplx %.1f ms / landmark-only %.2f ms = %.1fx; CPU %.1f / %.2f ms = %.1fx",
-            label,
-            t.wall_a,
-            t.wall_b,
-            t.wall_a / t.wall_b,
-            t.cpu_a,
-            t.cpu_b,
-            t.cpu_a / t.cpu_b,
+    for (B, mode), (ms, n) in results.items():
+        mv = ms[-1]
+        rows.append(
+            f"| {B} | {mode} | "
+            + " | ".join(f"{t:.2f}" for t in ms)
+            + f" | **{ms[2] / mv:.2f}×** | {ms[1] / mv:.1f}× | {ms[0] / mv:.0f}× | {n} |"
         )
-    log.info("max |landmark difference| = %.2e m; max relative gradient difference = %.1e", diff, grad_diff)
-
+    gains = [ms[2] / ms[3] for (_, mode), (ms, _) in results.items() if mode == "forward + backward"]
+    verdict = (
+        f"Hand-written backward passes vs autograd on the same path, forward + backward: "
+        f"{min(gains):.2f}× to {max(gains):.2f}× over batches {', '.join(map(str, args.batches))}. Rule "
+        "(issue #14): keep hand-written machinery only where it wins clearly (2-3× or "
+        "more); verdict: "
+        + (
+            "**keep** the hand-written backward passes."
+            if min(gains) >= 2.0
+            else "**remove** the hand-written backward passes (autograd on the same component-major path)."
+        )
+    )
     body = (
-        f"Batch {B}, float32, CPU, {args.threads} torch thread(s); medians over interleaved repeats after one "
-        "warm-up, wall clock and process CPU time (`time.process_time`). Reference: "
-        "`smplx.create(..., 'mano', use_pca=True, num_pca_comps=15, flat_hand_mean=False)` full forward "
-        "(778 vertices) + the 5 tip vertices; mvhand: `ManoLayer.landmarks` (joints from precomputed "
-        "templates/shape directions, shape/pose blend and skinning for the 5 tips only; component-major "
-        "tensors with the batch last and two autograd Functions with hand-written backward passes, "
-        "`_Rodrigues` and `_LandmarkLBS`). "
-        "requires_grad on pose, orient, transl and betas; loss = sum of the 21 joint + tip outputs. "
-        "Model: random well-formed MANO-format arrays (timings do not depend on the values).\n\n"
-        "| mode | smplx full (ms) | landmark-only (ms) | **speed-up** | smplx CPU (ms) | landmark-only CPU (ms) "
-        "| CPU speed-up | repeats |\n|---|---|---|---|---|---|---|---|\n"
-        + "".join(
-            f"| {m} | {t.wall_a:.1f} | {t.wall_b:.2f} | **{t.wall_a / t.wall_b:.1f}×** | {t.cpu_a:.1f} | "
-            f"{t.cpu_b:.2f} | {t.cpu_a / t.cpu_b:.1f}× | {t.repeats} |\n"
-            for m, t in rows
-        )
-        + f"\nMax landmark difference between the two paths: {diff:.1e} m (test tolerance 1e-5 m); max "
-        f"gradient difference (per input, relative to its largest gradient entry): {grad_diff:.1e}.\n"
-        + f"\n1-min load average at the end of the run: {os.getloadavg()[0]:.1f} (shared machine; absolute "
-        "times grow with load, the interleaved ratio much less).\n"
+        f"float32, CPU, {args.threads} torch thread(s); median wall-clock ms over interleaved repeats after one "
+        "warm-up; requires_grad on PCA pose, global orient (axis-angle), translation and betas; loss = sum of "
+        "the 20 canonical landmarks. Model: random well-formed MANO-format arrays (timings do not depend on "
+        f"the values). Commit `{git_commit()}`.\n\n"
+        "- *mvhand*: `ManoLayer.landmarks`: joints from precomputed templates/shape directions, shape and pose "
+        "blend and skinning of the 5 tip vertices only, component-major tensors (batch last), two autograd "
+        "Functions with hand-written backward passes (`_Rodrigues`, `_LandmarkLBS`).\n"
+        "- *same path, autograd*: the same component-major computation with differentiable torch ops "
+        "(`landmarks_autograd` in the script); autograd derives the backward pass. This is the alternative "
+        "to the hand-written gradients.\n"
+        "- *batch-major, autograd*: the textbook landmark-only path in smplx's layout "
+        "(`BatchMajorLandmarks`: (B, 16, 3, 3) rotations, 4x4 transforms chained one tree depth at a time, "
+        "skinning of the 5 tips).\n"
+        "- *smplx*: `smplx.create(..., 'mano', use_pca=True, num_pca_comps=15, flat_hand_mean=False)` full "
+        "forward (778 vertices) + the 5 tip vertices.\n\n"
+        "Batch 16 is one training step (`train.batch_size` hands per process); Neural Smooth optimises every "
+        "hand instance of a prediction file in one batch (thousands).\n\n"
+        "| batch | mode | smplx (ms) | batch-major, autograd (ms) | same path, autograd (ms) | mvhand (ms) "
+        "| **same path, autograd / mvhand** | batch-major / mvhand | smplx / mvhand | repeats |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + verdict + "\n\n"
+        f"Largest landmark difference of any path from mvhand's: {worst_diff:.1e} m; largest gradient "
+        f"difference (per input, relative to its largest entry): {worst_grad:.1e}.\n\n"
+        f"1-min load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared "
+        "machine: absolute times grow with load, the interleaved ratios much less)."
     )
     if not args.no_report:
         update_section(
-            "mano_landmarks", "MANO landmark-only path vs smplx", "python benchmarks/bench_mano.py", body
+            "mano_backward",
+            "MANO hand-written backward passes vs autograd (the measurement that removed them)",
+            f"git checkout {git_commit()} && python benchmarks/bench_mano.py",
+            body,
         )
     print(body)
 
