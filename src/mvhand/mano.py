@@ -14,12 +14,12 @@ followed by the toolkit's fingertip vertices and canonical remapping:
 :meth:`ManoLayer.landmarks` is a landmark-only path: the joints come from precomputed joint
 templates/shape directions (``J_regressor`` folded in at init), and only the five tip vertices get
 shape blend, pose blend (their 15 rows of ``posedirs``) and skinning, so no 778-vertex work is done
-(timings against smplx's full forward: ``benchmarks/bench_mano.py``, docs/benchmarks.md). It runs on
-*component-major* tensors (batch last, see :class:`_LandmarkLBS`) through two autograd Functions with
-hand-written backward passes, :class:`_Rodrigues` and :class:`_LandmarkLBS`; the kinematic chain runs
-root-aligned (one product per tree depth, all five fingers at once) and the global rotation about
-``J_0(β)`` is applied to the outputs at the end.
-:meth:`ManoLayer.forward_full` is the full mesh forward.
+(timings against smplx's full forward and the textbook batch-major path: ``benchmarks/bench_mano.py``,
+docs/benchmarks.md). It runs on *component-major* tensors (batch last, see :func:`_landmark_lbs`), its
+backward pass derived by autograd; the kinematic chain runs root-aligned (one product per tree depth, all
+five fingers at once) and the global rotation about ``J_0(β)`` is applied to the outputs at the end.
+:meth:`ManoLayer.forward_full` is the full mesh forward (smplx's batch-major layout). Only the MANO
+kinematic tree (:data:`MANO_PARENTS`, the tree of every MANO file) is supported.
 
 Only :func:`load_mano_pkl` and :meth:`ManoModel.from_dir` touch files.
 """
@@ -27,12 +27,12 @@ Only :func:`load_mano_pkl` and :meth:`ManoModel.from_dir` touch files.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from mvhand.io_utils import InputError
 from mvhand.mano_pickle import UnsafePickleError, as_array, read_mano_pickle
@@ -112,8 +112,8 @@ def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         InputError: missing/unreadable file, a file that names code to run (refused, nothing executed),
-            missing key, wrong shape, non-finite values or an invalid kinematic tree; the message names the
-            file, the key and the fix.
+            missing key, wrong shape, non-finite values or a kinematic tree other than MANO's
+            (:data:`MANO_PARENTS`); the message names the file, the key and the fix.
     """
     path = Path(path)
     if not path.is_file():
@@ -160,13 +160,11 @@ def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     out["f"] = faces
     kintree = out["kintree_table"].astype(np.int64)
     kintree[0, 0] = -1  # the official files store 2**32 - 1; smplx overwrites it the same way
-    parents = kintree[0]
-    bad = [i for i in range(1, NUM_JOINTS) if not 0 <= parents[i] < i]
-    if bad:
+    if kintree[0].tolist() != list(MANO_PARENTS):
         raise InputError(
             path,
-            f"key 'kintree_table' row 0 is not a valid parent list (joints {bad} need 0 <= parent < "
-            f"joint; got {parents.tolist()})",
+            f"key 'kintree_table' row 0 is not the MANO kinematic tree (parents {kintree[0].tolist()}, "
+            f"expected {list(MANO_PARENTS)}: wrist, then index, middle, pinky, ring and thumb with 3 joints each)",
             _FIX,
         )
     out["kintree_table"] = kintree
@@ -222,75 +220,40 @@ def _as_batch(x: Any, name: str, tail: tuple[int, ...], ref: torch.Tensor, batch
 
 
 # --------------------------------------------------------------------------------------------------
-# Landmark path: component-major maths with hand-written gradients
+# Landmark path: component-major maths
 # --------------------------------------------------------------------------------------------------
 #
 # The landmark path keeps every small vector or matrix *component-major*: a field of 3-vectors is a
 # (3, *S) tensor and a field of 3x3 matrices a (3, 3, *S) tensor (entry [i, j] is row i, column j), with
 # the batch as the last, contiguous dimension. A 3x3 product is then three fused multiply-adds over
-# long contiguous rows, much cheaper on CPU than a batched matmul of tiny matrices.
+# long contiguous rows, much cheaper on CPU than a batched matmul of tiny matrices (5-7x for forward +
+# backward at batch 1000-8000, docs/benchmarks.md). Autograd derives the backward pass: hand-written
+# backward passes were measured 1.0-1.7x faster only, and removed (docs/benchmarks.md, ``mano_backward``).
+
+#: Joints in tree-depth order (the wrist, then the 5 fingers' first, second and third joints): the
+#: landmark path's internal joint order. Depth ``d`` is the slice :data:`_DEPTH` ``[d - 1]``; its parents
+#: are the previous depth's slice in the same order.
+_DEPTH_ORDER: tuple[int, ...] = (0, *(1 + 3 * f + d for d in range(3) for f in range(5)))
+_DEPTH = (slice(1, 6), slice(6, 11), slice(11, 16))
 
 
-def _mac(terms: Any, out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
-    """``Σ x·y`` over ``(x, y)`` pairs (broadcast); written to ``out``, or added into it if ``accumulate``."""
-    it = iter(terms)
-    if out is None:
-        x, y = next(it)
-        out = x * y
-    elif not accumulate:
-        x, y = next(it)
-        torch.mul(x, y, out=out)
-    for x, y in it:
-        out.addcmul_(x, y)
-    return out
+def _mv(a: torch.Tensor, v: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ v`` (``init + a @ v`` if given) for a (3, 3, *S) and a (3, *S) component-major field."""
+    a0, a1, a2 = a.unbind(1)
+    v0, v1, v2 = v.unbind(0)
+    acc = a0 * v0 if init is None else torch.addcmul(init, a0, v0)
+    return torch.addcmul(torch.addcmul(acc, a1, v1), a2, v2)
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor) -> Any:
-    """Terms of ``a @ b`` for (3, 3, *S) fields: ``[i, k] = Σ_j a[i, j] b[j, k]``."""
-    return ((a[:, j, None], b[j][None]) for j in range(3))
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for (3, 3, *S) component-major fields: ``[i, k] = Σ_j a[i, j] b[j, k]``."""
+    return _mv(a[:, :, None], b[None].transpose(0, 1))
 
 
-def _mtm(a: torch.Tensor, b: torch.Tensor) -> Any:
-    """Terms of ``aᵀ @ b`` for (3, 3, *S) fields: ``[j, k] = Σ_i a[i, j] b[i, k]``."""
-    return ((a[i][:, None], b[i][None]) for i in range(3))
+def _rodrigues(r: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """smplx ``batch_rodrigues`` in component-major layout.
 
-
-def _mmt(a: torch.Tensor, b: torch.Tensor) -> Any:
-    """Terms of ``a @ bᵀ`` for (3, 3, *S) fields: ``[i, j] = Σ_k a[i, k] b[j, k]``."""
-    return ((a[:, k, None], b[:, k][None]) for k in range(3))
-
-
-def _mv(a: torch.Tensor, v: torch.Tensor) -> Any:
-    """Terms of ``a @ v`` for a (3, 3, *S) and a (3, *S) field: ``[i] = Σ_j a[i, j] v[j]``."""
-    return ((a[:, j], v[j]) for j in range(3))
-
-
-def _mtv(a: torch.Tensor, v: torch.Tensor) -> Any:
-    """Terms of ``aᵀ @ v`` for a (3, 3, *S) and a (3, *S) field: ``[j] = Σ_i a[i, j] v[i]``."""
-    return ((a[i], v[i]) for i in range(3))
-
-
-def _take(x: torch.Tensor, dim: int, idx: slice | torch.Tensor) -> torch.Tensor:
-    """``x`` restricted to ``idx`` (a slice: a view; an index tensor: a copy) along ``dim``."""
-    if isinstance(idx, slice):
-        return x[(slice(None),) * dim + (idx,)]
-    return x.index_select(dim, idx)
-
-
-def _add_at(
-    x: torch.Tensor, dim: int, idx: slice | torch.Tensor, val: torch.Tensor, alpha: float = 1.0
-) -> None:
-    """In place ``x[..., idx, ...] += alpha · val`` along ``dim`` (repeated indices accumulate)."""
-    if isinstance(idx, slice):
-        x[(slice(None),) * dim + (idx,)].add_(val, alpha=alpha)
-    else:
-        x.index_add_(dim, idx, val, alpha=alpha)
-
-
-class _Rodrigues(torch.autograd.Function):
-    """smplx ``batch_rodrigues`` in component-major layout, with a hand-written backward.
-
-    Forward args:
+    Args:
         r: (3, N) axis-angles, rad.
         basis: (9, 4) :data:`_ROD_BASIS` transposed, in ``r``'s dtype and on its device.
 
@@ -299,53 +262,32 @@ class _Rodrigues(torch.autograd.Function):
         ``R = I + sin θ K + (1 − cos θ) K²`` with ``K = [k]ₓ``; since ``K² = k kᵀ − |k|² I`` this is
         ``R = (1 − (1 − cos θ)|k|²) I + sin θ K + (1 − cos θ) k kᵀ``, i.e. ``basis · f + (1 − cos θ) k kᵀ``
         with ``f = [sin θ k, 1 − (1 − cos θ)|k|²]``. The 1e-8 keeps ``θ > 0``, so value and gradient
-        are finite at ``r = 0``. Gradient w.r.t. ``r`` only, first derivatives only.
+        are finite at ``r = 0``.
     """
-
-    @staticmethod
-    def forward(ctx: Any, r: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        v = r + 1e-8
-        angle = (v * v).sum(0).sqrt_()  # θ, (N,); vector_norm over dim 0 is much slower on CPU
-        inv = angle.reciprocal()
-        k = r * inv
-        s, c = torch.sin(angle), torch.cos(angle)
-        ak = (1.0 - c) * k
-        f = torch.cat([s * k, 1.0 - (ak * k).sum(0, keepdim=True)])  # (4, N)
-        R = torch.addmm((ak[:, None] * k[None]).view(9, -1), basis, f)
-        ctx.save_for_backward(v, k, inv, s, c, basis)
-        return R.view(3, 3, -1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor, None]:
-        v, k, inv, s, c, basis = ctx.saved_tensors
-        a = 1.0 - c
-        # ∂L/∂f = basisᵀ G: the axial vector w of G − Gᵀ (∂L/∂(sin θ k)) and tr G.
-        wt = torch.mm(basis.t(), G.reshape(9, -1))
-        w, trace = wt[:3], wt[3]
-        S = G + G.transpose(0, 1)
-        Sk = (S * k[None]).sum(1)  # (G + Gᵀ) k
-        # L depends on k through s K, −a |k|² I and a k kᵀ; on θ through s = sin θ and a = 1 − cos θ.
-        d_s = (w * k).sum(0)
-        d_a = 0.5 * (k * Sk).sum(0) - (k * k).sum(0) * trace
-        dk = s * w + a * Sk - (2.0 * a * trace) * k
-        d_angle = c * d_s + s * d_a
-        # k = r / θ and θ = |r + 1e-8|:  ∂L/∂r = ∂L/∂k / θ + (∂L/∂θ − (∂L/∂k · k) / θ) (r + 1e-8) / θ.
-        m = (d_angle - (dk * k).sum(0) * inv) * inv
-        return dk * inv + m * v, None
+    v = r + 1e-8
+    angle = (v * v).sum(0).sqrt()  # θ, (N,); vector_norm over dim 0 is much slower on CPU
+    k = r * angle.reciprocal()
+    s, c = torch.sin(angle), torch.cos(angle)
+    ak = (1.0 - c) * k
+    f = torch.cat([s * k, 1.0 - (ak * k).sum(0, keepdim=True)])  # (4, N)
+    return torch.addmm((ak[:, None] * k[None]).view(9, -1), basis, f).view(3, 3, -1)
 
 
-#: One level of the depth-sorted kinematic chain: the level's joints (a slice of the internal order)
-#: and their parents (a slice when they are the previous level in order, else an index tensor).
-_Level = tuple[slice, slice | torch.Tensor]
+def _landmark_lbs(
+    R_loc: torch.Tensor,
+    betas: torch.Tensor,
+    transl: torch.Tensor,
+    rest0: torch.Tensor,
+    shapedirs: torch.Tensor,
+    tip_posedirs: torch.Tensor,
+    tip_weights: torch.Tensor,
+    out_index: torch.Tensor,
+) -> torch.Tensor:
+    """Tip blend shapes, root-aligned forward kinematics, tip skinning and root transform.
 
+    Joints are in :data:`_DEPTH_ORDER`.
 
-class _LandmarkLBS(torch.autograd.Function):
-    """Tip blend shapes, root-aligned forward kinematics, tip skinning and root transform; exact backward.
-
-    Joints are in the layer's internal depth-sorted order (root first; every level a contiguous block).
-
-    Forward args:
+    Args:
         R_loc: (3, 3, J, B) local joint rotations, component-major (``R_loc[:, :, 0]`` = global orient).
         betas: (B, 10) shape coefficients.
         transl: (B, 3) translation, m.
@@ -355,134 +297,33 @@ class _LandmarkLBS(torch.autograd.Function):
         tip_posedirs: (3T, 9J) pose blend shapes of the tip rows over ``vec(R_loc)`` (root columns 0), m.
         tip_weights: (T, J) skinning weights of the tips.
         out_index: (L,) int64 index of each output into ``[J posed joints, T posed tips]``.
-        levels: the chain levels below the root; the first one's parent is the root.
 
     Returns:
         (B, L, 3) points, m: ``R_0 (p − J_0) + J_0 + transl`` for the root-aligned points ``p``.
-
-    Gradients flow to ``R_loc``, ``betas`` and ``transl`` (first derivatives only); the constants get none.
     """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        R_loc: torch.Tensor,
-        betas: torch.Tensor,
-        transl: torch.Tensor,
-        rest0: torch.Tensor,
-        shapedirs: torch.Tensor,
-        tip_posedirs: torch.Tensor,
-        tip_weights: torch.Tensor,
-        out_index: torch.Tensor,
-        levels: list[_Level],
-    ) -> torch.Tensor:
-        nJ, B = R_loc.shape[2], R_loc.shape[3]
-        nT = tip_weights.shape[0]
-        rest = torch.addmm(rest0, shapedirs, betas.t())  # (3J + 3T, B)
-        rest[3 * nJ :].addmm_(tip_posedirs, R_loc.reshape(9 * nJ, B))  # tip pose blend shapes
-        J = rest[: 3 * nJ].view(3, nJ, B)
-        T = rest[3 * nJ :].view(3, nT, B)
-
-        # Root-aligned chain (R_0 = I): A_j = [R_j | J'_j − R_j J_j], stored joint-major (J, 3, 4, B) so
-        # that blending over joints is one plain matmul; the posed joints J' go straight into pts.
-        A_store = R_loc.new_empty(nJ, 3, 4, B)
-        A = A_store.permute(1, 2, 0, 3)  # (3, 4, J, B)
-        Rg = A[:, :3]
-        pts = R_loc.new_empty(3, nJ + nT, B)
-        Jp = pts[:, :nJ]
-        Rg[:, :, 0] = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)[..., None]
-        Jp[:, 0] = J[:, 0]
-        (s1, _), *deeper = levels
-        Rg[:, :, s1] = R_loc[:, :, s1]
-        Jp[:, s1] = J[:, s1]
-        for sd, pd in deeper:
-            Rp = _take(Rg, 2, pd)
-            _mac(_mm(Rp, R_loc[:, :, sd]), out=Rg[:, :, sd])
-            _mac(_mv(Rp, J[:, sd] - _take(J, 1, pd)), out=Jp[:, sd]).add_(_take(Jp, 1, pd))
-        torch.sub(Jp, _mac(_mv(Rg, J)), out=A[:, 3])
-
-        # Tip skinning with the blended transforms Σ_j w_tj A_j.
-        Ab_store = torch.mm(tip_weights, A_store.view(nJ, 12 * B)).view(nT, 3, 4, B)
-        Ab = Ab_store.permute(1, 2, 0, 3)  # (3, 4, T, B)
-        _mac(_mv(Ab[:, :3], T), out=pts[:, nJ:]).add_(Ab[:, 3])
-
-        # Global orientation about J_0, then the translation: R_0 p + (J_0 + t − R_0 J_0).
-        pc = pts.index_select(1, out_index)  # (3, L, B)
-        R0, J0 = R_loc[:, :, 0], J[:, 0]
-        c0 = (J0 + transl.t()).sub_(_mac(_mv(R0, J0)))
-        out = torch.addcmul(c0[:, None], R0[:, 0, None], pc[0])
-        _mac(((R0[:, j, None], pc[j]) for j in (1, 2)), out=out, accumulate=True)
-
-        ctx.levels = levels
-        ctx.save_for_backward(
-            R_loc, rest, A_store, Ab_store, pc, shapedirs, tip_posedirs, tip_weights, out_index
-        )
-        return out.permute(2, 1, 0).contiguous()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        R_loc, rest, A_store, Ab_store, pc, shapedirs, tip_posedirs, tip_weights, out_index = (
-            ctx.saved_tensors
-        )
-        nJ, B = R_loc.shape[2], R_loc.shape[3]
-        nT = tip_weights.shape[0]
-        J = rest[: 3 * nJ].view(3, nJ, B)
-        T = rest[3 * nJ :].view(3, nT, B)
-        Rg = A_store.permute(1, 2, 0, 3)[:, :3]
-        Rb = Ab_store.permute(1, 2, 0, 3)[:, :3]
-        R0, J0 = R_loc[:, :, 0], J[:, 0]
-        gc = g.permute(2, 1, 0).contiguous()  # (3, L, B)
-
-        # Root transform: out = R_0 (p − J_0) + J_0 + t.
-        g_sum = gc.sum(1)  # (3, B) = ∂L/∂t
-        dR0 = (gc[:, None] * pc[None]).sum(2).sub_(g_sum[:, None] * J0[None])  # Σ_l g_l (p_l − J_0)ᵀ
-        du = _mac((R0[i][:, None], gc[i]) for i in range(3))  # R_0ᵀ g, (3, L, B)
-        d_pts = R_loc.new_zeros(3, nJ + nT, B)
-        d_pts.index_add_(1, out_index, du)
-        dJp = d_pts[:, :nJ]
-        d_tip = d_pts[:, nJ:]
-
-        # Tip skinning: tip = Rb T + τb with [Rb | τb] = Σ_j w_tj A_j.
-        d_rest = torch.empty_like(rest)
-        dJ = d_rest[: 3 * nJ].view(3, nJ, B)
-        dT = d_rest[3 * nJ :].view(3, nT, B)
-        dAb_store = R_loc.new_empty(nT, 3, 4, B)
-        dAb = dAb_store.permute(1, 2, 0, 3)
-        torch.mul(d_tip[:, None], T[None], out=dAb[:, :3])
-        dAb[:, 3] = d_tip
-        _mac(_mtv(Rb, d_tip), out=dT)
-        dA = torch.mm(tip_weights.t(), dAb_store.view(nT, 12 * B)).view(nJ, 3, 4, B).permute(1, 2, 0, 3)
-        dRg = dA[:, :3]
-        d_tau = dA[:, 3]
-        # τ = J' − R J.
-        dJp.add_(d_tau)
-        dRg.addcmul_(d_tau[:, None], J[None], value=-1.0)
-        _mac(_mtv(Rg, d_tau), out=dJ).neg_()
-        dJ[:, 0] += dJp[:, 0] + g_sum - _mac(_mtv(R0, g_sum))
-
-        # Tip pose blend shapes, then the chain from the deepest level up.
-        dR_loc = torch.mm(tip_posedirs.t(), d_rest[3 * nJ :]).view(3, 3, nJ, B)
-        dR_loc[:, :, 0] += dR0
-        (s1, _), *deeper = ctx.levels
-        for sd, pd in reversed(deeper):
-            # R_d = R_p R_loc,d and J'_d = R_p (J_d − J_p) + J'_p.
-            Rp = _take(Rg, 2, pd)
-            dRd, dtd = dRg[:, :, sd], dJp[:, sd]
-            _mac(_mtm(Rp, dRd), out=dR_loc[:, :, sd], accumulate=True)
-            rel = J[:, sd] - _take(J, 1, pd)
-            dRp = _mac(_mmt(dRd, R_loc[:, :, sd]))
-            dRp.addcmul_(dtd[:, None], rel[None])
-            _add_at(dRg, 2, pd, dRp)
-            d_rel = _mac(_mtv(Rp, dtd))
-            dJ[:, sd] += d_rel
-            _add_at(dJ, 1, pd, d_rel, alpha=-1.0)
-            _add_at(dJp, 1, pd, dtd)
-        dR_loc[:, :, s1] += dRg[:, :, s1]
-        dJ[:, s1] += dJp[:, s1]
-
-        d_betas = torch.mm(shapedirs.t(), d_rest).t() if ctx.needs_input_grad[1] else None
-        return dR_loc, d_betas, g_sum.t(), None, None, None, None, None, None
+    nJ, B = R_loc.shape[2], R_loc.shape[3]
+    nT = tip_weights.shape[0]
+    rest = torch.addmm(rest0, shapedirs, betas.t())  # (3J + 3T, B)
+    J = rest[: 3 * nJ].view(3, nJ, B)
+    T = torch.addmm(rest[3 * nJ :], tip_posedirs, R_loc.reshape(9 * nJ, B)).view(3, nT, B)  # + pose blend
+    # Root-aligned chain (R_0 = I), one product per tree depth for all five fingers.
+    eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device)[:, :, None, None].expand(3, 3, 1, B)
+    R_glob, J_posed = [eye, R_loc[:, :, _DEPTH[0]]], [J[:, :1], J[:, _DEPTH[0]]]
+    for parent, child in zip(_DEPTH[:-1], _DEPTH[1:]):
+        R_glob.append(_mm(R_glob[-1], R_loc[:, :, child]))
+        J_posed.append(_mv(R_glob[-2], J[:, child] - J[:, parent]) + J_posed[-1])
+    Rg, Jp = torch.cat(R_glob, 2), torch.cat(J_posed, 1)  # (3, 3, J, B), (3, J, B)
+    # Skinning transforms A_j = [R_j | J'_j − R_j J_j], blended over the joints for each tip (one matmul
+    # over joint-major rows).
+    A = torch.cat([Rg, (Jp - _mv(Rg, J))[:, None]], 1)  # (3, 4, J, B)
+    Ab = torch.mm(tip_weights, A.permute(2, 0, 1, 3).reshape(nJ, 12 * B)).view(nT, 3, 4, B)
+    Ab = Ab.permute(1, 2, 0, 3)  # (3, 4, T, B)
+    tips = _mv(Ab[:, :3], T) + Ab[:, 3]
+    # Global orientation about J_0, then the translation: R_0 p + (J_0 + t − R_0 J_0).
+    pc = torch.cat([Jp, tips], 1).index_select(1, out_index)  # (3, L, B)
+    R0, J0 = R_loc[:, :, 0], J[:, 0]
+    c0 = (J0 + transl.t()) - _mv(R0, J0)
+    return _mv(R0[:, :, None], pc, init=c0[:, None]).permute(2, 1, 0)
 
 
 class ManoLayer(torch.nn.Module):
@@ -510,6 +351,8 @@ class ManoLayer(torch.nn.Module):
         weights = f64["weights"]
         parents = np.asarray(data["kintree_table"], dtype=np.int64)[0].copy()
         parents[0] = -1
+        if parents.tolist() != list(MANO_PARENTS):  # load_mano_pkl refuses such files with an InputError
+            raise ValueError(f"kintree_table is not the MANO kinematic tree: parents {parents.tolist()}")
         tips = list(MANO_TIP_VERTEX_IDS)
 
         def buf(name: str, arr: np.ndarray, dtype: torch.dtype = torch.float32) -> None:
@@ -522,29 +365,15 @@ class ManoLayer(torch.nn.Module):
         buf("J_regressor", J_reg)
         buf("lbs_weights", weights)
         buf("faces", np.asarray(data["f"]), torch.int64)
-        buf("parents", parents, torch.int64)
         buf("hand_components", f64["hands_components"][: self.num_pca_comps])  # (P, 45)
         buf("pose_mean", np.concatenate([np.zeros(3), f64["hands_mean"]]))  # (48,)
         # Landmark-only buffers, precomputed in float64.
         buf("J_template", J_reg @ v_template)  # (16, 3)
         buf("J_shapedirs", np.einsum("jv,vck->jck", J_reg, shapedirs))  # (16, 3, 10)
-        # Kinematic chain grouped by depth: each level is one batched matmul (forward_full).
-        depth = [0] * NUM_JOINTS
-        for i in range(1, NUM_JOINTS):
-            depth[i] = depth[parents[i]] + 1
-        levels = [[i for i in range(NUM_JOINTS) if depth[i] == d] for d in range(max(depth) + 1)]
-        self._levels: list[tuple[list[int], list[int], list[int]]] = []
-        for d in range(1, len(levels)):
-            prev = levels[d - 1]
-            pids = [int(parents[i]) for i in levels[d]]
-            self._levels.append((levels[d], pids, [prev.index(p) for p in pids]))
-        order = [i for lv in levels for i in lv]
-        self._unorder = [order.index(i) for i in range(NUM_JOINTS)]
-        self._flat_order = order == list(range(NUM_JOINTS))
-        self._mano_tree = parents.tolist() == list(MANO_PARENTS)  # 5 fingers x 3 joints: no gathers
 
-        # Landmark path (_LandmarkLBS): joints in the depth-sorted internal order ``order``, every small
+        # Landmark path (_landmark_lbs): joints in the tree-depth order _DEPTH_ORDER, every small
         # vector/matrix component-major with the batch last; all maps below are precomputed in float64.
+        order = list(_DEPTH_ORDER)
         nJ, nT, P = NUM_JOINTS, len(tips), self.num_pca_comps
         pose_w = np.zeros((3, nJ, 3 + P))  # [global orient, θ_pca] -> axis-angle (c, internal joint)
         pose_b = np.zeros((3, nJ))
@@ -584,14 +413,6 @@ class ManoLayer(torch.nn.Module):
         buf("lm_tip_weights", weights[tips][:, order])  # (T, J)
         src = [order.index(k) if k < nJ else k for k in MANO_TO_CANONICAL]
         buf("lm_out_index", np.asarray(src), torch.int64)  # (20,) into [J posed joints, T tips]
-        inv_order = np.argsort(order)
-        buf("lm_parent_pos", np.r_[0, inv_order[parents[order[1:]]]], torch.int64)  # (16,) internal parent
-        bounds = np.cumsum([0] + [len(lv) for lv in levels])
-        self._lm_bounds = [(int(a), int(b)) for a, b in zip(bounds[1:-1], bounds[2:])]
-        # MANO tree: level d's parents are level d − 1 in the same order (level 1's parent is the root).
-        self._lm_sliced_levels: list[_Level] = [
-            (slice(a, b), slice(0, 1) if a == 1 else slice(2 * a - b, a)) for a, b in self._lm_bounds
-        ]
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -622,8 +443,13 @@ class ManoLayer(torch.nn.Module):
         full = torch.cat([go + self.pose_mean[:3], hand], dim=1)
         return _batch_rodrigues(full.reshape(-1, NUM_JOINTS, 3))
 
-    def _chain(self, R_loc: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _chain(R_loc: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward kinematics with the root rotation left out (``R_0 = I``; see :meth:`_apply_root`).
+
+        MANO tree: joint 1 + 3f + k is finger f's k-th joint. Depth 1 needs no product (the root is the
+        identity); depths 2 and 3 take one batched (3x3)·(3x4) product each, giving rotation and
+        translation together.
 
         Args:
             R_loc: (B, 16, 3, 3) local rotations (``R_loc[:, 0]`` is ignored).
@@ -634,32 +460,6 @@ class ManoLayer(torch.nn.Module):
         """
         B = R_loc.shape[0]
         eye = torch.eye(3, dtype=R_loc.dtype, device=R_loc.device).expand(B, 1, 3, 3)
-        if self._mano_tree:
-            return self._chain_mano(R_loc, J, eye)
-        R_lv = [eye]
-        t_lv = [J[:, :1]]
-        for ids, pids, par_pos in self._levels:
-            Rp = R_lv[-1][:, par_pos]
-            rel = J[:, ids] - J[:, pids]
-            t_lv.append((Rp @ rel[..., None])[..., 0] + t_lv[-1][:, par_pos])
-            R_lv.append(Rp @ R_loc[:, ids])
-        R_glob = torch.cat(R_lv, dim=1)
-        J_posed = torch.cat(t_lv, dim=1)
-        if not self._flat_order:
-            R_glob = R_glob[:, self._unorder]
-            J_posed = J_posed[:, self._unorder]
-        return R_glob, J_posed
-
-    @staticmethod
-    def _chain_mano(
-        R_loc: torch.Tensor, J: torch.Tensor, eye: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_chain` for the MANO tree (joint 1 + 3f + k is finger f's k-th joint).
-
-        Depth 1 needs no product (the root is the identity); depths 2 and 3 take one batched
-        (3x3)·(3x4) product each, giving rotation and translation together.
-        """
-        B = R_loc.shape[0]
         R_f = R_loc[:, 1:].reshape(B, 5, 3, 3, 3)  # (B, finger, depth, 3, 3)
         J_f = J[:, 1:].reshape(B, 5, 3, 3)  # (B, finger, depth, 3)
         rel = J_f[:, :, 1:] - J_f[:, :, :2]  # (B, 5, 2, 3): offsets of depths 2, 3 from their parents
@@ -725,24 +525,20 @@ class ManoLayer(torch.nn.Module):
 
         Returns:
             (B, 20, 3) canonical landmarks (§5.4), metres, float32 (also under autocast), differentiable
-            w.r.t. all inputs (first derivatives; hand-written backward passes).
+            w.r.t. all inputs (autograd).
         """
         pose, go, transl, betas = self._inputs(pose_pca, global_orient, transl, betas)
         B, nJ = pose.shape[0], NUM_JOINTS
-        # Autocast off: the Functions need one dtype throughout (float32 unless the layer was cast).
+        # Autocast off: one dtype throughout (float32 unless the layer was cast).
         with torch.autocast(device_type=pose.device.type, enabled=False):
             if go.ndim == 3:  # rotation matrix given: it replaces the root's Rodrigues output
                 aa = torch.addmm(self.lm_pose_bias, self.lm_pose_weight[:, 3:], pose.t())
-                R_loc = _Rodrigues.apply(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
+                R_loc = _rodrigues(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
                 R_loc = torch.cat([go.permute(1, 2, 0)[:, :, None], R_loc[:, :, 1:]], dim=2)
             else:
                 aa = torch.addmm(self.lm_pose_bias, self.lm_pose_weight, torch.cat([go, pose], dim=1).t())
-                R_loc = _Rodrigues.apply(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
-            if self._mano_tree:  # every level's parents are the previous level, in order: plain slices
-                levels = self._lm_sliced_levels
-            else:
-                levels = [(slice(a, b), self.lm_parent_pos[a:b]) for a, b in self._lm_bounds]
-            return _LandmarkLBS.apply(
+                R_loc = _rodrigues(aa.view(3, -1), self.lm_rod_basis).view(3, 3, nJ, B)
+            return _landmark_lbs(
                 R_loc,
                 betas,
                 transl,
@@ -751,7 +547,6 @@ class ManoLayer(torch.nn.Module):
                 self.lm_tip_posedirs,
                 self.lm_tip_weights,
                 self.lm_out_index,
-                levels,
             )
 
     def forward_full(
@@ -832,6 +627,47 @@ class ManoModel(torch.nn.Module):
         """The layer of ``side`` (0/"left" or 1/"right")."""
         return self.right if _side_index(side) == 1 else self.left
 
+    def per_side(self, hand_side: Any, fn: Callable[..., torch.Tensor], *batch: torch.Tensor) -> torch.Tensor:
+        """``fn(layer, *batch)`` for a batch whose entries may belong to either hand.
+
+        The batch is split by side, ``fn`` runs once per side present with that side's layer and rows, and
+        the results are put back in batch order (gradients flow through the scatter). A one-sided batch is
+        passed through whole.
+
+        Args:
+            hand_side: one side for the whole batch (0/"left" or 1/"right"), or (B,) ints (0 left,
+                1 right; a one-element tensor applies to all).
+            fn: ``fn(layer, *rows) -> (n, ...)``, e.g. :meth:`ManoLayer.landmarks` or
+                :meth:`ManoLayer.root_joint`.
+            *batch: (B, ...) tensors, split along dimension 0.
+
+        Returns:
+            (B, ...) results of ``fn``.
+
+        Raises:
+            ValueError: a side other than 0/1/"left"/"right", or ``hand_side`` of the wrong length.
+        """
+        if isinstance(hand_side, str) or np.ndim(hand_side) == 0 and not torch.is_tensor(hand_side):
+            return fn(self.layer(hand_side), *batch)
+        B = batch[0].shape[0]
+        sides = torch.as_tensor(hand_side, device=batch[0].device).reshape(-1).long()
+        if sides.numel() == 1:
+            sides = sides.expand(B)
+        if sides.shape[0] != B:
+            raise ValueError(f"hand_side has {sides.shape[0]} entries, expected {B}")
+        if bool(((sides != 0) & (sides != 1)).any()):
+            raise ValueError("hand_side entries must be 0 (left) or 1 (right)")
+        out = None
+        for s, lay in ((0, self.left), (1, self.right)):
+            idx = torch.nonzero(sides == s).reshape(-1)
+            if idx.numel() == 0:
+                continue
+            if idx.numel() == B:
+                return fn(lay, *batch)
+            rows = fn(lay, *(t[idx] for t in batch))
+            out = (rows.new_zeros(B, *rows.shape[1:]) if out is None else out).index_copy(0, idx, rows)
+        return fn(self.left, *batch) if out is None else out  # out is None only for an empty batch
+
     def landmarks_from_wrist_xform(
         self, theta: Any, wrist_xform: Any, betas: Any, hand_side: Any
     ) -> torch.Tensor:
@@ -841,7 +677,7 @@ class ManoModel(torch.nn.Module):
             theta: (B, 15) PCA pose coefficients.
             wrist_xform: (B, 6) ``[axis-angle (rad), translation (m)]`` = smplx global_orient, transl.
             betas: (B, 10) or (10,) shape coefficients.
-            hand_side: (B,) ints (0 left, 1 right), or one int/str for the whole batch.
+            hand_side: (B,) ints (0 left, 1 right), or one int/str for the whole batch (see :meth:`per_side`).
 
         Returns:
             (B, 20, 3) canonical landmarks, metres, float32.
@@ -851,25 +687,7 @@ class ManoModel(torch.nn.Module):
         B = wx.shape[0]
         th = _as_batch(theta, "theta", (NUM_PCA_COMPS,), ref, B)
         be = _as_batch(betas, "betas", (NUM_BETAS,), ref, B)
-        if isinstance(hand_side, str) or np.ndim(hand_side) == 0 and not torch.is_tensor(hand_side):
-            return self.layer(hand_side).landmarks(th, wx[:, :3], wx[:, 3:], be)
-        sides = torch.as_tensor(hand_side, device=ref.device).reshape(-1).long()
-        if sides.numel() == 1:
-            sides = sides.expand(B)
-        if sides.shape[0] != B:
-            raise ValueError(f"hand_side has {sides.shape[0]} entries, expected {B}")
-        if bool(((sides != 0) & (sides != 1)).any()):
-            raise ValueError("hand_side entries must be 0 (left) or 1 (right)")
-        out = ref.new_zeros(B, 20, 3)
-        for s, lay in ((0, self.left), (1, self.right)):
-            idx = torch.nonzero(sides == s).reshape(-1)
-            if idx.numel() == 0:
-                continue
-            if idx.numel() == B:
-                return lay.landmarks(th, wx[:, :3], wx[:, 3:], be)
-            lm = lay.landmarks(th[idx], wx[idx, :3], wx[idx, 3:], be[idx])
-            out = out.index_copy(0, idx, lm)
-        return out
+        return self.per_side(hand_side, ManoLayer.landmarks, th, wx[:, :3], wx[:, 3:], be)
 
     def shape_vertices(self, betas: Any) -> torch.Tensor:
         """§7.5 shape-metric mesh: left layer, θ_pca = 0 (mean hand), zero wrist_xform.
