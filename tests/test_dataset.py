@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import gc
+import gzip
 import io
 import json
 import re
@@ -405,6 +406,39 @@ def test_truncated_tar_raises(tmp_path, images):
     nohs_cut.write_bytes(nohs.read_bytes()[:1536])
     with pytest.raises(InputError, match="truncated or corrupt"):
         read_hand_shapes(nohs_cut)
+
+
+def test_compressed_archives_read_like_plain_ones(tmp_path):
+    """A gzip-compressed sequence reads like the plain one (same tarfile path), truncation still detected."""
+    plain = _write_umetrack_sequence(tmp_path / "seq.tar")
+    gz = tmp_path / "seq.tar.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    for images in (True, False):
+        a, b = list(iter_frames(plain, images=images)), list(iter_frames(gz, images=images))
+        assert [f.frame_id for f in a] == [f.frame_id for f in b] and len(a) > 1
+        assert all(
+            x.image_bytes == y.image_bytes and x.cameras.keys() == y.cameras.keys() for x, y in zip(a, b)
+        )
+        assert all(f.image_bytes for f in a) == images
+    assert read_hand_shapes(gz) is not None
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    with pytest.raises(InputError, match="cut.tar.gz.*truncated or corrupt"):
+        list(iter_frames(cut))
+
+
+def test_corrupt_header_after_the_first_member_raises(tmp_path):
+    """A damaged header in the middle of the archive (tarfile would silently stop there) is an error."""
+    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    data = bytearray(tar.read_bytes())
+    with tarfile.open(tar) as tf:
+        second = tf.getmembers()[3].offset  # a header well inside the archive
+    data[second + 10] ^= 0x55  # a byte of the member name: the header checksum no longer matches
+    bad = tmp_path / "bad_header.tar"
+    bad.write_bytes(bytes(data))
+    for images in (True, False):
+        with pytest.raises(InputError, match="bad_header.tar.*truncated or corrupt"):
+            list(iter_frames(bad, images=images))
 
 
 @pytest.mark.parametrize("content", [b"", b"not a tar at all" * 100])

@@ -635,11 +635,7 @@ def test_buffers_float32_and_to(model):
     assert model.to("cpu") is model
     for layer in (model.left, model.right):
         for name, b in layer.named_buffers():
-            assert b.dtype == (
-                torch.int64
-                if name in ("faces", "lm_out_index")
-                else torch.float32
-            ), name
+            assert b.dtype == (torch.int64 if name in ("faces", "lm_out_index") else torch.float32), name
     assert model.left.faces.shape == (1538, 3) and not model.left.is_right and model.right.is_right
     # float64 / numpy inputs are accepted and give float32 outputs on the module's device.
     p = random_params(2, seed=14)
