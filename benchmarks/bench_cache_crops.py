@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand.cli import tune_allocator  # noqa: E402
+from mvhand._process import tune_allocator  # noqa: E402
 from mvhand.crops import CropSettings, cache_sequence_crops, crop_render_geometry  # noqa: E402
 from mvhand.dataset import iter_frames, read_hand_shapes  # noqa: E402
 

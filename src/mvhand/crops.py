@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mvhand._process import exit_with_process, tune_allocator
 from mvhand.cameras import CameraModel, crop_camera, warp_image
-from mvhand.cli import exit_with_process, tune_allocator
 from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
 from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
@@ -425,7 +425,7 @@ _WORKER_CTX: _SequenceContext | None = None
 
 def _init_worker(ctx: _SequenceContext) -> None:
     """Worker-process initialiser: one OpenCV thread (the pool is the parallelism), malloc kept from returning
-    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), the sequence context, and a
+    the per-crop buffers to the system (:func:`mvhand._process.tune_allocator`), the sequence context, and a
     watchdog that ends the worker when the job's main process dies (SIGKILL leaves it no chance to stop the
     pool; the fork server and resource tracker then exit with the workers)."""
     global _WORKER_CTX

@@ -13,7 +13,8 @@ import logging
 import sys
 import time
 
-from mvhand.cli import exit_on_sigterm, setup_logging, tune_allocator
+from mvhand._process import tune_allocator
+from mvhand.cli import exit_on_sigterm, setup_logging
 from mvhand.crops import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 

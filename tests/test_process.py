@@ -1,4 +1,4 @@
-"""Tests of mvhand.cli: the stage scripts' shared plumbing."""
+"""Tests of mvhand._process: process-wide settings of array-heavy worker processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 _FAULTS = """
 import resource, sys
 import numpy as np
-from mvhand.cli import tune_allocator
+from mvhand._process import tune_allocator
 applied = tune_allocator() if sys.argv[1] == "tuned" else None
 def loop():
     for _ in range(100):
