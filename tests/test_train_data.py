@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mvhand.cameras import project_pinhole
 from mvhand.geometry import axis_angle_from_matrix, rodrigues
 from mvhand.io_utils import InputError
 from mvhand.mano import ManoModel
@@ -28,7 +29,6 @@ from mvhand.train_data import (
     EpochSampler,
     collate,
     crop_homography,
-    project_points,
     split_sequences,
 )
 
@@ -81,7 +81,7 @@ def make_crop_cache(
                 render_fov = 2 * math.atan(1.5 * math.tan(fov / 2))
                 f = (crop_size / 2) / math.tan(render_fov / 2)
                 K = np.array([f, f, (crop_size - 1) / 2, (crop_size - 1) / 2])
-                uv, z = project_points(lm, T, K)
+                uv, z = project_pinhole(lm, T, K)
                 img = np.full((crop_size, crop_size), 20, np.uint8)
                 if dot:
                     yy, xx = np.mgrid[:crop_size, :crop_size]
@@ -207,7 +207,7 @@ def test_homography_keeps_keypoints_on_content(cache, mano, flip_side):
                 if not (6 < u_exp[0] < 58 and 6 < u_exp[1] < 58):
                     continue
                 # Independent re-projection through the updated camera.
-                uv2, _ = project_points(
+                uv2, _ = project_pinhole(
                     s["landmarks"].astype(np.float64), s["T_world_from_crop"][v].astype(np.float64), s["K"][v]
                 )
                 np.testing.assert_allclose(uv2[DOT_LANDMARK], u_exp, atol=1e-3)

@@ -1,8 +1,9 @@
-"""Tests of mvhand.umetrack: profile loading, FK test vectors (FORMATS.md §4.3, §6.5), mirroring, skinning."""
+"""Tests of mvhand.umetrack: profile loading, FK test vectors (FORMATS.md §4.3, §6.5), mirroring."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,8 +18,6 @@ from mvhand.umetrack import (
     forward_kinematics,
     forward_kinematics_torch,
     landmark_skinning_matrix,
-    mirror_model,
-    skin_mesh,
 )
 
 TOY = HAND_SHAPES_JSON["umetrack"]
@@ -296,46 +295,27 @@ def test_canonical_landmarks(model):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_mirror_model_equals_wrist_reflection(model):
+def test_mirrored_model_equals_wrist_reflection(model):
+    """UmeTrack's mirrored-model formulation (§4.5): a right hand equals, as a left hand, the model with rest
+    positions x -> -x and rotation axes (ax, ay, az) -> (ax, -ay, -az)."""
     rng = np.random.default_rng(4)
     theta = rng.uniform(-0.8, 1.5, size=(5, 22))
     W = np.tile(np.eye(4), (5, 1, 1))
     W[:, :3, :3] = quat_wxyz_to_matrix(rng.normal(size=(5, 4)))
     W[:, :3, 3] = rng.normal(size=(5, 3))
-    mirrored = mirror_model(model)
+    flip_x = np.array([-1, 1, 1], np.float32)
+    mirrored = dataclasses.replace(
+        model,
+        joint_rotation_axes=model.joint_rotation_axes * np.array([1, -1, -1], np.float32),
+        joint_rest_positions=model.joint_rest_positions * flip_x,
+        landmark_rest_positions=model.landmark_rest_positions * flip_x,
+    )
     np.testing.assert_allclose(
         forward_kinematics(mirrored, theta, W, False), forward_kinematics(model, theta, W, True), atol=2e-7
     )
-    v_m, f_m = skin_mesh(mirrored, theta, W, False)
-    v_r, f_r = skin_mesh(model, theta, W, True)
-    np.testing.assert_allclose(v_m, v_r, atol=2e-7)
-    np.testing.assert_array_equal(f_m, f_r)
     assert not np.allclose(
         forward_kinematics(mirrored, theta, W, False), forward_kinematics(model, theta, W, False)
     )
-
-
-def test_skin_mesh(model):
-    W = _case_wrist(True)
-    theta = _case_angles()
-    verts, faces = skin_mesh(model, theta, W, False)
-    # The toy mesh is weighted entirely on frame 1 (the wrist): a rigid copy of the rest mesh.
-    np.testing.assert_allclose(verts, model.mesh_vertices @ W[:3, :3].T + W[:3, 3], atol=1e-6)
-    assert faces.tolist() == [[0, 1, 2]]
-    verts_r, faces_r = skin_mesh(model, theta, W, True)
-    assert faces_r.tolist() == [[2, 1, 0]]
-    # Reversed winding keeps the normal a mirrored copy of the left one (outward stays outward).
-    vl, fl = skin_mesh(model, theta, np.eye(4), False)
-    vr, fr = skin_mesh(model, theta, np.eye(4), True)
-    np.testing.assert_allclose(vr, vl * np.array([-1, 1, 1]), atol=1e-7)
-
-    def normal(v, f):
-        a, b, c = v[f]
-        return np.cross(b - a, c - a)
-
-    np.testing.assert_allclose(normal(vr, fr[0]), normal(vl, fl[0]) * np.array([-1, 1, 1]), atol=1e-9)
-    _, fb = skin_mesh(model, np.zeros((3, 22)), np.eye(4), np.array([True, False, True]))
-    assert fb.shape == (3, 1, 3) and fb[0].tolist() == [[2, 1, 0]] and fb[1].tolist() == [[0, 1, 2]]
 
 
 def test_torch_fk_matches_numpy_and_is_differentiable(model):

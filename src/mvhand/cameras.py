@@ -5,8 +5,8 @@
   kept verbatim).
 * NumPy maths is batched over any leading dimensions and keeps the input float dtype (float32 in,
   float32 out), so large vertex batches can be projected in float32.
-* :func:`project_torch`, :func:`world_to_window_torch` and :func:`project_pinhole_torch` are the
-  differentiable, batched Torch counterparts.
+* :func:`project_pinhole` / :func:`project_pinhole_torch`: the pinhole projection of world points into
+  crop cameras from raw pose and intrinsics (NumPy / differentiable, batched Torch).
 * :func:`crop_camera` (§3.8), :func:`crop_camera_from_points` (§3.11), :func:`count_visible`.
 * :func:`warp_image` (§3.9) is a fast equivalent of the toolkit's ``warp_image``
   (:func:`warp_image_reference`): when the crop camera shares the source's optical centre, the exact
@@ -30,7 +30,7 @@ import numpy as np
 from mvhand.geometry import se3_from_json, se3_to_json
 from mvhand.io_utils import InputError
 
-if TYPE_CHECKING:  # torch is imported lazily (only the *_torch functions need it; it costs ~2 s to import)
+if TYPE_CHECKING:  # torch is not imported here (project_pinhole_torch gets tensors; the import costs ~2 s)
     import torch
 
 __all__ = [
@@ -39,19 +39,15 @@ __all__ = [
     "camera_from_json",
     "camera_to_json",
     "cameras_from_json",
-    "cameras_to_json",
-    "project_eye",
-    "project_torch",
-    "world_to_window_torch",
+    "MIN_DEPTH",
+    "project_pinhole",
     "project_pinhole_torch",
     "crop_camera",
     "crop_camera_from_points",
     "count_visible",
     "warp_image",
-    "warp_images",
     "warp_image_reference",
     "warp_maps",
-    "warp_maps_batch",
     "warp_maps_reference",
 ]
 
@@ -97,7 +93,7 @@ def _canonical_coeffs(kind: str, d: Any) -> tuple:
 
     Returns, per kind: ``opencv``/``rational``: (k1..k6, p1, p2) (k4..k6 = 0 for opencv);
     ``ovr44``: (k1..k4, p1..p4); ``ovr62``/``ovr624``: (k1..k6, p1, p2, s1..s4).
-    ``d`` is indexable along its last axis (list, 1-D array or a tuple of tensors).
+    ``d`` is indexable (list or 1-D array).
     """
     if kind == "none":
         return ()
@@ -117,7 +113,7 @@ def _canonical_coeffs(kind: str, d: Any) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------------
-# Backend-agnostic maths kernels (work on numpy arrays and torch tensors alike)
+# Maths kernels (NumPy)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -132,7 +128,7 @@ def _poly(r2, ks):
     return 1.0 + acc * r2 if acc is not None else 1.0
 
 
-def _distort(px, py, kind: str, c: tuple, is_torch: bool):
+def _distort(px, py, kind: str, c: tuple):
     """Distortion of §3.5 applied to projected coordinates ``(px, py)``; returns ``(qx, qy)``."""
     if kind == "none":
         return px, py
@@ -160,7 +156,7 @@ def _distort(px, py, kind: str, c: tuple, is_torch: bool):
     # ovr62 / ovr624 (canonical order k1..k6, p1, p2, s1..s4)
     k1, k2, k3, k4, k5, k6, p1, p2, s1, s2c, s3, s4 = c
     r2 = px * px + py * py
-    r2 = r2.clamp(max=math.pi**2) if is_torch else np.minimum(r2, math.pi**2)
+    r2 = np.minimum(r2, math.pi**2)
     radial = _poly(r2, (k1, k2, k3, k4, k5, k6))
     ux, uy = px * radial, py * radial
     s2 = ux * ux + uy * uy
@@ -178,41 +174,14 @@ def _all_zero(vals) -> bool:
     return all(isinstance(v, float | int) and v == 0 for v in vals)
 
 
-def _project_xyz(x, y, z, projection: str, is_torch: bool):
+def _project_xyz(x, y, z, projection: str):
     """Projection of §3.4: ``(px, py)``."""
     if projection == "perspective":
         return x / z, y / z
-    if is_torch:
-        import torch
-
-        r = torch.sqrt(x * x + y * y)
-        theta = torch.atan2(r, z)
-        scale = theta / torch.clamp(r, min=_EPS_R)
-    else:
-        r = np.sqrt(x * x + y * y)
-        theta = np.arctan2(r, z)
-        scale = theta / np.maximum(r, _EPS_R)
+    r = np.sqrt(x * x + y * y)
+    theta = np.arctan2(r, z)
+    scale = theta / np.maximum(r, _EPS_R)
     return x * scale, y * scale
-
-
-def project_eye(points_eye: np.ndarray, model_type: str, params) -> np.ndarray:
-    """Eye → window for raw ``projection_params`` (NumPy, batched; §3.4–3.6).
-
-    Args:
-        points_eye: ``(..., 3)`` eye-frame points, metres. float32 input gives float32 output (the fisheye models
-            are computed in float64 and rounded, the others in float32).
-        model_type: ``projection_model_type`` of §3.3.
-        params: the JSON ``projection_params`` list.
-
-    Returns:
-        ``(..., 2)`` window coordinates, pixels (float32 for float32 input, else float64).
-    """
-    projection, kind, _ = _model_info(model_type)
-    params = [float(v) for v in params]
-    single, n0 = _split_params(model_type, len(params))
-    fx, fy, cx, cy = (params[0], params[0], params[1], params[2]) if single else params[:4]
-    coeffs = _canonical_coeffs(kind, params[n0:])
-    return _eye_to_window_np(points_eye, projection, kind, coeffs, fx, fy, cx, cy)
 
 
 def _eye_to_window_np(v, projection, kind, coeffs, fx, fy, cx, cy) -> np.ndarray:
@@ -228,8 +197,8 @@ def _eye_to_window_np(v, projection, kind, coeffs, fx, fy, cx, cy) -> np.ndarray
         w = _fisheye_rows(rows, fx, fy, cx, cy, coeffs)
         return w.T.reshape(v.shape[:-1] + (2,)).astype(v.dtype, copy=False)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    px, py = _project_xyz(x, y, z, projection, False)
-    qx, qy = _distort(px, py, kind, coeffs, False)
+    px, py = _project_xyz(x, y, z, projection)
+    qx, qy = _distort(px, py, kind, coeffs)
     out = np.empty(v.shape[:-1] + (2,), dtype=v.dtype)
     np.multiply(qx, fx, out=out[..., 0])
     out[..., 0] += cx
@@ -297,7 +266,7 @@ def _undistort(q: np.ndarray, projection: str, kind: str, c: tuple) -> np.ndarra
     if projection == "perspective":
 
         def f(p):
-            return np.stack(_distort(p[..., 0], p[..., 1], kind, c, False), -1)
+            return np.stack(_distort(p[..., 0], p[..., 1], kind, c), -1)
 
         return _newton_2d(f, q, q)
     if kind == "ovr44":
@@ -461,18 +430,6 @@ class CameraModel:
             v, self._projection, self._kind, self._coeffs, self.fx, self.fy, self.cx, self.cy
         )
 
-    def eye_to_window3(self, v: np.ndarray) -> np.ndarray:
-        """Like :meth:`eye_to_window` but ``(..., 3)`` with the projection's depth: ``z`` (perspective)
-        or ``|v|·sign(z)`` (arctan)."""
-        v = np.asarray(v)
-        w = self.eye_to_window(v)
-        vz = v[..., 2].astype(w.dtype)
-        if self._projection == "perspective":
-            depth = vz
-        else:
-            depth = np.linalg.norm(v.astype(w.dtype), axis=-1) * np.sign(vz)
-        return np.concatenate([w, depth[..., None]], -1)
-
     def world_to_window(self, p: np.ndarray) -> np.ndarray:
         """World points ``(..., 3)`` → window ``(..., 2)`` pixels."""
         return self.eye_to_window(self.world_to_eye(p))
@@ -494,10 +451,6 @@ class CameraModel:
         s = np.where(th > 0, np.sin(th) / np.where(th > 0, th, 1.0), 1.0)
         return np.stack([p[..., 0] * s, p[..., 1] * s, np.cos(th)], -1)
 
-    def window_to_world(self, w: np.ndarray, depth: float = 1.0) -> np.ndarray:
-        """Points at distance ``depth`` metres along the rays of window points ``(..., 2)``."""
-        return self.eye_to_world(self.window_to_eye(w) * depth)
-
     def in_window(self, w: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """Toolkit's inside test (§3.2): ``−½−m < x < W−½+m`` and ``−½−m ≤ y < H−½+m``."""
         w = np.asarray(w)
@@ -508,12 +461,6 @@ class CameraModel:
             & (y >= -0.5 - margin)
             & (y < self.height - 0.5 + margin)
         )
-
-    def params_tensor(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
-        """``projection_params`` as a tensor (default float32), for :func:`project_torch`."""
-        import torch
-
-        return torch.tensor(self.projection_params, dtype=dtype or torch.float32, device=device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -638,57 +585,48 @@ def cameras_from_json(d: dict, source: str | None = None) -> dict[str, CameraMod
     return {str(k): camera_from_json(v, f"{where}[{k!r}]") for k, v in d.items()}
 
 
-def cameras_to_json(cams: dict[str, CameraModel]) -> dict:
-    """Inverse of :func:`cameras_from_json`."""
-    return {k: camera_to_json(c) for k, c in cams.items()}
-
-
 # --------------------------------------------------------------------------------------------------
 # Torch (differentiable)
 # --------------------------------------------------------------------------------------------------
 
 
-def project_torch(points_eye: torch.Tensor, model_type: str, params: torch.Tensor) -> torch.Tensor:
-    """Differentiable eye → window projection for any model of §3.3.
+#: Depth (m) below which :func:`project_pinhole` divides by this value instead (keeps ``uv`` finite).
+MIN_DEPTH = 1e-9
+
+
+def project_pinhole(
+    points_world: np.ndarray, T_world_from_eye: np.ndarray, K: np.ndarray, min_depth: float = MIN_DEPTH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pinhole projection of world points into one camera (crop cameras), NumPy, float64.
+
+    The pinhole maths is :meth:`CameraModel.eye_to_window`'s (``PinholePlane``: ``x / z · f + c``); this
+    entry point takes the raw pose and intrinsics, as the crop cache stores them. Torch counterpart:
+    :func:`project_pinhole_torch`.
 
     Args:
-        points_eye: ``(..., 3)`` eye-frame points, metres.
-        model_type: ``projection_model_type``.
-        params: ``(..., P)`` JSON ``projection_params`` (``P`` = 15 means single-focal FISHEYE624);
-            its leading dims broadcast against ``points_eye.shape[:-1]`` (e.g. ``(P,)`` for one camera,
-            ``(B, 1, P)`` for points ``(B, N, 3)``).
+        points_world: ``(..., 3)`` metres.
+        T_world_from_eye: ``(4, 4)`` camera pose.
+        K: ``(4,)`` = ``fx, fy, cx, cy`` pixels.
+        min_depth: depths with ``|z| < min_depth`` are divided as ``min_depth`` (``uv`` stays finite; such
+            points are behind or on the camera plane for any caller that checks ``z``).
 
     Returns:
-        ``(..., 2)`` window coordinates, pixels.
+        ``(uv (..., 2) px, depth z (..., ) m)``, float64 (``z`` unguarded).
     """
-    import torch
-
-    projection, kind, _ = _model_info(model_type)
-    single, n0 = _split_params(model_type, params.shape[-1])
-    pr = params.unbind(-1)
-    fx, fy, cx, cy = (pr[0], pr[0], pr[1], pr[2]) if single else pr[:4]
-    coeffs = _canonical_coeffs(kind, pr[n0:])
-    x, y, z = points_eye.unbind(-1)
-    px, py = _project_xyz(x, y, z, projection, True)
-    qx, qy = _distort(px, py, kind, coeffs, True)
-    return torch.stack([fx * qx + cx, fy * qy + cy], -1)
-
-
-def world_to_window_torch(
-    points_world: torch.Tensor, T_world_from_eye: torch.Tensor, model_type: str, params: torch.Tensor
-) -> torch.Tensor:
-    """World points ``(..., N, 3)`` → window ``(..., N, 2)`` through ``T_world_from_eye (..., 4, 4)`` and
-    ``params (..., P)`` (one camera per leading index)."""
-    R = T_world_from_eye[..., :3, :3]
-    t = T_world_from_eye[..., None, :3, 3]
-    v = (points_world - t) @ R  # Rᵀ (p − t) as row vectors
-    return project_torch(v, model_type, params[..., None, :])
+    T = np.asarray(T_world_from_eye, dtype=np.float64)
+    v = (np.asarray(points_world, dtype=np.float64) - T[:3, 3]) @ T[:3, :3]
+    z = v[..., 2].copy()
+    v[..., 2] = np.where(np.abs(z) < min_depth, min_depth, z)
+    fx, fy, cx, cy = (float(k) for k in np.asarray(K).reshape(4))
+    return _eye_to_window_np(v, "perspective", "none", (), fx, fy, cx, cy), z
 
 
 def project_pinhole_torch(
     points_world: torch.Tensor, T_world_from_eye: torch.Tensor, K: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pinhole projection of world points (crop cameras), differentiable.
+    """Pinhole projection of world points (crop cameras), differentiable; batched over cameras.
+
+    Same maths as :func:`project_pinhole` (NumPy), without its depth guard (like the toolkit).
 
     Args:
         points_world: ``(..., N, 3)`` metres.
@@ -696,7 +634,7 @@ def project_pinhole_torch(
         K: ``(..., 4)`` = ``fx, fy, cx, cy`` pixels.
 
     Returns:
-        ``(uv (..., N, 2) pixels, depth z (..., N) metres)`` (no z guard, like the toolkit).
+        ``(uv (..., N, 2) pixels, depth z (..., N) metres)``.
     """
     R = T_world_from_eye[..., :3, :3]
     t = T_world_from_eye[..., None, :3, 3]
@@ -1011,14 +949,6 @@ def warp_maps(src_cam: CameraModel, dst_cam: CameraModel, step: int = 8) -> tupl
     return _shared_centre_maps(src_cam, M, dst_cam, step)
 
 
-def warp_maps_batch(
-    src_cam: CameraModel, dst_cams: list[CameraModel], step: int = 8
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`warp_maps` for several destination cameras of one source camera (computed one by one: the
-    per-crop work is memory-bound, so batching crops was measured to gain nothing)."""
-    return [warp_maps(src_cam, d, step) for d in dst_cams]
-
-
 def _shared_centre_maps(
     src_cam: CameraModel, M: np.ndarray, dst_cam: CameraModel, step: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1124,12 +1054,3 @@ def warp_image(
         return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     cv2.remap(image, mx, my, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out
-
-
-def warp_images(image: np.ndarray, src_cam: CameraModel, dst_cams: list[CameraModel]) -> list[np.ndarray]:
-    """Several crops of one source image (see :func:`warp_image`).
-
-    Crops are computed one by one: batching the map computation (:func:`warp_maps_batch`) was measured to be
-    slower for 224×224 crops (the per-crop work is memory-bound, batching only adds cache pressure).
-    """
-    return [warp_image(image, src_cam, d) for d in dst_cams]

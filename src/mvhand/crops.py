@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand._process import exit_with_process, tune_allocator
-from mvhand.cameras import CameraModel, crop_camera, warp_image
+from mvhand.cameras import CameraModel, crop_camera, project_pinhole, warp_image
 from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
 from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
@@ -58,7 +58,6 @@ __all__ = [
     "crop_render_geometry",
     "decode_crop_jpeg",
     "project_to_crop",
-    "render_crop_camera",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,16 +174,8 @@ def crop_render_geometry(fov: float, crop_size: int, fov_margin: float) -> tuple
     return render_fov, int(round(fov_margin * crop_size))
 
 
-def render_crop_camera(
-    T_world_from_crop: np.ndarray, fov: float, crop_size: int, fov_margin: float
-) -> CameraModel:
-    """Pinhole camera of the rendered crop (§3.8 applied to the widened fov and the enlarged side)."""
-    render_fov, render_size = crop_render_geometry(fov, crop_size, fov_margin)
-    return crop_camera(T_world_from_crop, render_fov, render_size)
-
-
 def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndarray, int]:
-    """Project world points into a pinhole crop camera.
+    """Project world points into a pinhole crop camera (:func:`mvhand.cameras.project_pinhole`).
 
     Args:
         points_world: ``(N, 3)`` metres.
@@ -194,10 +185,7 @@ def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndar
         ``(uv (N, 2) float32 px, n_visible)``: pixel positions (§3.2) and the number of points in front of
         the camera (z > 0) whose position lies inside the image ``[−½, W−½] × [−½, H−½]``.
     """
-    v = cam.world_to_eye(np.asarray(points_world, dtype=np.float64))
-    z = v[:, 2]
-    safe_z = np.where(np.abs(z) < 1e-12, 1e-12, z)
-    uv = np.stack([cam.fx * v[:, 0] / safe_z + cam.cx, cam.fy * v[:, 1] / safe_z + cam.cy], -1)
+    uv, z = project_pinhole(points_world, cam.T_world_from_eye, cam.K)
     inside = (
         (z > 0)
         & (uv[:, 0] >= -0.5)

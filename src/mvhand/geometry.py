@@ -27,16 +27,11 @@ __all__ = [
     "se3_from_json",
     "se3_to_json",
     "make_transform",
-    "invert_transform",
-    "transform_points",
     "rodrigues",
     "axis_angle_from_matrix",
-    "rot_z",
-    "rodrigues_torch",
     "axis_angle_from_matrix_torch",
     "rotation_6d_to_matrix",
     "matrix_to_rotation_6d",
-    "transform_points_torch",
 ]
 
 
@@ -193,21 +188,6 @@ def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def invert_transform(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid ``(..., 4, 4)`` transforms (``T_b_from_a`` from ``T_a_from_b``)."""
-    T = np.asarray(T)
-    R = T[..., :3, :3]
-    Rt = np.swapaxes(R, -1, -2)
-    return make_transform(Rt, -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3]))
-
-
-def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Apply ``T (..., 4, 4)`` to points ``p (..., N, 3)``; returns ``(..., N, 3)``."""
-    T = np.asarray(T)
-    p = np.asarray(p)
-    return np.einsum("...ij,...nj->...ni", T[..., :3, :3], p) + T[..., None, :3, 3]
-
-
 # --------------------------------------------------------------------------------------------------
 # Axis-angle (NumPy)
 # --------------------------------------------------------------------------------------------------
@@ -263,49 +243,17 @@ def axis_angle_from_matrix(R: np.ndarray) -> np.ndarray:
     return xyz * scale[..., None]
 
 
-def rot_z(alpha_rad: float) -> np.ndarray:
-    """``(3, 3)`` rotation about the local +z axis by ``alpha_rad`` radians."""
-    c, s = np.cos(alpha_rad), np.sin(alpha_rad)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 # --------------------------------------------------------------------------------------------------
 # Torch (differentiable)
 # --------------------------------------------------------------------------------------------------
 
 
-def _skew_torch(v: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack(
-        [torch.stack([o, -z, y], -1), torch.stack([z, o, -x], -1), torch.stack([-y, x, o], -1)], -2
-    )
-
-
-def rodrigues_torch(r: torch.Tensor) -> torch.Tensor:
-    """Differentiable rotation matrices of rotation vectors ``(..., 3) -> (..., 3, 3)``.
-
-    Uses a Taylor expansion for small angles so that gradients are finite at ``r = 0``.
-    """
-    import torch
-
-    theta2 = (r * r).sum(-1, keepdim=True)
-    small = theta2 < 1e-8
-    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = theta2_safe.sqrt()
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)  # sin θ / θ
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)  # (1 - cos θ) / θ²
-    K = _skew_torch(r)
-    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand(K.shape)
-    return eye + a[..., None] * K + b[..., None] * (K @ K)
-
-
 def axis_angle_from_matrix_torch(R: torch.Tensor) -> torch.Tensor:
     """Rotation vectors ``(..., 3)`` of rotation matrices ``(..., 3, 3)`` (angle in [0, π]).
 
-    Differentiable away from angle π; uses the quaternion route, which is stable near 0 and π.
+    Differentiable away from angle π; uses the quaternion route, which is stable near 0 and π. Used by the
+    straightforward reference of ``benchmarks/bench_smoothing.py`` (smplx takes axis-angles); mvhand itself
+    optimises rotations in the 6D representation.
     """
     import torch
 
@@ -362,10 +310,3 @@ def matrix_to_rotation_6d(R: torch.Tensor) -> torch.Tensor:
     import torch
 
     return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
-
-
-def transform_points_torch(T: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Apply ``T (..., 4, 4)`` to points ``p (..., N, 3)``; returns ``(..., N, 3)``."""
-    import torch
-
-    return torch.einsum("...ij,...nj->...ni", T[..., :3, :3], p) + T[..., None, :3, 3]

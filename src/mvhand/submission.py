@@ -42,7 +42,6 @@ __all__ = [
     "sequence_name_from_path",
     "pose_entries_to_json",
     "shape_entries_to_json",
-    "landmark_entries_to_json",
     "parse_pose_results",
     "parse_shape_results",
     "parse_landmark_entries",
@@ -221,11 +220,6 @@ def pose_entries_to_json(entries: Iterable[PoseEntry]) -> bytes:
 
 def shape_entries_to_json(entries: Iterable[ShapeEntry]) -> bytes:
     """Serialise shape entries exactly like the toolkit's writer."""
-    return _dumps([e.to_json() for e in entries])
-
-
-def landmark_entries_to_json(entries: Iterable[LandmarkEntry]) -> bytes:
-    """Serialise GT landmark entries (``gt_landmarks_<ds>.json``)."""
     return _dumps([e.to_json() for e in entries])
 
 

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mvhand.cameras import project_pinhole
 from mvhand.geometry import rodrigues
 from mvhand.io_utils import InputError
 
@@ -53,7 +54,6 @@ __all__ = [
     "unflip_rotation",
     "crop_homography",
     "warp_crop",
-    "project_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,18 +130,6 @@ def warp_crop(image: np.ndarray, H: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpPerspective(
         image, H, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
-
-
-def project_points(
-    points_world: np.ndarray, T_world_from_eye: np.ndarray, K: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pinhole projection (numpy) of world points ``(N, 3)``; returns ``(uv (N, 2) px, z (N,) m)``."""
-    R, t = T_world_from_eye[:3, :3], T_world_from_eye[:3, 3]
-    v = (np.asarray(points_world, dtype=np.float64) - t) @ R
-    z = v[:, 2]
-    zs = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    uv = v[:, :2] / zs[:, None] * np.asarray(K[:2]) + np.asarray(K[2:4])
-    return uv, z
 
 
 def _rot_axis(axis: int, angle: float) -> np.ndarray:
@@ -475,7 +463,7 @@ class CropDataset(Dataset):
         uv_valid = np.zeros((V, 20), dtype=bool)
         if has_lm:
             for slot in range(n):
-                uv[slot], z = project_points(lm, T[slot], K[slot])
+                uv[slot], z = project_pinhole(lm, T[slot], K[slot])
                 inside = np.all((uv[slot] > -0.1 * S) & (uv[slot] < 1.1 * S), axis=-1)
                 uv_valid[slot] = (z > 1e-3) & inside
         f32 = np.float32

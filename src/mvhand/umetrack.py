@@ -1,4 +1,4 @@
-"""UmeTrack hand model (FORMATS.md §2.5, §4): profile JSON, forward kinematics, mirroring, mesh skinning.
+"""UmeTrack hand model (FORMATS.md §2.5, §4): profile JSON, forward kinematics (NumPy and torch), mirroring.
 
 The profile describes a **left** hand in its wrist ("hand") frame, metres after loading. A right hand is
 the reflection of the model's local x axis, applied inside FK as ``W' = W · diag(-1, 1, 1, 1)`` (§4.5).
@@ -34,8 +34,6 @@ __all__ = [
     "forward_kinematics",
     "forward_kinematics_torch",
     "canonical_landmarks",
-    "skin_mesh",
-    "mirror_model",
     "landmark_skinning_matrix",
 ]
 
@@ -342,51 +340,6 @@ def canonical_landmarks(lm21):
     if lm21.shape[-2] != NUM_LANDMARKS:
         raise ValueError(f"expected (..., 21, 3) landmarks, got {tuple(lm21.shape)}")
     return lm21[..., :NUM_CANONICAL_LANDMARKS, :]
-
-
-def skin_mesh(
-    model: UmeTrackHandModel, joint_angles: np.ndarray, T_world_from_wrist: np.ndarray, is_right: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Skinned mesh (FORMATS.md §4.4).
-
-    Args:
-        model: hand profile with ``mesh_vertices``, ``mesh_triangles`` and ``dense_bone_weights``.
-        joint_angles, T_world_from_wrist, is_right: as in :func:`forward_kinematics`.
-
-    Returns:
-        ``verts (..., V, 3)`` float32 metres and ``faces``: ``(F, 3)`` int64 if ``is_right`` is a scalar,
-        else ``(..., F, 3)``; right-hand triangles have reversed vertex order ``[c, b, a]``.
-    """
-    if model.mesh_vertices is None or model.dense_bone_weights is None or model.mesh_triangles is None:
-        raise ValueError("the hand model has no mesh (mesh_vertices, mesh_triangles, dense_bone_weights)")
-    theta, W, flags = _prepare(joint_angles, T_world_from_wrist, is_right)
-    F = _skinning_frames(model, theta, W)
-    verts = _skin(F, model.dense_bone_weights.astype(np.float32), model.mesh_vertices)
-    tri = model.mesh_triangles.astype(np.int64)
-    if np.ndim(is_right) == 0:
-        faces = tri[:, ::-1].copy() if bool(is_right) else tri.copy()
-    else:
-        faces = np.where(flags[..., None, None], tri[:, ::-1], tri)
-    return verts, faces
-
-
-def mirror_model(model: UmeTrackHandModel) -> UmeTrackHandModel:
-    """UmeTrack's mirrored-model formulation (FORMATS.md §4.5): a right-hand model used with ``W`` as is.
-
-    Rest positions (joints, landmarks, mesh) get ``x → -x``; rotation axes ``(ax, ay, az) → (ax, -ay, -az)``;
-    triangle winding is reversed. Unlike UmeTrack's ``mirrored_hand_model`` the mesh is mirrored too.
-    FK of the result as a *left* hand equals FK of ``model`` as a right hand.
-    """
-    flip_x = np.array([-1, 1, 1], np.float32)
-    flip_axis = np.array([1, -1, -1], np.float32)
-    return dataclasses.replace(
-        model,
-        joint_rotation_axes=model.joint_rotation_axes * flip_axis,
-        joint_rest_positions=model.joint_rest_positions * flip_x,
-        landmark_rest_positions=model.landmark_rest_positions * flip_x,
-        mesh_vertices=None if model.mesh_vertices is None else model.mesh_vertices * flip_x,
-        mesh_triangles=None if model.mesh_triangles is None else model.mesh_triangles[:, ::-1].copy(),
-    )
 
 
 def _joint_rotations_torch(axes: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
