@@ -763,7 +763,11 @@ def warp_maps_reference(src_cam: CameraModel, dst_cam: CameraModel) -> tuple[np.
 
 
 def warp_image_reference(image: np.ndarray, src_cam: CameraModel, dst_cam: CameraModel) -> np.ndarray:
-    """Straightforward toolkit-style warp (§3.9): per-call float64 maps, then ``cv2.remap``."""
+    """Straightforward toolkit-style warp (§3.9): per-call float64 maps, then ``cv2.remap``.
+
+    Test and benchmark reference for :func:`warp_image` (``tests/test_cameras.py``, ``benchmarks/bench_crop_warp.py``,
+    ``benchmarks/bench_cache_crops.py``); the pipeline does not call it.
+    """
     mx, my = warp_maps_reference(src_cam, dst_cam)
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

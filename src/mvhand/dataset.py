@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mvhand.cameras import CameraModel, camera_from_json, camera_to_json
+from mvhand.cameras import CameraModel, camera_to_json, cameras_from_json
 from mvhand.geometry import se3_from_json, se3_to_json
 from mvhand.io_utils import InputError, atomic_path
 from mvhand.umetrack import UmeTrackHandModel
@@ -497,10 +497,7 @@ def parse_frame_group(tar_path: Path, group: _Group, images: bool, streams: froz
         raise InputError(
             tar_path, f"member {key}.cameras.json must be a non-empty object keyed by stream id", _FIX_JSON
         )
-    cameras = {
-        str(sid): camera_from_json(v, f"{tar_path}: {key}.cameras.json[{sid!r}]")
-        for sid, v in cam_json.items()
-    }
+    cameras = cameras_from_json(cam_json, f"{tar_path}: {key}.cameras.json")
     for sid in cameras:
         if f"image_{sid}.jpg" not in members:
             raise InputError(

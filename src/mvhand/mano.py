@@ -496,18 +496,6 @@ class ManoLayer(torch.nn.Module):
         return (T[..., :3] @ v[..., None])[..., 0] + T[..., 3]
 
     # ---------------------------------------------------------------------------------------------
-    def joints_rest(self, betas: Any) -> torch.Tensor:
-        """Shaped rest joints ``J(β) = J_regressor · (v_template + shapedirs · β)``.
-
-        Args:
-            betas: (B, 10) shape coefficients.
-
-        Returns:
-            (B, 16, 3) m, MANO joint order.
-        """
-        b = _as_batch(betas, "betas", (NUM_BETAS,), self._ref, None)
-        return self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, b)
-
     def root_joint(self, betas: Any) -> torch.Tensor:
         """Shaped wrist joint ``J_0(β)`` (B, 3) m; the posed world wrist is ``J_0(β) + transl``."""
         b = _as_batch(betas, "betas", (NUM_BETAS,), self._ref, None)
@@ -575,7 +563,10 @@ class ManoLayer(torch.nn.Module):
         return self._apply_root(verts, R0, J0, transl), self._apply_root(J_posed, R0, J0, transl)
 
     def landmarks_from_full(self, pose_pca: Any, global_orient: Any, transl: Any, betas: Any) -> torch.Tensor:
-        """Canonical 20 landmarks through :meth:`forward_full` (reference for the fast path), (B, 20, 3)."""
+        """Canonical 20 landmarks through :meth:`forward_full`, (B, 20, 3).
+
+        Test reference for :meth:`landmarks` (``tests/test_mano.py``); the pipeline does not call it.
+        """
         verts, joints = self.forward_full(pose_pca, global_orient, transl, betas)
         pts = torch.cat([joints, verts[:, list(MANO_TIP_VERTEX_IDS)]], dim=1)
         return pts[:, list(MANO_TO_CANONICAL)]

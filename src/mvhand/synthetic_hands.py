@@ -600,7 +600,8 @@ def generate_motion(
 def motion_statistics(motions: list[SequenceMotion]) -> dict[str, dict[str, float]]:
     """Percentiles (5/25/50/75/95/max) of head, wrist, fingertip and joint-angle speeds.
 
-    Speeds are finite differences between consecutive frames where the hand is present.
+    Speeds are finite differences between consecutive frames where the hand is present. A documentation
+    tool: the motion statistics table of docs/synthetic_hands.md (the pipeline does not call it).
 
     Returns:
         ``{quantity: {"p5", "p25", "p50", "p75", "p95", "max"}}`` with quantities ``head_speed_mps``,
@@ -650,7 +651,10 @@ def motion_statistics(motions: list[SequenceMotion]) -> dict[str, dict[str, floa
 
 
 def plot_motion(motion: SequenceMotion, path: str | Path) -> Path:
-    """Plot wrist trajectories in the device frame and wrist speeds over time (PNG, atomic)."""
+    """Plot wrist trajectories in the device frame and wrist speeds over time (PNG, atomic).
+
+    A documentation tool: docs/synthetic_hands.md gives the command that regenerates its figure.
+    """
     from mvhand.io_utils import pyplot, save_figure
 
     Td = motion.T_world_from_device
