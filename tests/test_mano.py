@@ -555,6 +555,22 @@ def test_landmarks_from_wrist_xform_mixed_sides(model):
         model.layer("middle")
 
 
+def test_per_side_splits_and_reassembles(model):
+    """per_side runs a layer function on each side's rows and puts the results back in batch order."""
+    p = random_params(7, seed=15)
+    sides = np.array([1, 0, 0, 1, 1, 0, 1])
+    j0 = model.per_side(sides, mano.ManoLayer.root_joint, p["betas"])
+    for i, s in enumerate(sides):
+        torch.testing.assert_close(j0[i], model.layer(int(s)).root_joint(p["betas"][i : i + 1])[0])
+    assert not torch.allclose(j0, model.right.root_joint(p["betas"]))  # the two layers differ
+    one = model.per_side(torch.tensor([0]), mano.ManoLayer.root_joint, p["betas"])  # one entry: all rows
+    torch.testing.assert_close(one, model.left.root_joint(p["betas"]), atol=0, rtol=0)
+    empty = model.per_side(np.zeros(0, int), mano.ManoLayer.landmarks, *(v[:0] for v in p.values()))
+    assert empty.shape == (0, 20, 3)
+    with pytest.raises(ValueError, match="entries"):
+        model.per_side(sides[:3], mano.ManoLayer.root_joint, p["betas"])
+
+
 def test_shapedirs_fix(tmp_path, rand_mano_dir, model):
     right = make_mano_arrays(0)
     proper = mirror_arrays(right)

@@ -193,7 +193,9 @@ def _batch_rodrigues(r: torch.Tensor) -> torch.Tensor:
 
     smplx computes ``R = I + sin(a) K + (1 − cos(a)) K²`` with ``K = [k]x``, ``k = r / a``. Since
     ``K² = k kᵀ − |k|² I`` exactly, ``R = (1 − (1 − cos a)|k|²) I + sin(a) K + (1 − cos a) k kᵀ``, which is
-    evaluated here as one small matmul plus one outer product.
+    evaluated here as one small matmul plus one outer product. The full-mesh forward uses it; the landmark
+    path uses the component-major :func:`_rodrigues` (same formula, its own rounding: routing one through the
+    other would change the synthetic world's rendered hands or the landmarks in the last bits).
     """
     angle = torch.linalg.vector_norm(r + 1e-8, dim=-1, keepdim=True)
     k = r / angle
