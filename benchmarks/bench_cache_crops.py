@@ -60,6 +60,19 @@ def repeat_sequence(src: Path, dst: Path, n_frames: int) -> Path:
     return dst
 
 
+def train_sequences(tmp: Path, n_frames: int) -> list[tuple[str, Path]]:
+    """``(label, tar)`` of every train sequence of the tiny synthetic world (written under ``tmp``), each cycled
+    to ``n_frames`` frames."""
+    from mvhand.synthetic_world import generate_dataset
+
+    seqs = []
+    for dataset in ("umetrack", "hot3d"):
+        generate_dataset(dataset, tmp / "data", tmp / "mano", seed=0, size="tiny", progress=False)
+        for src in sorted((tmp / "data" / dataset / "train").glob("*.tar")):
+            seqs.append((f"{dataset} `{src.stem}`", repeat_sequence(src, tmp / src.name, n_frames)))
+    return seqs
+
+
 def naive_cache(tar: Path, out: Path, settings: CropSettings) -> int:
     """Toolkit-style reference: Pillow decode, reference warp, Pillow encode, Python lists, one write."""
     import pandas as pd
@@ -235,15 +248,9 @@ def main() -> None:
     cv2.setNumThreads(1)
     tune_allocator()  # as the cache_crops stage does: both implementations run with the same malloc settings
 
-    from mvhand.synthetic_world import generate_dataset
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        seqs = []
-        for dataset in ("umetrack", "hot3d"):
-            generate_dataset(dataset, tmp / "data", tmp / "mano", seed=0, size="tiny", progress=False)
-            for src in sorted((tmp / "data" / dataset / "train").glob("*.tar")):
-                seqs.append((f"{dataset} `{src.stem}`", repeat_sequence(src, tmp / src.name, args.frames)))
+        seqs = train_sequences(tmp, args.frames)
         t_first, t_later = pool_startup(
             sorted((tmp / "data" / "umetrack" / "train").glob("*.tar"))[0], tmp, args.threads
         )

@@ -63,17 +63,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from benchmarks._report import update_section
-    from benchmarks.bench_cache_crops import repeat_sequence
-    from mvhand.synthetic_world import generate_dataset
+    from benchmarks.bench_cache_crops import train_sequences
 
     rows, cpu_gains = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tars = []
-        for ds in ("umetrack", "hot3d"):
-            generate_dataset(ds, tmp / "data", tmp / "mano", seed=0, size="tiny", progress=False)
-            for src in sorted((tmp / "data" / ds / "train").glob("*.tar")):
-                tars.append(repeat_sequence(src, tmp / src.name, args.frames))
+        tars = [tar for _, tar in train_sequences(tmp, args.frames)]
         for size in args.crop_sizes:
             runs: dict[bool, list[dict]] = {False: [], True: []}
             for _ in range(args.rounds):
