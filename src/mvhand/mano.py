@@ -228,9 +228,9 @@ def _as_batch(x: Any, name: str, tail: tuple[int, ...], ref: torch.Tensor, batch
 # The landmark path keeps every small vector or matrix *component-major*: a field of 3-vectors is a
 # (3, *S) tensor and a field of 3x3 matrices a (3, 3, *S) tensor (entry [i, j] is row i, column j), with
 # the batch as the last, contiguous dimension. A 3x3 product is then three fused multiply-adds over
-# long contiguous rows, much cheaper on CPU than a batched matmul of tiny matrices (5-7x for forward +
-# backward at batch 1000-8000, docs/benchmarks.md). Autograd derives the backward pass: hand-written
-# backward passes were measured 1.0-1.7x faster only, and removed (docs/benchmarks.md, ``mano_backward``).
+# long contiguous rows, much cheaper on CPU than a batched matmul of tiny matrices (3-7x at batches of
+# 1000-8000, docs/benchmarks.md). Autograd derives the backward pass: hand-written backward passes were
+# measured 1.0-1.7x faster only, and removed (docs/benchmarks.md, section ``mano_backward``).
 
 #: Joints in tree-depth order (the wrist, then the 5 fingers' first, second and third joints): the
 #: landmark path's internal joint order. Depth ``d`` is the slice :data:`_DEPTH` ``[d - 1]``; its parents
