@@ -1,6 +1,6 @@
 """The whole workflow on the tiny configuration: training → prediction → smoothing → submissions → report.
 
-Starts from a copy of the session's tiny data/crop run (see conftest.py) and runs the default target.
+The session fixture `pipeline` (conftest.py) runs the default target on a copy of the tiny data/crop run.
 """
 
 from __future__ import annotations
@@ -8,43 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from _wf import TINY_CONFIG, copy_workdir, job_counts, run_snakemake, write_config
+from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
 
 from mvhand.metrics import evaluate_archives
 from mvhand.submission import read_submission_archive
 
 pytestmark = pytest.mark.slow
 
-#: a model that trains in seconds on 32-px crops (timm's tiny test network)
-TINY_TRAIN = {
-    "backbone": "test_resnet",
-    "img_size": 32,
-    "n_points": 16,
-    "hidden": 64,
-    "batch_size": 4,
-    "epochs": 1,
-    "iters_per_epoch": 3,
-    "warmup_iters": 0,
-    "num_workers": 0,
-    "checkpoint_every": 2,
-    "val_max_instances": 16,
-    "threads": 1,
-}
-TINY_PIPELINE = {
-    **TINY_CONFIG,
-    "train": TINY_TRAIN,
-    "predict": {"batch_size": 16, "num_workers": 0, "threads": 1},
-    "smooth": {"iterations": 20, "online_iterations": 3, "online_window": 6, "online_free": 2},
-}
 POST_RULES = {"neural_smooth", "package_submission", "evaluate", "submission", "report"}
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_run, tmp_path_factory):
-    workdir = copy_workdir(tiny_run.workdir, tmp_path_factory.mktemp("pipe") / "wf")
-    write_config(workdir, TINY_PIPELINE)
-    proc = run_snakemake(workdir, "--cores", "2", timeout=1800)
-    return workdir, proc
 
 
 def test_default_target_writes_validated_submissions_and_report(pipeline):

@@ -13,6 +13,11 @@ wildcard_constraints:
     track="pose|shape",
 
 
+def smooth_gpus():
+    """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
+    return 0 if smooth_settings().get("device", "cpu") == "cpu" else 1
+
+
 def _split_dir(dataset, split):
     """Folder of the tars of a prediction split (`val` = held-out training sequences)."""
     return f"{DATA_ROOT}/{dataset}/{'train' if split == 'val' else split}"

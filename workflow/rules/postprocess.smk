@@ -28,6 +28,7 @@ rule neural_smooth:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=smooth_gpus(),
     conda:
         "../../envs/pipeline.yaml"
     shell:
