@@ -15,6 +15,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: results marked report() in the rules, with captions in workflow/report/
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"

@@ -5,7 +5,9 @@ The session fixture `pipeline` (conftest.py) runs the default target on a copy o
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
@@ -70,3 +72,28 @@ def test_jobs_run_without_an_activated_environment(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "resources/data/hot3d/manifest.json").is_file()
+
+
+def test_snakemake_html_report(pipeline, tmp_path):
+    """`snakemake --report report.html`: one self-contained file with the report() outputs and captions."""
+    workdir, _ = pipeline
+    out = tmp_path / "report.html"
+    run_snakemake(workdir, "--report", str(out))
+    html = out.read_text()
+    # self-contained: nothing is fetched when it is opened
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", html)
+    for caption in ("Table 1: each row adds one ingredient", "PCK curves: share of the evaluated landmarks",
+                    "MPJPE of every test sequence", "before and after Neural Smooth", "Training curves of one variant"):  # fmt: skip
+        assert caption in html, caption
+    # every report() file is embedded: Table 1 (TSV) and the plots, byte for byte
+    report_dir = workdir / "results" / "report"
+    files = ["table1.tsv", "pck_curves.png", "per_sequence_mpjpe.png", "trajectory.png", "loss_baseline.png", "loss_full.png"]  # fmt: skip
+    for name in files:
+        assert base64.b64encode((report_dir / name).read_bytes()).decode() in html, name
+    # Table 1's numbers are the evaluator's
+    scores = json.loads((report_dir / "scores.json").read_text())
+    mpjpe = scores["full-neural"]["result"]["umetrack_test"]["MPJPE"]
+    assert f"\t{mpjpe:.2f}\t" in (report_dir / "table1.tsv").read_text()
+    # Snakemake's per-rule runtime statistics (its "Statistics" page)
+    for rule in ("cache_crops", "train", "predict", "neural_smooth", "evaluate", "report"):
+        assert f'{{"rule": "{rule}", "runtime": ' in html, rule

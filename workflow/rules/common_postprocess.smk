@@ -5,6 +5,8 @@ SMOOTH_METHODS = ("raw", "neural", "online", "one_euro", "savgol")
 FINAL_CANDIDATE = config["submission"]["candidate"]
 EVAL_SPLIT = config["evaluate"]["split"]
 CANDIDATES = list(config["evaluate"]["candidates"])
+# training variants of the report's rows (their training curves are in the report)
+REPORT_VARIANTS = sorted({c.split("-")[0] for c in CANDIDATES})
 
 
 wildcard_constraints:
@@ -90,7 +92,7 @@ def report_inputs(wildcards):
             inputs[f"online_{ds}"] = f"results/smooth/{variant}/online/{ds}/{split}.json"
     inputs["raw"] = f"results/smooth/{variant}/raw/{DATASETS[0]}/{split}.parquet"
     inputs["smoothed"] = f"results/smooth/{variant}/neural/{DATASETS[0]}/{split}.parquet"
-    for v in sorted({c.split("-")[0] for c in CANDIDATES}):
+    for v in REPORT_VARIANTS:
         inputs[f"train_{v}"] = f"results/train/{v}/metrics.csv"
     return inputs
 
