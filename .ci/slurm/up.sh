@@ -73,6 +73,7 @@ alive() {
 }
 
 node_idle() { [[ $(sinfo -h -N -o '%T' 2>/dev/null | head -n 1) == idle ]]; }
+node_up() { [[ $(sinfo -h -N -o '%T' 2>/dev/null | head -n 1) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 
 # ---- 0. preconditions (nothing is changed before they hold) ----------------------------------------
 [[ $(id -u) == 0 ]] || cannot "must run as root (it installs Debian packages and starts daemons)"
@@ -80,7 +81,7 @@ command -v apt-get >/dev/null || cannot "no apt-get (a Debian/Ubuntu machine is 
 if [[ -e $CONF ]] && ! grep -qF "$MARKER" "$CONF"; then
     cannot "$CONF exists and was not written by up.sh (a real SLURM installation?); not touching it"
 fi
-if [[ -e $CONF ]] && alive slurmctld && alive slurmd && node_idle; then
+if [[ -e $CONF ]] && alive slurmctld && alive slurmd && node_up; then
     if ((ACCOUNTING)) && ! alive slurmdbd; then
         fail "a cluster without accounting is running; stop it first (.ci/slurm/down.sh)"
     fi
