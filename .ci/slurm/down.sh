@@ -9,18 +9,9 @@
 # packages stay (a later up.sh starts in seconds). Exit status 0 also when nothing was running.
 set -uo pipefail
 
-STATE=${MVHAND_SLURM_STATE:-/var/tmp/mvhand-slurm}
-MARKER="# written by mvhand .ci/slurm/up.sh"
+source "$(dirname "$0")/common.sh"
 PURGE=0
-for arg in "$@"; do
-    case "$arg" in
-        --purge) PURGE=1 ;;
-        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "down.sh: unknown argument $arg (use --purge or --help)" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "[slurm-down $(date +%H:%M:%S)] $*" >&2; }
+flag_set --purge "$@" && PURGE=1
 
 # stop NAME: SIGTERM the recorded process of NAME if it is still that program, wait, SIGKILL if needed.
 stop() {

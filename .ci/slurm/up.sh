@@ -24,20 +24,10 @@
 # logs in $MVHAND_SLURM_STATE/log/).
 set -euo pipefail
 
-STATE=${MVHAND_SLURM_STATE:-/var/tmp/mvhand-slurm}
-CONF=/etc/slurm/slurm.conf
-DBD_CONF=/etc/slurm/slurmdbd.conf
-MARKER="# written by mvhand .ci/slurm/up.sh"
+source "$(dirname "$0")/common.sh"
 ACCOUNTING=0
-for arg in "$@"; do
-    case "$arg" in
-        --accounting) ACCOUNTING=1 ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
-        *) echo "up.sh: unknown argument $arg (use --accounting or --help)" >&2; exit 2 ;;
-    esac
-done
+flag_set --accounting "$@" && ACCOUNTING=1
 
-log() { echo "[slurm-up $(date +%H:%M:%S)] $*" >&2; }
 cannot() { echo "up.sh: cannot set up SLURM here: $*" >&2; exit 77; }
 fail() {
     echo "up.sh: $*" >&2

@@ -685,7 +685,7 @@ def download_pretrained(name: str, out: str | os.PathLike, token: str | None = N
                 out,
                 err.problem,
                 f"fetch it on a machine with internet: `hf download {repo} model.safetensors --local-dir <dir>`, "
-                "copy <dir>/model.safetensors here and set train.pretrained_file to it",
+                "then copy <dir>/model.safetensors to this machine and set train.pretrained_file to its path",
             ) from None
     if fetched is None:
         raise InputError(out, f"{repo} holds none of {', '.join(_WEIGHT_FILES)}", "set train.pretrained_file")

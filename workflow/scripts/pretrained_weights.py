@@ -13,17 +13,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
-from mvhand.cli import setup_logging
+from mvhand.cli import run
 from mvhand.download import download_pretrained
-from mvhand.io_utils import InputError
 from mvhand.model import pretrained_model_name
-
-log = logging.getLogger("pretrained_weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,19 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         "--token", default=None, help="Hugging Face token (default: `hf auth login` or $HF_TOKEN)"
     )
     args = ap.parse_args(argv)
-    setup_logging()
-    try:
-        name = pretrained_model_name(args.backbone, args.pretrained)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    try:
-        download_pretrained(name, args.out, token=args.token or os.environ.get("HF_TOKEN"))
-    except InputError as exc:
-        log.error("%s", exc)
-        return 1
+    # InputError/ValueError (unknown tag, no network, bad file) -> one clear line and exit status 1 (cli.run)
+    name = pretrained_model_name(args.backbone, args.pretrained)
+    download_pretrained(name, args.out, token=args.token or os.environ.get("HF_TOKEN"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "pretrained_weights"))
