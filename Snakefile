@@ -25,6 +25,11 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/postprocess.smk"
 
 
+# On SLURM: stop at once if a job asks for more than any node has (it would pend forever); common_cluster.smk
+onstart:
+    check_cluster_fits()
+
+
 rule all:
     default_target: True
     input:

@@ -80,9 +80,11 @@ def slurm_cluster():
         subprocess.run(["bash", str(REPO / ".ci" / "slurm" / "down.sh")], capture_output=True, timeout=180)
 
 
-def run_on_slurm(workdir: Path, *args: str, name: str) -> str:
-    """Run snakemake with the SLURM profile; return its (verbose) log. Bounded: on timeout the run is
-    killed and every job it submitted is cancelled."""
+def run_on_slurm(
+    workdir: Path, *args: str, name: str, timeout: float = RUN_TIMEOUT_S, ok: bool = True
+) -> str:
+    """Run snakemake with the SLURM profile; return its (verbose) log, asserting success (`ok`) or failure.
+    Bounded: after `timeout` s the run is killed and every job it submitted is cancelled."""
     log = workdir / f"{name}.log"
     cmd = [
         str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
@@ -94,7 +96,7 @@ def run_on_slurm(workdir: Path, *args: str, name: str) -> str:
             cmd, cwd=workdir, env=snakemake_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -104,8 +106,8 @@ def run_on_slurm(workdir: Path, *args: str, name: str) -> str:
             if ids:  # harmless for finished jobs; frees the node if anything is left
                 subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     text = log.read_text()
-    assert rc is not None, f"snakemake on SLURM did not finish in {RUN_TIMEOUT_S} s:\n{text[-6000:]}"
-    assert rc == 0, f"snakemake on SLURM failed ({rc}):\n{text[-8000:]}"
+    assert rc is not None, f"snakemake on SLURM did not finish in {timeout} s:\n{text[-6000:]}"
+    assert (rc == 0) == ok, f"snakemake on SLURM ended with {rc}:\n{text[-8000:]}"
     return text
 
 
@@ -245,3 +247,18 @@ def test_squeue_status_command_completes(slurm_run, tmp_path):
     log = run_on_slurm(workdir, "--slurm-status-command", "squeue", target, name="squeue-run")
     assert re.search(r"command=squeue", log) and "sacct" not in re.findall(r"command=(\w+)", log)
     assert (workdir / target).read_bytes() == before
+
+
+def test_a_request_no_node_can_satisfy_stops_the_run_before_submitting(slurm_cluster, tmp_path):
+    """SLURM would accept a job asking for more CPUs than any node has and keep it PENDING forever; the
+    workflow refuses to start instead, naming the rule and the config keys."""
+    node_cpus = max(int(c) for c in subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True,
+                                                   text=True, timeout=60, check=True).stdout.split())  # fmt: skip
+    cfg = {**SLURM_CONFIG, "train": {**SLURM_CONFIG["train"], "threads": node_cpus + 1}}
+    write_config(tmp_path, cfg)
+    log = run_on_slurm(tmp_path, name="too-big", timeout=300, ok=False)
+    assert "PENDING forever" in log and f"train: {node_cpus + 1} CPUs" in log and "train.threads" in log, log[
+        -3000:
+    ]
+    assert "submitted with SLURM jobid" not in log
+    assert not (tmp_path / "resources" / "data").exists()  # stopped before the first (local) job
