@@ -37,7 +37,7 @@ def train_pretrained_file(wildcards=None):
     if train.get("pretrained_file"):
         return train["pretrained_file"]
     if train.get("pretrained"):
-        return f"resources/pretrained/{train.get('backbone', 'mobilenetv3_small_100')}/{train['pretrained']}.safetensors"
+        return f"resources/pretrained/{train['backbone']}/{train['pretrained']}.safetensors"
     return ""
 
 
