@@ -34,3 +34,25 @@ def mano_model(mano_dir):
     from mvhand.mano import ManoModel
 
     return ManoModel.from_dir(mano_dir)
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory, mano_dir):
+    """Toy pose-test / shape-test tars (tests/_toy_data.py), their GT archive and paths, for packaging tests."""
+    from _toy_data import write_toy_tar
+
+    from mvhand.submission import GroundTruth, build_ground_truth, write_gt_archive
+
+    root = tmp_path_factory.mktemp("pack")
+    for split in ("pose_test", "shape_test"):
+        (root / split).mkdir()
+    write_toy_tar(root / "pose_test" / "subject_000_separate_hand_000000.tar", range(6))
+    write_toy_tar(root / "pose_test" / "subject_001_hand_hand_000001.tar", range(4), right_every=1)
+    write_toy_tar(root / "shape_test" / "subject_002_separate_hand_000002.tar", range(3))
+    pose_tars = sorted((root / "pose_test").glob("*.tar"))
+    shape_tars = sorted((root / "shape_test").glob("*.tar"))
+    gp, gs = build_ground_truth(pose_tars, "umetrack"), build_ground_truth(shape_tars, "umetrack")
+    # one organiser-style archive: the pose track needs the betas of the pose-test sequences too
+    gt = GroundTruth("umetrack", gp.landmarks, gp.shapes + gs.shapes, gp.poses)
+    write_gt_archive(root / "gt.tar.gz", {"umetrack": gt}, mano_dir)
+    return {"root": root, "pose_tars": pose_tars, "shape_tars": shape_tars, "gt": root / "gt.tar.gz"}

@@ -1,5 +1,9 @@
+import errno
+import os
+import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,3 +49,99 @@ def test_input_error_survives_pickling(fix):
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is InputError
     assert (str(back), back.path, back.problem, back.fix) == (str(err), "data/x.tar", "truncated tar", fix)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_outputs_honour_the_umask(tmp_path, mask):
+    """A file written atomically gets the mode a plain open() gives (group members on a cluster can read it)."""
+    old = os.umask(mask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+        with atomic_write(tmp_path / "atomic.txt") as fh:
+            fh.write("x")
+        with atomic_path(tmp_path / "atomic.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+    assert want == 0o666 & ~mask
+    assert stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode) == want
+    assert stat.S_IMODE(os.stat(tmp_path / "atomic.bin").st_mode) == want
+
+
+def test_rewriting_an_existing_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "private.json"
+    target.write_text("{}")
+    os.chmod(target, 0o600)
+    with atomic_write(target) as fh:
+        fh.write('{"a": 1}')
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600 and target.read_text() == '{"a": 1}'
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_killed_writers_are_swept(tmp_path):
+    from mvhand.io_utils import STALE_TEMP_AGE_S, _host_tag
+
+    target = tmp_path / "out.parquet"
+    host = _host_tag()
+    dead = tmp_path / f".out.parquet.{_dead_pid()}@{host}.0a1b2c3d.tmp.parquet"
+    live = tmp_path / f".out.parquet.{os.getppid()}@{host}.0a1b2c3e.tmp.parquet"  # a running writer
+    foreign_old = tmp_path / ".out.parquet.123@otherhost.0a1b2c3f.tmp.parquet"
+    foreign_new = tmp_path / ".out.parquet.124@otherhost.0a1b2c40.tmp.parquet"
+    other_file = tmp_path / f".other.parquet.{_dead_pid()}@{host}.0a1b2c41.tmp.parquet"
+    for p in (dead, live, foreign_old, foreign_new, other_file):
+        p.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_AGE_S - 60
+    os.utime(foreign_old, (old, old))
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["out.parquet", live.name, foreign_new.name, other_file.name])
+
+
+def test_full_disk_gives_a_clear_error_and_leaves_nothing(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(InputError) as ei, atomic_write(target) as fh:
+        fh.write("x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    msg = str(ei.value)
+    assert str(target) in msg and "no space left" in msg and "free disk space" in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_writers_on_a_really_full_file_system(tiny_fs):
+    """The real thing: a 64 KiB file system; text, binary and Parquet writers all fail cleanly."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = "x" * 200_000
+    with pytest.raises(InputError, match="no space left"), atomic_write(tiny_fs / "a.txt") as fh:
+        fh.write(big)
+        fh.flush()
+    table = pa.table({"v": np.random.default_rng(0).random(100_000)})
+    with pytest.raises(InputError, match="no space left"), atomic_path(tiny_fs / "b.parquet") as tmp:
+        pq.write_table(table, tmp, compression="none")
+    assert list(tiny_fs.iterdir()) == []

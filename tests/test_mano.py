@@ -183,18 +183,22 @@ def test_constants():
 # --------------------------------------------------------------------------------------------------
 
 
+#: keys loaded as float64 arrays equal to what was pickled
+FLOAT_KEYS = (
+    "v_template",
+    "shapedirs",
+    "posedirs",
+    "J_regressor",
+    "weights",
+    "hands_components",
+    "hands_mean",
+)
+
+
 def test_load_plain_pickle(tmp_path):
     data = make_mano_arrays(3)
     got = load_mano_pkl(write_pkl(tmp_path / "MANO_RIGHT.pkl", data))
-    for key in (
-        "v_template",
-        "shapedirs",
-        "posedirs",
-        "J_regressor",
-        "weights",
-        "hands_components",
-        "hands_mean",
-    ):
+    for key in FLOAT_KEYS:
         np.testing.assert_array_equal(got[key], data[key])
     np.testing.assert_array_equal(got["f"], data["f"].astype(np.int64))
     assert got["f"].dtype == np.int64

@@ -217,12 +217,9 @@ def _gt_for(mano: _AffineMano, seqs: dict[str, int], ds: str) -> tuple[GroundTru
 
 
 @pytest.fixture
-def fake_mano_dir(tmp_path):
-    d = tmp_path / "mano"
-    d.mkdir()
-    for side in ("LEFT", "RIGHT"):
-        (d / f"MANO_{side}.pkl").write_bytes(b"not loaded: a stand-in model is injected")
-    return d
+def fake_mano_dir(mano_dir):
+    """MANO files for the archive (write_gt_archive validates them); the evaluator gets a stand-in injected."""
+    return mano_dir
 
 
 def test_evaluator_output_structure_and_known_answers(tmp_path, fake_mano_dir):

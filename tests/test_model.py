@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _payloads import ShellPayload
 
 from mvhand.geometry import rodrigues
 from mvhand.mano import ManoModel
@@ -198,6 +199,25 @@ def test_local_backbone_weights_are_loaded_offline(tmp_path):
             torch.testing.assert_close(v, ref.state_dict()[k] + 1.0)
     with pytest.raises(InputError, match="not found"):
         create_backbone("test_resnet", 32, pretrained_file=tmp_path / "missing.pth")
+
+
+def test_backbone_weights_with_a_pickle_payload_are_refused(tmp_path):
+    """A downloaded weights file that would run code when unpickled: refused, named, never run."""
+    from mvhand.io_utils import InputError
+    from mvhand.model import create_backbone
+
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "hiera_base_224.pth"
+    state = create_backbone("test_resnet", 32).state_dict()
+    torch.save({"state_dict": state, "args": ShellPayload(marker)}, weights)
+    with pytest.raises(InputError) as ei:
+        create_backbone("test_resnet", 32, pretrained_file=weights)
+    assert str(weights) in str(ei.value) and "trust" in str(ei.value)
+    assert not marker.exists()
+    truncated = tmp_path / "trunc.pth"
+    truncated.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(InputError, match="cannot load the backbone weights"):
+        create_backbone("test_resnet", 32, pretrained_file=truncated)
 
 
 def test_heatmap_soft_argmax_reads_the_peak_cell():

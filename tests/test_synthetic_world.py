@@ -290,6 +290,24 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / "hot3d").exists()
 
 
+def test_unmarked_synthetic_mano_of_an_older_version_is_replaceable(tmp_path):
+    """Files written before the synthetic marker existed are recognised as ours by their arrays (no --force)."""
+    import pickle
+
+    from mvhand.mano_pickle import SYNTHETIC_MARKER_KEY, is_synthetic_mano
+    from mvhand.synthetic_mano import build_synthetic_mano, write_synthetic_mano
+
+    current = write_synthetic_mano(tmp_path / "new")["right"].read_bytes()
+    arrays = build_synthetic_mano()["right"]
+    del arrays[SYNTHETIC_MARKER_KEY]
+    old = tmp_path / "MANO_RIGHT.pkl"
+    old.write_bytes(pickle.dumps(arrays, protocol=2))
+    assert not is_synthetic_mano(old) and sw._synthetic_file(old, current)
+    arrays["v_template"] = arrays["v_template"] + 0.001  # someone else's model
+    old.write_bytes(pickle.dumps(arrays, protocol=2))
+    assert not sw._synthetic_file(old, current)
+
+
 def test_full_disk_leaves_nothing_half_written(tmp_path, monkeypatch):
     calls = {"n": 0}
     orig = SequenceWriter.write_frame

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _payloads import ShellPayload
 from test_train_data import make_crop_cache
 
 from mvhand import training
@@ -42,6 +43,11 @@ def _losses(out) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(fh)]
 
 
+def _train_means(out) -> list[dict[str, str]]:
+    with open(out / "metrics.csv") as fh:
+        return [{k: v for k, v in r.items() if k.startswith("train_")} for r in csv.DictReader(fh)]
+
+
 def test_fit_outputs_and_exact_resume(setup, tmp_path):
     full = fit(_cfg(setup, tmp_path / "full"))
     assert full.completed and len(full.steps) == 4 and len(full.epochs) == 2
@@ -65,8 +71,10 @@ def test_fit_outputs_and_exact_resume(setup, tmp_path):
     res = fit(_cfg(setup, tmp_path / "resumed"), resume="auto")
     assert res.completed
     assert _losses(tmp_path / "resumed") == _losses(out)
-    a = torch.load(out / "model.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)["model"]
+    # the interrupted epoch's train_* means cover all its steps, not only those after the resume
+    assert _train_means(tmp_path / "resumed") == _train_means(out)
+    a = torch.load(out / "model.pt", weights_only=True)["model"]  # plain tensors and data only
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     net = load_model(out / "model.pt", ManoModel.from_dir(setup[0] / "mano"))
     assert not net.training and net.config.backbone == "test_resnet"
@@ -89,7 +97,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
         fit(_cfg(setup, out, checkpoint_every=1, epochs=1, iters_per_epoch=3))
     ckpts = sorted((out / "checkpoints").glob("ckpt_*.pt"))
     assert ckpts[-1].name == "ckpt_00000002.pt"
-    assert torch.isfinite(torch.load(ckpts[-1], weights_only=False)["model"]["pos_head.4.weight"]).all()
+    assert torch.isfinite(torch.load(ckpts[-1], weights_only=True)["model"]["pos_head.4.weight"]).all()
     assert not (out / "model.pt").exists()
 
 
@@ -104,10 +112,13 @@ def test_corrupt_and_foreign_checkpoints(setup, tmp_path):
     fit(other_cfg, max_steps=1)
     fresh = fit(_cfg(setup, tmp_path / "c2", epochs=1, iters_per_epoch=2), max_steps=1)
     assert [r["step"] for r in fresh.steps] == [1]
-    # Truncated file.
+    # Truncated file: an explicit resume is refused; resume=auto skips it (moved aside) and starts over.
     ck.write_bytes(ck.read_bytes()[:100])
     with pytest.raises(InputError, match=f"{ck.name}.*corrupt or truncated"):
-        fit(_cfg(setup, out, epochs=1, iters_per_epoch=2))
+        fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), resume=str(ck))
+    again = fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), max_steps=1)
+    assert [r["step"] for r in again.steps] == [1]
+    assert (out / "checkpoints" / f"{ck.name}.unreadable").is_file()
     with pytest.raises(InputError, match="not found"):
         load_model(tmp_path / "missing.pt", None)
     other = tmp_path / "other.pt"
@@ -134,7 +145,38 @@ def test_train_cli_parses_loss_weights():
     ]:
         with pytest.raises(ValueError, match=msg):
             mod.parse_loss_weights(bad)
-    assert (
-        mod.main(["--crops", "x.parquet", "--mano-dir", "m", "--out-dir", "o", "--loss-weights", "uvv=1"])
-        == 2
-    )
+    # the stage's exit status and message for a bad --loss-weights: test_bad_inputs.py
+
+
+def test_resume_auto_falls_back_to_the_newest_readable_checkpoint(setup, tmp_path, caplog):
+    out = tmp_path / "fb"
+    cfg = _cfg(setup, out, epochs=1, iters_per_epoch=4, checkpoint_every=1)
+    fit(cfg, max_steps=3)
+    ckpts = sorted((out / "checkpoints").glob("ckpt_*.pt"))
+    assert [p.name for p in ckpts] == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:-50])  # the crash hit the newest one mid-write
+    res = fit(cfg, resume="auto")
+    assert res.completed and "skipping checkpoint" in caplog.text and "ckpt_00000003.pt" in caplog.text
+    assert [r["step"] for r in res.steps] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint, 3-4 trained again
+    ref = fit(_cfg(setup, tmp_path / "ref", epochs=1, iters_per_epoch=4, checkpoint_every=1))
+    assert [r["loss"] for r in res.steps] == [r["loss"] for r in ref.steps]
+
+
+def test_checkpoint_with_a_pickle_payload_is_refused_and_never_runs(setup, tmp_path, caplog):
+    out = tmp_path / "p"
+    fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), max_steps=1)
+    good = sorted((out / "checkpoints").glob("ckpt_*.pt"))[-1]
+    state = torch.load(good, weights_only=True)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pt"
+    torch.save({**state, "extra": ShellPayload(marker)}, evil)
+    with pytest.raises(InputError) as ei:
+        load_model(evil, None)
+    msg = str(ei.value)
+    assert str(evil) in msg and "refused to load" in msg and "system" in msg and "trust" in msg
+    assert not marker.exists()
+    # in the checkpoint folder it is skipped like a corrupt one, and never run
+    bad = out / "checkpoints" / "ckpt_00000009.pt"
+    evil.replace(bad)
+    res = fit(_cfg(setup, out, epochs=1, iters_per_epoch=2))
+    assert res.completed and not marker.exists() and "refused to load" in caplog.text

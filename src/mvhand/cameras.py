@@ -530,6 +530,35 @@ _CALIB_KNOWN = (
 )
 
 
+#: Largest image side accepted from ``cameras.json`` (px).
+MAX_IMAGE_SIDE = 65536
+#: Plausible focal lengths, as a multiple of the image's larger side: a real lens (fisheye or pinhole) lies far
+#: inside this range; 0, negative, 1e308 or a few pixels give blank crops.
+FOCAL_RANGE = (0.05, 100.0)
+
+
+def _image_side(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValueError(f"{key} must be an integer number of pixels, got {str(value)[:40]}")
+    if not 1 <= value <= MAX_IMAGE_SIDE:
+        raise ValueError(f"{key} {str(value)[:40]} is not a plausible image size (1 to {MAX_IMAGE_SIDE} px)")
+    return int(value)
+
+
+def _check_intrinsics(fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> None:
+    """Focal lengths and principal point a real camera of this image size can have (ValueError otherwise)."""
+    side = max(width, height)
+    lo, hi = FOCAL_RANGE[0] * side, FOCAL_RANGE[1] * side
+    for name, f in (("fx", fx), ("fy", fy)):
+        if not lo <= f <= hi:
+            raise ValueError(
+                f"focal length {name} = {f:g} px is not plausible for a {width}x{height} image "
+                f"(expected {lo:g} to {hi:g} px)"
+            )
+    if not (-width <= cx <= 2 * width and -height <= cy <= 2 * height):
+        raise ValueError(f"principal point ({cx:g}, {cy:g}) px is far outside the {width}x{height} image")
+
+
 def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
     """Camera of one ``cameras.json`` value (§2.2).
 
@@ -538,7 +567,9 @@ def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
         source: file / stream name used in error messages.
 
     Raises:
-        InputError: missing keys, unknown model, wrong parameter count, non-orthonormal rotation.
+        InputError: missing keys, unknown model, wrong parameter count, an image size that is not an integer
+            in 1…65536 px, implausible intrinsics (focal length outside 0.05–100× the larger image side,
+            principal point far outside the image), non-orthonormal rotation.
     """
     fix = "fix the cameras.json entry (FORMATS.md §2.2, §3.3)"
     try:
@@ -553,11 +584,14 @@ def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
         if not all(math.isfinite(v) for v in params):
             raise ValueError(f"non-finite projection_params {params}")
         fx, fy, cx, cy = (params[0], params[0], params[1], params[2]) if single else params[:4]
+        width = _image_side(calib["image_width"], "image_width")
+        height = _image_side(calib["image_height"], "image_height")
+        _check_intrinsics(fx, fy, cx, cy, width, height)
         extra = {k: v for k, v in calib.items() if k not in _CALIB_KNOWN and k != "stream_id"}
         return CameraModel(
             model_type=model_type,
-            width=int(calib["image_width"]),
-            height=int(calib["image_height"]),
+            width=width,
+            height=height,
             fx=fx,
             fy=fy,
             cx=cx,
@@ -573,7 +607,7 @@ def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
         )
     except InputError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InputError(source, f"invalid camera entry: {exc}", fix) from exc
 
 

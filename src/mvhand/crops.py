@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand.cameras import CameraModel, crop_camera, warp_image
-from mvhand.cli import tune_allocator
+from mvhand.cli import exit_with_process, tune_allocator
 from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
 from mvhand.dataset import sequence_name as dataset_sequence_name
 from mvhand.io_utils import InputError, atomic_path
@@ -52,7 +52,9 @@ __all__ = [
     "HAND_SIDES",
     "CropCacheStats",
     "CropSettings",
+    "LIST_WIDTHS",
     "cache_sequence_crops",
+    "check_crop_file",
     "crop_render_geometry",
     "decode_crop_jpeg",
     "project_to_crop",
@@ -86,6 +88,16 @@ CROP_SCHEMA = pa.schema(
     ],
     metadata={"mvhand.crops": "1"},
 )
+#: Values per row of the list columns of :data:`CROP_SCHEMA` (null allowed where the schema allows it).
+LIST_WIDTHS = {
+    "intrinsics": 4,
+    "T_world_from_crop": 16,
+    "mano_beta": 10,
+    "landmarks_world": 60,
+    "landmarks_crop": 40,
+    "mano_theta": 15,
+    "mano_wrist_xform": 6,
+}
 # Per-column Parquet compression: JPEG bytes are stored as is, everything else zstd-compressed.
 _COMPRESSION = {
     (
@@ -196,6 +208,36 @@ def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndar
     return uv.astype(np.float32), int(inside.sum())
 
 
+def check_crop_file(path: str | os.PathLike) -> None:
+    """Check that every list column of a crop cache has its fixed width in every row (:data:`LIST_WIDTHS`).
+
+    A cache written by hand (or by another tool) with, e.g., 3 intrinsics in a row would otherwise be
+    reshaped silently into misaligned cameras. Reads only the list columns present (no images).
+
+    Raises:
+        InputError: unreadable file or a row of the wrong length (file, column and first row named).
+    """
+    import pyarrow.compute as pc
+
+    fix = "re-create it with the cache_crops stage (schema: docs/architecture.md)"
+    try:
+        names = [c for c in LIST_WIDTHS if c in pq.read_schema(path).names]
+        table = pq.read_table(path, columns=names)
+    except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
+        raise InputError(path, f"not a readable crop cache ({exc})", fix) from exc
+    for name in names:
+        lengths = pc.list_value_length(table.column(name)).to_numpy(zero_copy_only=False)
+        lengths = np.asarray(lengths, dtype=np.float64)  # nulls (no target) become NaN and are allowed
+        bad = np.flatnonzero(np.isfinite(lengths) & (lengths != LIST_WIDTHS[name]))
+        if len(bad):
+            raise InputError(
+                path,
+                f"column {name!r} has {int(lengths[bad[0]])} values in row {int(bad[0])} ({len(bad)} rows wrong), "
+                f"expected {LIST_WIDTHS[name]}",
+                fix,
+            )
+
+
 def decode_crop_jpeg(data: bytes) -> np.ndarray:
     """Decode a stored crop: ``(S, S)`` uint8 for mono, ``(S, S, 3)`` RGB uint8 for colour crops."""
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -211,19 +253,13 @@ def decode_crop_jpeg(data: bytes) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _decode_source(data: bytes, rgb: bool) -> np.ndarray | None:
-    """Decode a source JPEG: mono -> (H, W); RGB -> (H, W, 3) in OpenCV's BGR order (kept BGR: the
-    warp is per channel and ``cv2.imencode`` expects BGR, so the stored JPEG has the right colours)."""
-    flag = cv2.IMREAD_COLOR if rgb else cv2.IMREAD_GRAYSCALE
-    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-
-
 class _SequenceContext:
     """Per-sequence constants shared by the workers (pickled once per worker process)."""
 
     def __init__(self, tar_path: Path, sequence_name: str, settings: CropSettings, shapes) -> None:
         self.tar_path = tar_path
         self.sequence_name = sequence_name
+        self.owner_pid = os.getpid()  # the job's main process: workers exit when it dies
         self.settings = settings
         self.umetrack = getattr(shapes, "umetrack", None)
         beta = getattr(shapes, "mano_betas", None)
@@ -333,23 +369,19 @@ def _render_frame(
         view_index = 0
         for stream_id, params in views.items():
             src_cam = frame.cameras.get(stream_id)
-            data = frame.image_bytes.get(stream_id)
-            if src_cam is None or data is None:
+            if src_cam is None or stream_id not in frame.image_bytes:
                 skipped.append((frame.frame_id, side, stream_id))
                 continue
             if stream_id not in images:
-                img = _decode_source(data, src_cam.is_rgb)
-                if img is None:
-                    raise InputError(
-                        ctx.tar_path,
-                        f"frame {frame.frame_id:06d}: image_{stream_id}.jpg is not a decodable JPEG",
-                        "re-run the download stage with --force (the file is corrupt)",
-                    )
-                images[stream_id] = img
+                # the reader's strict decode: a truncated or broken JPEG, or one whose size is not the
+                # calibration's, raises naming the tar, frame and stream (OpenCV would return a blank image)
+                images[stream_id] = frame.image(stream_id)
             fov = float(params.fov)
             render_fov, render_size = crop_render_geometry(fov, s.crop_size, s.fov_margin)
             cam = crop_camera(params.T_world_from_crop_camera, render_fov, render_size)
             crop = warp_image(images[stream_id], src_cam, cam)
+            if crop.ndim == 3:
+                crop = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)  # cv2.imencode writes BGR input
             ok, jpeg = cv2.imencode(
                 ".jpg", crop, ctx.encode_params_rgb if crop.ndim == 3 else ctx.encode_params
             )
@@ -393,10 +425,13 @@ _WORKER_CTX: _SequenceContext | None = None
 
 def _init_worker(ctx: _SequenceContext) -> None:
     """Worker-process initialiser: one OpenCV thread (the pool is the parallelism), malloc kept from returning
-    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), and the sequence context."""
+    the per-crop buffers to the system (:func:`mvhand.cli.tune_allocator`), the sequence context, and a
+    watchdog that ends the worker when the job's main process dies (SIGKILL leaves it no chance to stop the
+    pool; the fork server and resource tracker then exit with the workers)."""
     global _WORKER_CTX
     cv2.setNumThreads(1)
     tune_allocator()
+    exit_with_process(ctx.owner_pid)
     _WORKER_CTX = ctx
 
 

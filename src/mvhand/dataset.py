@@ -65,6 +65,8 @@ _JSON_MEMBERS = ("cameras.json", "hand_crops.json", "hands.json", "info.json", "
 _IMAGE_RE = re.compile(r"^image_(.+)\.jpg$")
 _KEY_SUFFIX_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 _FIX_TAR = "re-download or regenerate the tar (FORMATS.md §1.2-1.3)"
+#: Largest sequence-tar member read into memory (a frame's JPEG of the largest challenge camera is ~1 MB).
+MAX_MEMBER_BYTES = 256 << 20
 _FIX_JSON = "fix the member so that it follows FORMATS.md §2"
 
 
@@ -172,12 +174,21 @@ class Frame:
                 "iterate with images=True and include the stream in streams=",
             )
         cam = self.cameras[stream_id]
+        mode = "RGB" if cam.is_rgb else "L"
         try:
             with Image.open(io.BytesIO(self.image_bytes[stream_id])) as im:
-                arr = np.array(im.convert("RGB" if cam.is_rgb else "L"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+                arr = np.array(im if im.mode == mode else im.convert(mode))
+        except UnidentifiedImageError as exc:
             raise InputError(
-                self.source or self.sequence_name, f"{where}: cannot decode JPEG: {exc}", _FIX_TAR
+                self.source or self.sequence_name,
+                f"{where}: cannot decode JPEG: image_{stream_id}.jpg is not a JPEG image",
+                _FIX_TAR,
+            ) from exc
+        except (OSError, ValueError) as exc:  # truncated, or a broken data stream
+            raise InputError(
+                self.source or self.sequence_name,
+                f"{where}: cannot decode JPEG: image_{stream_id}.jpg is corrupt ({exc})",
+                _FIX_TAR,
             ) from exc
         if arr.shape[:2] != (cam.height, cam.width):
             raise InputError(
@@ -594,8 +605,15 @@ def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, Ca
         what = "not a readable tar archive" if getattr(exc, "at_start", False) else "truncated or corrupt tar"
         return InputError(tar_path, f"{what}: {exc}", _FIX_TAR)
 
-    def guarded(raw_read: Callable[[], bytes]) -> Callable[[], bytes]:
+    def guarded(raw_read: Callable[[], bytes], name: str, size: int) -> Callable[[], bytes]:
         def read() -> bytes:
+            if size > MAX_MEMBER_BYTES:  # refused from the header, before its data is read
+                raise InputError(
+                    tar_path,
+                    f"member {name} is {size} bytes, more than the {MAX_MEMBER_BYTES >> 20} MiB any frame "
+                    "member needs",
+                    _FIX_TAR,
+                )
             try:
                 return raw_read()
             except _TAR_ERRORS as exc:
@@ -615,14 +633,14 @@ def _regular_members(tar_path: Path, fh, images: bool) -> Iterator[tuple[str, Ca
                     tf.members = []  # stream mode keeps every TarInfo otherwise
                     if info.isreg():
                         extracted = tf.extractfile(info)
-                        yield info.name, guarded(extracted.read if extracted is not None else bytes)
+                        raw = extracted.read if extracted is not None else bytes
+                        yield info.name, guarded(raw, info.name, info.size)
                 clean_end = getattr(tf, "_mvhand_clean_end", False)
         else:
             reader = PlainTarReader(fh, seekable=not images)
-            read = guarded(reader.read_data)  # reads whichever member is current
             for member in reader:
                 if member.is_file:
-                    yield member.name, read
+                    yield member.name, guarded(reader.read_data, member.name, member.size)
             clean_end = reader.clean_end
     except _TAR_ERRORS as exc:
         raise corrupt(exc) from exc
@@ -700,6 +718,12 @@ def read_hand_shapes(tar_path: str | Path) -> HandShapes | None:
                 if info is None:
                     break
                 if info.name == HAND_SHAPES_MEMBER and info.isreg():
+                    if info.size > MAX_MEMBER_BYTES:
+                        raise InputError(
+                            tar_path,
+                            f"member {info.name} is {info.size} bytes (not a hand-shape file)",
+                            _FIX_TAR,
+                        )
                     extracted = tf.extractfile(info)
                     data = extracted.read() if extracted is not None else b""
                     break

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mvhand.io_utils import InputError, atomic_path, atomic_write
+from mvhand.mano_pickle import is_synthetic_mano
 
 __all__ = [
     "DATASETS",
@@ -254,9 +255,23 @@ def hot3d_clip_paths(clip_splits: dict) -> dict[str, dict[str, str]]:
     return out
 
 
+def _clip_mapping(path: Path) -> dict[str, dict[str, str]]:
+    """:func:`hot3d_clip_paths` of a ``clip_splits.json`` file, with errors that name it."""
+    try:
+        return hot3d_clip_paths(_read_clip_splits(path))
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(
+            path,
+            f"invalid clip_splits.json: {e}",
+            "download it again (clip ids are integers, devices Aria/Quest3)",
+        ) from None
+
+
 def _map_hot3d(src_root: Path, dataset_dir: Path) -> tuple[dict[str, list[str]], dict]:
     """Link HOT3D-Clips tars of ``src_root`` into ``dataset_dir/<split>/``; returns (splits, info)."""
-    mapping = hot3d_clip_paths(_read_clip_splits(src_root / HOT3D_SPLITS_FILE))
+    mapping = _clip_mapping(src_root / HOT3D_SPLITS_FILE)
     missing = [rel for split in SPLITS for rel in mapping[split].values() if not (src_root / rel).is_file()]
     if missing:
         raise InputError(
@@ -529,7 +544,7 @@ def download_huggingface(
         meta = remote_file_index(repo_id, [HOT3D_SPLITS_FILE], token)
         _snapshot(repo_id, mirror, [HOT3D_SPLITS_FILE], token, force)
         verify_files(mirror, meta, verify)
-        mapping = hot3d_clip_paths(_read_clip_splits(mirror / HOT3D_SPLITS_FILE))
+        mapping = _clip_mapping(mirror / HOT3D_SPLITS_FILE)
         wanted = sorted({rel for split in SPLITS for rel in mapping[split].values()})
         folders = sorted({rel.split("/")[0] + "/*.tar" for rel in wanted})
         index = {k: v for k, v in remote_file_index(repo_id, folders, token).items() if k in set(wanted)}
@@ -635,6 +650,19 @@ def download_dataset(
     if not any(splits.values()):
         raise InputError(dataset_dir, "no sequence found after the download", "check the source settings")
     missing_mano = [n for n in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl") if not (mano_dir / n).is_file()]
+    synthetic_mano = [
+        n
+        for n in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
+        if n not in missing_mano and is_synthetic_mano(mano_dir / n)
+    ]
+    if source != "synthetic" and synthetic_mano:
+        log.warning(
+            "%s: %s are mvhand's synthetic stand-ins (from `source: synthetic`), not the MANO model: replace them "
+            "with the official files (https://mano.is.tue.mpg.de); the workflow refuses to run on real data "
+            "until then",
+            mano_dir,
+            ", ".join(synthetic_mano),
+        )
     if missing_mano:
         log.warning(
             "%s: %s missing; copy the official MANO files there (needed by the shape track and "

@@ -27,7 +27,6 @@ Only :func:`load_mano_pkl` and :meth:`ManoModel.from_dir` touch files.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from mvhand.io_utils import InputError
+from mvhand.mano_pickle import UnsafePickleError, as_array, read_mano_pickle
 
 __all__ = [
     "MANO_TIP_VERTEX_IDS",
@@ -68,6 +68,8 @@ _FIX = (
     "https://mano.is.tue.mpg.de (mano_v1_2/models)"
 )
 
+_FIX_UNSAFE = _FIX + "; this file is not one of them, so do not unpickle it anywhere else either"
+
 # key -> expected shape; None = "at least" dimension checked separately.
 _REQUIRED_SHAPES: dict[str, tuple[int | None, ...]] = {
     "v_template": (NUM_VERTS, 3),
@@ -89,49 +91,14 @@ _FLOAT_KEYS = tuple(k for k in _REQUIRED_SHAPES if k not in _INDEX_KEYS)
 # --------------------------------------------------------------------------------------------------
 
 
-class _ChumpyStub:
-    """Stands in for any ``chumpy`` class while unpickling; the array lives in the state under ``x``."""
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_state"] = state
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if "x" not in self.__dict__:
-            raise ValueError(f"chumpy object {type(self).__name__} has no stored array 'x'")
-        x = np.asarray(self.__dict__["x"])
-        return x.astype(dtype) if dtype is not None else x
-
-
-class _NoChumpyUnpickler(pickle.Unpickler):
-    """Unpickler that maps every ``chumpy.*`` class onto :class:`_ChumpyStub` (no chumpy import)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return type(name, (_ChumpyStub,), {"__module__": "mvhand.mano._chumpy_stub"})
-        return super().find_class(module, name)
-
-
-def _to_dense(value: Any) -> Any:
-    """Chumpy stub or scipy sparse matrix → dense ndarray; everything else unchanged."""
-    if isinstance(value, _ChumpyStub):
-        return np.asarray(value)
-    mod = type(value).__module__ or ""
-    if mod.startswith("scipy.sparse") and hasattr(value, "toarray"):
-        return np.asarray(value.toarray())
-    return value
-
-
 def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load an official MANO v1.2 pickle (chumpy objects, sparse regressor) or a plain-numpy one.
 
-    No chumpy is needed: chumpy objects are read through a stub that keeps their stored array, and
-    scipy sparse matrices are densified. Every required key is validated for presence, shape and
-    finiteness.
+    Nothing in the file is executed: the pickle is read with the allow-list of :mod:`mvhand.mano_pickle`
+    (NumPy arrays, SciPy CSC/CSR matrices under their 2017 and current module paths, chumpy objects through
+    a stub that keeps their stored array; no chumpy needed), so a file from an untrusted source that names
+    anything else is refused. Sparse matrices are checked and densified. Every required key is validated for
+    presence, shape and finiteness.
 
     Args:
         path: ``MANO_LEFT.pkl`` or ``MANO_RIGHT.pkl``.
@@ -144,16 +111,18 @@ def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
         (45,) float64 rad.
 
     Raises:
-        InputError: missing/unreadable file, missing key, wrong shape, non-finite values or an
-            invalid kinematic tree; the message names the file, the key and the fix.
+        InputError: missing/unreadable file, a file that names code to run (refused, nothing executed),
+            missing key, wrong shape, non-finite values or an invalid kinematic tree; the message names the
+            file, the key and the fix.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "MANO model file not found", _FIX)
     try:
-        with open(path, "rb") as fh:
-            raw = _NoChumpyUnpickler(fh, encoding="latin1").load()
-    except Exception as exc:  # any unpickling failure: truncated, not a pickle, unknown class …
+        raw = read_mano_pickle(path)
+    except UnsafePickleError as exc:
+        raise InputError(path, f"not a MANO model file: {exc}", _FIX_UNSAFE) from exc
+    except Exception as exc:  # any unpickling failure: truncated, not a pickle, too large …
         raise InputError(path, f"cannot read MANO pickle ({type(exc).__name__}: {exc})", _FIX) from exc
     if not isinstance(raw, dict):
         raise InputError(path, f"MANO pickle holds a {type(raw).__name__}, expected a dict of arrays", _FIX)
@@ -163,7 +132,7 @@ def load_mano_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if key not in raw:
             raise InputError(path, f"MANO pickle has no key '{key}' (keys: {sorted(raw)})", _FIX)
         try:
-            arr = np.asarray(_to_dense(raw[key]))
+            arr = as_array(raw[key])
         except Exception as exc:
             raise InputError(path, f"key '{key}' cannot be read as an array ({exc})", _FIX) from exc
         if arr.dtype.kind not in "biuf":

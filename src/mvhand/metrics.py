@@ -299,7 +299,7 @@ def _warn_extra(pred: dict[str, list[Any]], gt: dict[str, list[Any]], src: str) 
 
 def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any:
     mano_files = {
-        k[len("mano/") :]: v for k, v in gt_files.items() if k.startswith("mano/") and "/" not in k[5:]
+        n: gt_files[f"mano/{n}"] for n in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl") if f"mano/{n}" in gt_files
     }
     for need in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
         if need not in mano_files:
@@ -314,7 +314,13 @@ def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any
         (d / name).write_bytes(data)
     from mvhand.mano import ManoModel
 
-    return ManoModel.from_dir(d)
+    try:
+        return ManoModel.from_dir(d)  # read with the allow-list of mano_pickle: nothing in the archive runs
+    except InputError as exc:  # name the archive member, not the temporary copy
+        member = f"{gt_tar}:mano/{Path(exc.path or '').name}"
+        raise InputError(
+            member, exc.problem, "rebuild the archive with write_gt.py from the official MANO files"
+        ) from exc
 
 
 def _check_pose_group(
@@ -477,21 +483,30 @@ def evaluate_archives_detailed(
         InputError: unknown phase, unreadable archives, missing files/sequences, count mismatches,
             NaN/inf predictions.
     """
-    from mvhand.submission import DATASETS, parse_pose_results, parse_shape_results, read_tar_root_files
+    from mvhand.submission import (
+        DATASETS,
+        parse_pose_results,
+        parse_shape_results,
+        read_gt_archive,
+        read_tar_root_files,
+        tar_member_names,
+    )
 
     if phase not in PHASES:
         raise InputError(None, f"unknown phase {phase!r}", f"use one of {', '.join(PHASES)}")
     track = "pose" if phase == "pose_estimation" else "shape"
     gt_tar, submission_tar = str(gt_tar), str(submission_tar)
-    sub_files = read_tar_root_files(submission_tar)
+    result_names = {f"result_{track}_{ds}.json" for ds in DATASETS}
+    sub_files = read_tar_root_files(submission_tar, result_names.__contains__)  # only what is scored
     present = [ds for ds in DATASETS if f"result_{track}_{ds}.json" in sub_files]
     if not present:
         raise InputError(
             submission_tar,
-            f"no result_{track}_{{umetrack,hot3d}}.json at the archive root (members: {sorted(sub_files)[:8]})",
+            f"no result_{track}_{{umetrack,hot3d}}.json at the archive root "
+            f"(members: {sorted(tar_member_names(submission_tar))[:8]})",
             "pack the result files at the archive root with pack_submission",
         )
-    gt_files = read_tar_root_files(gt_tar)
+    gt_files = read_gt_archive(gt_tar)
     result: list[dict] = []
     details: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="mvhand_eval_") as tmp:

@@ -198,9 +198,9 @@ def read_backbone_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # corrupt, truncated, or a pickle that is more than tensors
         raise InputError(
             path,
-            f"cannot read backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-            "use a timm weights file (model.safetensors from the model's Hugging Face repo, or a "
-            ".pth/.bin holding only tensors); re-download it if it was cut short",
+            f"cannot load the backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            "use a timm weights file from a source you trust (model.safetensors from the model's Hugging Face "
+            "repo, or a .pth/.bin holding only tensors); re-download it if it was cut short",
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(path, "backbone weights file holds no tensor state dict", "use a timm weights file")

@@ -31,9 +31,78 @@ from mvhand.submission import (
     write_shape_results,
 )
 
-__all__ = ["pose_entries_from_predictions", "shape_entries_from_predictions", "package_submissions"]
+__all__ = [
+    "MAX_FILLED_FRACTION",
+    "check_prediction_keys",
+    "pose_entries_from_predictions",
+    "read_prediction_table",
+    "shape_entries_from_predictions",
+    "package_submissions",
+]
 
 log = logging.getLogger(__name__)
+
+#: Default cap on the fraction of expected pose instances that may be filled from a neighbouring frame.
+MAX_FILLED_FRACTION = 0.1
+_KEY_COLUMNS = ("sequence_name", "frame_id", "hand_side")
+
+
+def check_prediction_keys(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate the row keys of a prediction table; returns it with integer ``frame_id`` / ``hand_side``.
+
+    One row per (sequence, frame, hand), integer frame ids, hand sides 0 (left) / 1 (right): a table that
+    breaks this would otherwise be truncated, mis-sorted or silently mis-assigned downstream.
+
+    Raises:
+        InputError: a missing key column, a fractional / non-finite frame id, a hand side other than 0 or 1,
+            or duplicate rows (the first offenders are listed).
+    """
+    fix = "re-run the predict stage (and neural_smooth); a table written by hand needs one row per frame and hand"
+    missing = [c for c in _KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(source, f"prediction table lacks column(s) {missing}", fix)
+    out = df.copy()
+    for col, allowed in (("frame_id", None), ("hand_side", (0, 1))):
+        raw = pd.to_numeric(out[col], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(raw) | (raw != np.round(raw))
+        if allowed is not None:
+            bad |= ~np.isin(raw, allowed)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:3].tolist()
+            what = "0 (left) or 1 (right)" if allowed else "an integer"
+            shown = [out[col].iloc[i] for i in rows]
+            raise InputError(
+                source, f"{col} must be {what}: {int(bad.sum())} rows are not (rows {rows}: {shown})", fix
+            )
+        out[col] = raw.astype(np.int64)
+    dup = out.duplicated(list(_KEY_COLUMNS), keep=False)
+    if dup.any():
+        first = out.loc[dup, list(_KEY_COLUMNS)].drop_duplicates().head(3).to_records(index=False).tolist()
+        raise InputError(
+            source,
+            f"{int(dup.sum())} rows share their (sequence_name, frame_id, hand_side) with another row "
+            f"(e.g. {first})",
+            fix,
+        )
+    return out
+
+
+def read_prediction_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a prediction / smoothed table (Parquet) and validate its keys (:func:`check_prediction_keys`).
+
+    Raises:
+        InputError: missing or unreadable file, or invalid keys; the message names the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "prediction table not found", "run the predict stage first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
+        raise InputError(
+            path, f"cannot read Parquet ({exc})", "delete it and re-run the stage that wrote it"
+        ) from exc
+    return check_prediction_keys(df, str(path))
 
 
 def _finite_rows(df: pd.DataFrame) -> np.ndarray:
@@ -43,25 +112,31 @@ def _finite_rows(df: pd.DataFrame) -> np.ndarray:
 
 
 def pose_entries_from_predictions(
-    df: pd.DataFrame, expected: Sequence[tuple[str, int, int]], source: str = "<predictions>"
+    df: pd.DataFrame,
+    expected: Sequence[tuple[str, int, int]],
+    source: str = "<predictions>",
+    max_filled: float = MAX_FILLED_FRACTION,
 ) -> list[PoseEntry]:
     """Pose-track entries for exactly the ``expected`` instances, in their order.
 
     A missing or non-finite prediction is filled from the nearest frame of the same sequence and hand
-    that has a finite one (counted and logged); an instance whose hand has no finite prediction at all
-    is an error.
+    that has a finite one (counted and logged), up to ``max_filled`` of the expected instances; more
+    means the predictions are broken (or belong to another split), which is an error, as is an instance
+    whose hand has no finite prediction at all.
 
     Args:
         df: prediction table with ``sequence_name, frame_id, hand_side, mano_theta (15), wrist_xform (6)``.
         expected: ``(sequence_name, frame_id, hand_side)`` in evaluator order
             (:func:`mvhand.submission.expected_pose_instances`).
         source: name of the table for error messages.
+        max_filled: largest fraction (0–1) of ``expected`` that may be filled.
     """
-    for col in ("sequence_name", "frame_id", "hand_side", "mano_theta", "wrist_xform"):
+    for col in ("mano_theta", "wrist_xform"):
         if col not in df.columns:
             raise InputError(
                 source, f"prediction table lacks column {col!r}", "re-run predict / neural_smooth"
             )
+    df = check_prediction_keys(df, source)
     good = df[_finite_rows(df)]
     by_hand: dict[tuple[str, int], pd.DataFrame] = {
         (str(s), int(h)): g.sort_values("frame_id")
@@ -83,6 +158,14 @@ def pose_entries_from_predictions(
         row = g.iloc[j]
         entries.append(
             PoseEntry(seq, int(frame), np.asarray(row["mano_theta"]), np.asarray(row["wrist_xform"]), side)
+        )
+    if filled > max_filled * len(expected):
+        raise InputError(
+            source,
+            f"{filled} of {len(expected)} expected instances ({filled / len(expected):.0%}) have no finite "
+            f"prediction and would be copied from the nearest frame (allowed: {max_filled:.0%})",
+            "look for NaN or missing rows in the predict / neural_smooth logs and re-run them; to submit anyway "
+            "raise --max-filled (config: submission.max_filled)",
         )
     if filled:
         log.warning(
@@ -120,8 +203,12 @@ def package_submissions(
     shape_predictions: Mapping[str, Sequence[str | os.PathLike]] | None = None,
     shape_tars: Mapping[str, Sequence[str | os.PathLike]] | None = None,
     out_shape: str | os.PathLike | None = None,
+    max_filled: float = MAX_FILLED_FRACTION,
 ) -> dict[str, Path]:
     """Build, validate and pack ``pose_submission.tar.gz`` (and ``shape_submission.tar.gz``).
+
+    Every result file of both tracks is built and validated before the first archive is written, so bad
+    input never leaves one track's archive behind.
 
     Args:
         pose_predictions: dataset → prediction Parquet of its pose-test split.
@@ -131,33 +218,35 @@ def package_submissions(
             (the shape-test split, and also the pose-test split when the GT archive lists those
             sequences' shapes, as a single organiser-style archive does, FORMATS.md §6.6).
         shape_tars: dataset → tars of those sequences; ``out_shape``: output archive (optional).
+        max_filled: largest fraction of expected pose instances filled from a neighbouring frame
+            (:func:`pose_entries_from_predictions`).
 
     Returns:
         the written archive paths by track.
     """
+    if shape_predictions and (shape_tars is None or out_shape is None):
+        raise ValueError("shape_tars and out_shape are required with shape_predictions")
     written: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="mvhand_pack_") as tmp:
-        files = []
+        pose_files = []
         for ds, pred_path in pose_predictions.items():
             tars = sorted(pose_tars[ds], key=lambda p: sequence_name_from_path(p))
             expected = expected_pose_instances(tars, ds)
-            df = pd.read_parquet(pred_path)
-            entries = pose_entries_from_predictions(df, expected, str(pred_path))
+            df = read_prediction_table(pred_path)
+            entries = pose_entries_from_predictions(df, expected, str(pred_path), max_filled)
             validate_pose_results(entries, expected, source=str(pred_path))
-            files.append(write_pose_results(Path(tmp) / pose_result_name(ds), entries))
+            pose_files.append(write_pose_results(Path(tmp) / pose_result_name(ds), entries))
             log.info("%s: %d pose entries from %s", ds, len(entries), pred_path)
-        written["pose"] = pack_submission(out_pose, files)
-        if shape_predictions:
-            if shape_tars is None or out_shape is None:
-                raise ValueError("shape_tars and out_shape are required with shape_predictions")
-            files = []
-            for ds, pred_paths in shape_predictions.items():
-                seqs = sorted({sequence_name_from_path(p) for p in shape_tars[ds]})
-                df = pd.concat([pd.read_parquet(p) for p in pred_paths], ignore_index=True)
-                source = ", ".join(str(p) for p in pred_paths)
-                entries = shape_entries_from_predictions(df, seqs, source)
-                validate_shape_results(entries, seqs, source=source)
-                files.append(write_shape_results(Path(tmp) / shape_result_name(ds), entries))
-                log.info("%s: %d shape entries from %s", ds, len(entries), source)
-            written["shape"] = pack_submission(out_shape, files)
+        shape_files = []
+        for ds, pred_paths in (shape_predictions or {}).items():
+            seqs = sorted({sequence_name_from_path(p) for p in shape_tars[ds]})
+            df = pd.concat([read_prediction_table(p) for p in pred_paths], ignore_index=True)
+            source = ", ".join(str(p) for p in pred_paths)
+            entries = shape_entries_from_predictions(df, seqs, source)
+            validate_shape_results(entries, seqs, source=source)
+            shape_files.append(write_shape_results(Path(tmp) / shape_result_name(ds), entries))
+            log.info("%s: %d shape entries from %s", ds, len(entries), source)
+        written["pose"] = pack_submission(out_pose, pose_files)
+        if shape_files:
+            written["shape"] = pack_submission(out_shape, shape_files)
     return written

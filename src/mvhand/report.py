@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvhand.io_utils import atomic_path, atomic_write, pyplot, save_figure
+from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
 
 __all__ = ["CANDIDATE_LABELS", "CandidateScores", "merge_gt_archives", "score_candidate", "write_report"]
 
@@ -65,19 +65,27 @@ def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathL
     Root JSON files are taken from every archive (a name present twice must be identical); the
     ``mano/`` folder is taken from the first archive that has it.
     """
+    from mvhand.submission import read_gt_archive
+
     members: dict[str, bytes] = {}
     for arc in archives:
-        with tarfile.open(arc, "r:*") as tf:
-            for m in tf.getmembers():
-                if not m.isfile():
-                    continue
-                data = tf.extractfile(m).read()
-                name = m.name.lstrip("./")
-                if name.startswith("mano/") and name in members:
-                    continue
-                if name in members and members[name] != data:
-                    raise ValueError(f"{arc}: {name} differs from the same file in an earlier GT archive")
-                members[name] = data
+        files = read_gt_archive(arc)  # names the archive if it is corrupt; reads only what the evaluator uses
+        if not files:
+            raise InputError(
+                arc,
+                "holds no gt_*_<dataset>.json and no mano/ files",
+                "pass a ground-truth archive (write_gt.py)",
+            )
+        for name, data in files.items():
+            if name.startswith("mano/") and name in members:
+                continue
+            if name in members and members[name] != data:
+                raise InputError(
+                    arc,
+                    f"{name} differs from the same file in an earlier GT archive",
+                    "merge archives of different datasets only",
+                )
+            members[name] = data
     with atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tf:
         for name in sorted(members):
             info = tarfile.TarInfo(name)
@@ -94,13 +102,20 @@ def score_candidate(
     import torch
 
     from mvhand.metrics import LANDMARKS_TO_EVAL, evaluate_archives_detailed
-    from mvhand.submission import parse_landmark_entries, parse_pose_results, read_tar_root_files
+    from mvhand.submission import (
+        parse_landmark_entries,
+        parse_pose_results,
+        read_gt_archive,
+        read_tar_root_files,
+    )
 
     result, per_seq = evaluate_archives_detailed(gt_tar, submission_tar, "pose_estimation", mano_model=mano)
     flat = {k: v for item in result["result"] for k, v in item.items()}
     scores = CandidateScores(name, flat, per_seq)
-    gt_files = read_tar_root_files(gt_tar)
-    sub_files = read_tar_root_files(submission_tar)
+    gt_files = read_gt_archive(gt_tar)
+    sub_files = read_tar_root_files(
+        submission_tar, {f"result_pose_{ds}.json" for ds in DATASETS}.__contains__
+    )
     for ds in DATASETS:
         if f"result_pose_{ds}.json" not in sub_files:
             continue

@@ -317,8 +317,11 @@ def _sanitise_init(problem: SmoothingProblem) -> tuple[Trajectory, np.ndarray]:
         for i in idx[~finite[idx]]:
             j = good[np.argmin(np.abs(good - i))]
             init.pose[i], init.rot[i], init.root[i] = init.pose[j], init.rot[j], init.root[j]
-    log.warning(
-        "%d instances had non-finite predictions; filled from neighbouring frames", int((~finite).sum())
+    log.info(
+        "%d instances have non-finite predictions: the optimisation starts them from the nearest finite frame "
+        "of their track (%d have none)",
+        int((~finite).sum()),
+        int(hopeless.sum()),
     )
     return init, hopeless
 

@@ -18,8 +18,9 @@ import logging
 import os
 import re
 import tarfile
+import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ __all__ = [
     "validate_pose_results",
     "validate_shape_results",
     "pack_submission",
+    "read_gt_archive",
     "read_tar_root_files",
+    "tar_member_names",
     "read_submission_archive",
     "build_ground_truth",
     "write_gt_archive",
@@ -621,32 +624,89 @@ def _open_tar(path: str | os.PathLike) -> tarfile.TarFile:
         raise InputError(p, "archive not found")
     try:
         return tarfile.open(p, "r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InputError(
             p, f"not a readable tar archive ({exc})", "pack it with tar -czf or pack_submission"
         ) from exc
 
 
-def read_tar_root_files(path: str | os.PathLike) -> dict[str, bytes]:
-    """All regular files of a tar (any compression): normalised member path → bytes.
+#: Largest archive member read into memory (result and ground-truth JSON of the real test sets are far smaller).
+MAX_ARCHIVE_MEMBER_BYTES = 512 << 20
+#: Members of a ground-truth archive that the evaluator reads.
+GT_MEMBER_RE = re.compile(r"^(gt_(landmarks|shape|pose)_(umetrack|hot3d)\.json|mano/MANO_(LEFT|RIGHT)\.pkl)$")
 
-    Leading ``./`` is stripped, so ``tar -czf x.tar.gz -C dir .`` archives work too.
+
+def _member_name(name: str) -> str:
+    """Archive member path without leading ``./`` prefixes (``tar -czf x.tar.gz -C dir .`` archives)."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def read_tar_root_files(
+    path: str | os.PathLike,
+    wanted: Callable[[str], Any] | None = None,
+    max_member_bytes: int | None = None,
+) -> dict[str, bytes]:
+    """Regular files of a tar (any compression) that are used: normalised member path → bytes.
+
+    Memory stays bounded whatever the archive holds: members ``wanted`` does not select are skipped
+    without being kept, and a selected member larger than ``max_member_bytes`` is refused from its header
+    (before its data is read). Leading ``./`` is stripped, so ``tar -czf x.tar.gz -C dir .`` archives work.
+
+    Args:
+        path: the archive.
+        wanted: predicate on the normalised name (default: every member).
+        max_member_bytes: size limit of a selected member (default :data:`MAX_ARCHIVE_MEMBER_BYTES`).
+
+    Raises:
+        InputError: missing, unreadable or corrupt archive, or an oversize member (named, with the limit).
     """
+    limit = MAX_ARCHIVE_MEMBER_BYTES if max_member_bytes is None else max_member_bytes
     out: dict[str, bytes] = {}
     with _open_tar(path) as tf:
         try:
             for m in tf:
-                if not m.isfile():
+                tf.members = []  # the archive's TarInfo list would grow with every member otherwise
+                name = _member_name(m.name)
+                if not m.isfile() or (wanted is not None and not wanted(name)):
                     continue
-                name = m.name
-                while name.startswith("./"):
-                    name = name[2:]
+                if m.size > limit:
+                    raise InputError(
+                        path,
+                        f"member {name} is {m.size} bytes, more than the {limit >> 20} MiB any such file needs",
+                        "check that this is the right archive (a result or ground-truth archive holds small JSON "
+                        "files); it was not read",
+                    )
                 fh = tf.extractfile(m)
                 assert fh is not None
                 out[name] = fh.read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InputError(path, f"corrupt tar archive ({exc})") from exc
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(
+                path, f"corrupt or truncated tar archive ({exc})", "re-create or re-download the archive"
+            ) from exc
     return out
+
+
+def tar_member_names(path: str | os.PathLike) -> list[str]:
+    """Normalised names of the regular files of an archive (headers only; for messages)."""
+    names = []
+    with _open_tar(path) as tf:
+        try:
+            for m in tf:
+                tf.members = []
+                if m.isfile():
+                    names.append(_member_name(m.name))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(
+                path, f"corrupt or truncated tar archive ({exc})", "re-create or re-download the archive"
+            ) from exc
+    return names
+
+
+def read_gt_archive(path: str | os.PathLike) -> dict[str, bytes]:
+    """The members of a ground-truth archive the evaluator uses (:data:`GT_MEMBER_RE`), bounded in memory."""
+    return read_tar_root_files(path, GT_MEMBER_RE.match)
 
 
 def read_submission_archive(path: str | os.PathLike) -> dict[str, list[PoseEntry] | list[ShapeEntry]]:
@@ -656,15 +716,14 @@ def read_submission_archive(path: str | os.PathLike) -> dict[str, list[PoseEntry
         InputError: unreadable archive, no result file at the root (names the nested ones if the
             files sit in a folder), or an unparsable result file.
     """
-    files = read_tar_root_files(path)
+    files = read_tar_root_files(path, _RESULT_RE.match)
     out: dict[str, list[PoseEntry] | list[ShapeEntry]] = {}
     for name, data in files.items():
         m = _RESULT_RE.match(name)
-        if not m:
-            continue
         src = f"{path}:{name}"
         out[name] = parse_pose_results(data, src) if m.group(1) == "pose" else parse_shape_results(data, src)
     if not out:
+        files = tar_member_names(path)
         nested = [n for n in files if _RESULT_RE.match(Path(n).name)]
         hint = f"found {nested} inside a folder; " if nested else ""
         raise InputError(
@@ -779,17 +838,25 @@ def write_gt_archive(
     Args:
         out_tar_gz: destination (written atomically, reproducible bytes).
         gt_by_dataset: dataset name → :class:`GroundTruth`.
-        mano_dir: folder with ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl`` (other regular files of the
-            folder are packed too).
+        mano_dir: folder with ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl``; both are validated
+            (:func:`mvhand.mano.load_mano_pkl`: a safe read, the official keys and shapes) before anything is
+            written, and only these two files are packed (as ``mano/MANO_{LEFT,RIGHT}.pkl``).
+
+    Raises:
+        InputError: a missing or invalid MANO file (named, nothing written), or no ground truth.
     """
+    from mvhand.mano import load_mano_pkl
+
     mano_dir = Path(mano_dir)
-    for name in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
+    names = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
+    for name in names:
         if not (mano_dir / name).is_file():
             raise InputError(
                 mano_dir / name,
                 "MANO model file not found",
                 "pass --mano-dir with MANO_LEFT.pkl and MANO_RIGHT.pkl",
             )
+        load_mano_pkl(mano_dir / name)  # the evaluator will load it: refuse a broken or unsafe file now
     if not gt_by_dataset:
         raise InputError(out_tar_gz, "no dataset ground truth to pack")
     members: dict[str, bytes] = {}
@@ -797,7 +864,6 @@ def write_gt_archive(
         if gt.dataset != ds:
             raise ValueError(f"GroundTruth of {gt.dataset!r} given under key {ds!r}")
         members.update(gt.files())
-    for f in sorted(mano_dir.iterdir()):
-        if f.is_file():
-            members[f"mano/{f.name}"] = f.read_bytes()
+    for name in names:
+        members[f"mano/{name}"] = (mano_dir / name).read_bytes()
     return _write_tar_gz(out_tar_gz, members)

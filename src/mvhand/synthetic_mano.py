@@ -2,7 +2,8 @@
 
 No licensed MANO files can reach this machine, so mvhand ships a hand model of its own in the exact
 format of ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` (plain numpy, loadable by ``smplx`` and by
-:class:`mvhand.mano.ManoModel`). Construction (all deterministic, < 1 s):
+:class:`mvhand.mano.ManoModel`), marked as synthetic by one extra key (``mvhand_synthetic``) so that a run on
+real data refuses it. Construction (all deterministic, < 1 s):
 
 * **Skeleton** (:data:`FINGER_DESIGN`): 16 joints in MANO order, designed in the UmeTrack *left* hand frame
   (+x wrist→fingers, palm towards −y, thumb towards +z; mm), human proportions (wrist→middle tip
@@ -48,6 +49,7 @@ from scipy.spatial import Delaunay
 from scipy.spatial.transform import Rotation
 
 from mvhand.io_utils import InputError, atomic_write
+from mvhand.mano_pickle import SYNTHETIC_MARKER_KEY, SYNTHETIC_MARKER_TEXT
 
 __all__ = [
     "NUM_VERTS",
@@ -561,7 +563,8 @@ def build_synthetic_mano(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
         ``f`` (1538, 3) uint32, ``shapedirs`` (778, 3, 10), ``posedirs`` (778, 3, 135), ``J_regressor``
         (16, 778) scipy csc, ``weights`` (778, 16), ``kintree_table`` (2, 16) uint32, ``hands_components``
         (45, 45), ``hands_mean`` (45,), ``hands_coeffs`` (1554, 45), ``J`` (16, 3), ``bs_style`` 'lbs',
-        ``bs_type`` 'lrotmin'.
+        ``bs_type`` 'lrotmin', and the marker :data:`mvhand.mano_pickle.SYNTHETIC_MARKER_KEY` (a string) that
+        tells these files from the licensed ones.
     """
     rng = np.random.default_rng(seed)
     mesh = _build_mesh()
@@ -592,6 +595,7 @@ def build_synthetic_mano(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
         "hands_coeffs": coeffs,
         "bs_style": "lbs",
         "bs_type": "lrotmin",
+        SYNTHETIC_MARKER_KEY: SYNTHETIC_MARKER_TEXT,  # never mistaken for the licensed model (mano_pickle)
     }
     reg_csc = scipy.sparse.csc_matrix(reg)
     right = dict(

@@ -417,6 +417,31 @@ def strip_tar(src: Path, dst: Path, drop_suffixes: tuple[str, ...], drop_hand_sh
             tout.addfile(m, tin.extractfile(m) if m.isfile() else None)
 
 
+def _synthetic_file(path: Path, current: bytes) -> bool:
+    """True if ``path`` is a synthetic MANO file of any mvhand version (replaceable without ``force``).
+
+    Files of this version and later carry the synthetic marker; older ones (unmarked) hold the same arrays.
+    """
+    from mvhand.mano_pickle import (
+        SYNTHETIC_MARKER_KEY,
+        is_synthetic_mano,
+        loads_mano_pickle,
+        read_mano_pickle,
+    )
+
+    if is_synthetic_mano(path):
+        return True
+    try:
+        old, new = read_mano_pickle(path), loads_mano_pickle(current)
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return (
+        isinstance(old, dict)
+        and set(old) == set(new) - {SYNTHETIC_MARKER_KEY}
+        and all(np.array_equal(old[k], new[k]) for k in ("v_template", "hands_components", "hands_mean"))
+    )
+
+
 def _install_mano(mano_dir: Path, force: bool) -> None:
     """Write the synthetic MANO model into ``mano_dir``, refusing to overwrite other MANO files.
 
@@ -432,7 +457,7 @@ def _install_mano(mano_dir: Path, force: bool) -> None:
         new = {n: (Path(td) / n).read_bytes() for n in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")}
     for name, data in new.items():
         dst = mano_dir / name
-        if dst.exists() and not force and dst.read_bytes() != data:
+        if dst.exists() and not force and dst.read_bytes() != data and not _synthetic_file(dst, data):
             raise InputError(
                 dst,
                 "exists and is not the synthetic MANO model that the synthetic dataset needs",

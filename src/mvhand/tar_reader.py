@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["COMPRESSED_MAGIC", "PlainTarReader", "TarMember", "is_compressed"]
+__all__ = ["COMPRESSED_MAGIC", "MAX_HEADER_BYTES", "PlainTarReader", "TarMember", "is_compressed"]
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")  # REGTYPE, AREGTYPE, CONTTYPE
 _GNU_TYPES = (b"L", b"K", b"S")  # long name, long link, sparse: their prefix field is not a name prefix
+#: Largest PAX / GNU long-name header read (real ones hold a path and a few numbers).
+MAX_HEADER_BYTES = 1 << 20
 # gzip, bzip2, xz: archives that ``tarfile`` decompresses ("r|*") and this reader does not
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
@@ -153,7 +155,9 @@ class PlainTarReader:
         return data
 
     def _data_of_special(self, size: int) -> bytes:
-        """Data of a PAX/GNU header member (read whole, padding skipped)."""
+        """Data of a PAX/GNU header member (read whole, padding skipped; at most :data:`MAX_HEADER_BYTES`)."""
+        if size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(f"extended header of {size} bytes (more than {MAX_HEADER_BYTES} bytes)")
         data = self._read(size)
         pad = -size % BLOCK
         if len(data) != size or len(self._read(pad)) != pad:

@@ -13,9 +13,11 @@ plain loop). Outputs in ``cfg.out_dir``::
     config.json         the resolved training configuration
     val_sequences.txt   held-out training sequences used for validation (one per line)
 
-Resume (``resume="auto"``) restores model, optimiser, scheduler, RNG states, epoch and the position
-inside the epoch; sample randomness is a pure function of ``(seed, epoch, index)``, so a resumed run
-reproduces the uninterrupted loss sequence exactly on CPU.
+Resume (``resume="auto"``: the newest checkpoint that loads; unreadable ones are moved aside) restores model,
+optimiser, scheduler, RNG states, epoch, the position inside the epoch and that epoch's loss sums; sample
+randomness is a pure function of ``(seed, epoch, index)``, so a resumed run reproduces the uninterrupted loss
+sequence and ``metrics.csv`` exactly on CPU. Checkpoints and ``model.pt`` hold tensors and plain Python data
+only and are read with ``torch.load(weights_only=True)``: a model file from elsewhere cannot run code.
 
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
 (``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``; the batch size
@@ -24,12 +26,14 @@ is per process and each rank reads its own slice of every epoch's sample order).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import time
@@ -155,11 +159,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def crop_sequence_names(files: list[str]) -> list[str]:
-    """Sorted unique sequence names of crop-cache files (reads only that column)."""
+    """Sorted unique sequence names of crop-cache files (reads that column; checks the list-column widths)."""
+    from mvhand.crops import check_crop_file
+
     names: set[str] = set()
     for f in files:
         if not Path(f).is_file():
             raise InputError(f, "crop cache file not found", "run the cache_crops stage first")
+        check_crop_file(f)
         try:
             names.update(pq.read_table(f, columns=["sequence_name"]).column(0).to_pylist())
         except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
@@ -210,9 +217,17 @@ def _loader(ds, batch_size: int, num_workers: int, sampler=None, device=None) ->
 
 
 def _rng_state() -> dict:
+    """Every global RNG state as tensors and plain Python values (loadable with ``weights_only=True``)."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - global state is what must be restored
     st = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - global state is what must be restored
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(np.asarray(key, np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -222,23 +237,43 @@ def _rng_state() -> dict:
 
 def _set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])  # noqa: NPY002
-    random.setstate(st["python"])
+    n = st["numpy"]
+    key = np.asarray(n["key"].numpy(), np.uint32)
+    np.random.set_state((n["kind"], key, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint / model file written by this module.
+    """Read a checkpoint / model file written by this module, without running code from it.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain Python data only (what
+    :func:`fit` writes, RNG states included). A file that pickles anything else — e.g. a ``model.pt``
+    from elsewhere carrying a payload that would run a shell command — is refused; nothing in it runs.
 
     Raises:
-        InputError: unreadable/corrupt file, or not an mvhand model file.
+        InputError: unreadable/corrupt file, a file holding other pickled objects (refused), or not an
+            mvhand model file.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "model/checkpoint file not found", "train a model first (train stage)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) or "?"
+        except Exception:  # noqa: BLE001 - the names are only for the message
+            names = "?"
+        raise InputError(
+            path,
+            f"refused to load: it pickles Python objects other than tensors and plain data ({names}), which "
+            "could run code; nothing in it was executed",
+            "use model files written by mvhand's train stage that you trust; a checkpoint of an older mvhand "
+            "cannot be resumed (delete it: training resumes from an older checkpoint or starts over)",
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
         raise InputError(
             path,
@@ -250,6 +285,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             path, "not an mvhand HandNet model/checkpoint file", "pass a model.pt written by train.py"
         )
     return ckpt
+
+
+def _newest_readable_checkpoint(ckpt_dir: Path, move_aside: bool = True) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint of ``ckpt_dir`` that loads (``resume="auto"``).
+
+    Unreadable ones (truncated by a crash, corrupt, refused) are skipped with a warning and, if
+    ``move_aside`` (the main rank), renamed to ``*.unreadable`` so that they are neither resumed from nor
+    counted as the newest checkpoints when old ones are pruned.
+    """
+    for path in reversed(_checkpoints(ckpt_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except InputError as exc:
+            log.warning("skipping checkpoint %s: %s", path, exc.problem)
+            if move_aside:
+                with contextlib.suppress(FileNotFoundError):
+                    path.replace(path.with_name(path.name + ".unreadable"))
+    return None, None
 
 
 def _build_net(model_cfg: dict, mano: ManoModel | None, path: str | os.PathLike) -> HandNet:
@@ -493,16 +546,16 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     model_cfg = cfg.model_config().to_dict()
 
     start_epoch, start_iter, step = 0, 0, 0
+    resumed_sums, resumed_n = {}, 0
     steps_hist: list[dict] = []
     epochs_hist: list[dict] = []
-    ckpt_path = None
+    ckpt_path, ck = None, None
     explicit = resume not in ("auto", "none", "", None)
     if resume == "auto":
-        found = _checkpoints(ckpt_dir)
-        ckpt_path = found[-1] if found else None
+        ckpt_path, ck = _newest_readable_checkpoint(ckpt_dir, move_aside=is_main)
     elif explicit:
         ckpt_path = Path(resume)
-    ck = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+        ck = load_checkpoint(ckpt_path)
     if ck is not None:
         diff = _config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg))
         if ck["model_config"] != model_cfg:
@@ -525,6 +578,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         _set_rng_state(ck["rng"])
         start_epoch, start_iter, step = ck["epoch"], ck["iter_in_epoch"], ck["step"]
         steps_hist, epochs_hist = ck["steps"], ck["epochs"]
+        # the interrupted epoch's loss sums so far: its train_* means then cover all its steps
+        resumed_sums, resumed_n = dict(ck.get("epoch_sums", {})), int(ck.get("epoch_steps", 0))
         log.info(
             "resumed from %s (epoch %d, iteration %d, step %d)", ckpt_path, start_epoch, start_iter, step
         )
@@ -551,7 +606,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
             "epoch": epoch, "iter_in_epoch": it, "step": step, "steps": steps_hist, "epochs": epochs_hist,
-            "train_config": dataclasses.asdict(cfg),
+            "train_config": dataclasses.asdict(cfg), "epoch_sums": dict(sums), "epoch_steps": n_in_epoch,
         }  # fmt: skip
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -572,8 +627,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         it0 = start_iter if epoch == start_epoch else 0
         sampler.set_epoch(epoch, it0)
         t0 = time.time()
-        sums: dict[str, float] = {}
-        n_in_epoch = 0
+        sums: dict[str, float] = dict(resumed_sums) if epoch == start_epoch and it0 > 0 else {}
+        n_in_epoch = resumed_n if epoch == start_epoch and it0 > 0 else 0
         bar = tqdm(loader, total=cfg.iters_per_epoch - it0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not is_main, leave=False, mininterval=5.0)  # fmt: skip
         it = it0

@@ -113,7 +113,10 @@ def test_train_gpus_0_with_device_cuda_is_refused(tiny_run):
     write_config(tiny_run.workdir, cfg, "contradiction.yaml")
     proc = run_snakemake(tiny_run.workdir, "-n", configfile="contradiction.yaml", check=False)
     assert proc.returncode != 0
-    assert "train.gpus is 0 but train.device is cuda" in proc.stdout + proc.stderr
+    assert (
+        "train.gpus: is 0 (train on the CPU, request no GPU) but train.device is cuda"
+        in proc.stdout + proc.stderr
+    )
 
 
 def test_pretrained_weights_are_fetched_by_a_local_rule(tiny_run):

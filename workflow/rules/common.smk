@@ -6,6 +6,8 @@ import os
 import shlex
 import sys
 
+import yaml
+
 from snakemake.utils import validate
 
 
@@ -50,30 +52,68 @@ def script_path(name):
     return rel if not rel.startswith("..") else path
 
 
+with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), encoding="utf-8") as _fh:
+    _SCHEMA = yaml.safe_load(_fh)
+
+
+def _schema_section(settings):
+    """(properties of the schema section holding most of the settings' keys, top-level properties)."""
+    top = _SCHEMA["properties"]
+    sections = [v.get("properties") or {} for v in top.values() if isinstance(v, dict) and "properties" in v]
+    best = max(sections, key=lambda props: sum(k in props for k in settings), default={})
+    return best, top
+
+
+def _canonical(value, spec):
+    """A value in the canonical form of its schema type: a `number` is a float, an integral `integer` an int."""
+    kind = (spec or {}).get("type")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if kind == "number":
+        return float(value)
+    if kind == "integer" and float(value).is_integer():
+        return int(value)
+    return value
+
+
 def stage_flags(settings):
     """Render a flat settings dict as command-line flags: `key_name: v` -> `--key-name v`.
 
-    Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
-    are space separated; mappings become `--flag k=v k=v` (sorted by key). Keys in WORKFLOW_ONLY_KEYS
-    are skipped. Values are shell-quoted. Used for
-    `params:` so that a changed setting re-runs exactly the stage that reads it (and its dependents).
+    The command (which Snakemake compares to decide re-runs) depends only on the settings' values: flags
+    come in the order of the config schema (workflow/schemas/config.schema.yaml; that of config.yaml) and
+    numbers in the canonical form of their schema type (`lr: 1` and `lr: 1.0` give `--lr 1.0`, `epochs:
+    2.0` gives `--epochs 2`), so reordering keys in config.yaml or writing a default out explicitly re-runs
+    nothing. Booleans become a bare `--flag` when true (omitted when false); None and "" are omitted; lists
+    are space separated (their order is kept: it is meaningful); mappings become `--flag k=v k=v` (sorted
+    by key). Keys in WORKFLOW_ONLY_KEYS are skipped. Values are shell-quoted. Used for `params:` so that a
+    changed setting re-runs exactly the stage that reads it (and its dependents).
     """
+    section, top = _schema_section(settings)
+
+    def rank(key):
+        if key in section:
+            return (1, list(section).index(key), key)
+        return (0, list(top).index(key), key) if key in top else (2, 0, key)
+
     parts = []
-    for key, value in settings.items():
+    for key in sorted(settings, key=rank):
+        value = settings[key]
         if key in WORKFLOW_ONLY_KEYS or value is None or value == "":
             continue
+        spec = section.get(key) or top.get(key) or {}
         flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             if value:
                 parts.append(flag)
         elif isinstance(value, dict):
             if value:
-                items = (shlex.quote(f"{k}={v}") for k, v in sorted(value.items()))
+                inner = spec.get("properties") or {}
+                items = (shlex.quote(f"{k}={_canonical(v, inner.get(k))}") for k, v in sorted(value.items()))
                 parts.append(" ".join([flag, *items]))
         elif isinstance(value, (list, tuple)):
-            parts.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
+            parts.append(" ".join([flag, *(shlex.quote(str(_canonical(v, spec.get("items")))) for v in value)]))
         else:
-            parts.append(f"{flag} {shlex.quote(str(value))}")
+            parts.append(f"{flag} {shlex.quote(str(_canonical(value, spec)))}")
     return " ".join(parts)
 
 
@@ -174,3 +214,11 @@ for _helper in sorted(os.listdir(workflow.current_basedir)):
     if _helper.startswith("common_") and _helper.endswith(".smk"):
 
         include: _helper
+
+
+# Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the
+# synthetic MANO stand-in with real data, non-finite numbers, ...) stop the workflow here, before any job
+# runs, with the key and the fix (src/mvhand/workflow_config.py).
+from mvhand.workflow_config import check_config
+
+check_config(config, MODEL_VARIANTS)

@@ -57,16 +57,10 @@ def predict_flags(wildcards):
 
 
 def train_gpus():
-    """GPUs of the train job (resource `gpu`): 0 with `train.device: cpu` or `train.gpus: 0`, else train.gpus.
-
-    Raises:
-        ValueError: `train.gpus: 0` together with `train.device: cuda` (contradictory).
-    """
+    """GPUs of the train job (resource `gpu`): 0 with `train.device: cpu` or `train.gpus: 0`, else train.gpus
+    (`gpus: 0` with `device: cuda` is refused by check_config)."""
     train = config.get("train") or {}
-    gpus, device = int(train.get("gpus", 1)), train.get("device", "auto")
-    if gpus == 0 and device == "cuda":
-        raise ValueError("config: train.gpus is 0 but train.device is cuda; set train.gpus >= 1 or device: cpu")
-    return 0 if device == "cpu" else gpus
+    return 0 if train.get("device", "auto") == "cpu" else int(train.get("gpus", 1))
 
 
 def train_processes():

@@ -54,6 +54,7 @@ def package_flags(wildcards, input):
             parts.append(f"--shape-tars {ds}={_split_dir(ds, s)}")
     if wildcards.split == "val":
         parts.append(f"--sequences {input.sequences}")
+    parts.append(stage_flags({"max_filled": config["submission"]["max_filled"]}))
     return " ".join(parts)
 
 

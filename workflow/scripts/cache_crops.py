@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from mvhand.cli import setup_logging, tune_allocator
+from mvhand.cli import exit_on_sigterm, setup_logging, tune_allocator
 from mvhand.crops import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 
@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    exit_on_sigterm()  # a cancelled job unwinds: workers stopped, no temporary file left
     try:
         settings = CropSettings(args.crop_size, args.fov_margin, args.jpeg_quality)
     except ValueError as e:

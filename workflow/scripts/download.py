@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from mvhand.cli import setup_logging
+from mvhand.cli import exit_on_sigterm, setup_logging
 from mvhand.download import DATASETS, SOURCES, download_dataset
 from mvhand.io_utils import InputError
 
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    exit_on_sigterm()
     try:
         download_dataset(
             args.source,

@@ -17,8 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from mvhand.cli import setup_logging
-from mvhand.io_utils import InputError, atomic_write
+from mvhand.cli import run
+from mvhand.io_utils import atomic_write
 from mvhand.metrics import PHASES, evaluate_archives
 
 log = logging.getLogger("evaluate")
@@ -33,12 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=PHASES, required=True)
     ap.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     args = ap.parse_args(argv)
-    setup_logging()
-    try:
-        result = evaluate_archives(args.gt, args.submission, args.phase)
-    except InputError as exc:
-        log.error("%s", exc)
-        return 2
+    result = evaluate_archives(args.gt, args.submission, args.phase)
     text = json.dumps(result, indent=4)
     with atomic_write(args.out) as fh:
         fh.write(text + "\n")
@@ -47,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "evaluate"))

@@ -26,6 +26,7 @@ import pandas as pd
 from mvhand import smoothing as sm
 from mvhand.cli import run
 from mvhand.io_utils import InputError, atomic_path, atomic_write
+from mvhand.packaging import read_prediction_table
 
 log = logging.getLogger("neural_smooth")
 
@@ -63,6 +64,58 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+_FIX_TABLE = "re-run the predict stage (a table written by hand must follow docs/model.md)"
+#: values per view in the view columns of a prediction table
+_VIEW_WIDTHS = {"view_kp2d": 40, "view_conf": 20, "view_intrinsics": 4, "view_T_world_from_crop": 16}
+
+
+def _check_view_columns(df: pd.DataFrame, source: Path) -> None:
+    """Every view entry has its fixed length and every row as many entries in each view column."""
+    missing = [c for c in (*sm.PREDICTION_COLUMNS,) if c not in df.columns]
+    if missing:
+        raise InputError(source, f"prediction table lacks columns {missing}", _FIX_TABLE)
+    counts = None
+    for col, width in _VIEW_WIDTHS.items():
+        lens = [len(v) for v in df[col]]
+        if counts is not None and lens != counts:
+            i = next(k for k, (a, b) in enumerate(zip(lens, counts, strict=True)) if a != b)
+            raise InputError(
+                source, f"row {i}: column {col!r} has {lens[i]} views, view_kp2d has {counts[i]}", _FIX_TABLE
+            )
+        counts = lens
+        for i, views in enumerate(df[col]):
+            for v in views:
+                if len(v) != width:
+                    raise InputError(
+                        source,
+                        f"row {i}: column {col!r} holds a view of {len(v)} values, expected {width}",
+                        _FIX_TABLE,
+                    )
+
+
+def _finite(traj: sm.Trajectory) -> np.ndarray:
+    """``(N,)`` True where pose, rotation and root are all finite."""
+    return (
+        np.all(np.isfinite(traj.pose), -1)
+        & np.all(np.isfinite(traj.rot), (-1, -2))
+        & np.all(np.isfinite(traj.root), -1)
+    )
+
+
+def _report_nonfinite(source: Path, finite_in: np.ndarray, finite_out: np.ndarray, stats: dict) -> None:
+    """Log (and record in the stats) exactly how many non-finite input instances got values, and how many not."""
+    bad = ~finite_in
+    filled, unfilled = int((bad & finite_out).sum()), int((bad & ~finite_out).sum())
+    stats["nonfinite_inputs"], stats["filled"], stats["nonfinite_outputs"] = int(bad.sum()), filled, unfilled
+    if bad.any():
+        log.warning(
+            "%s: %d of %d instances have non-finite predictions: %d now have values estimated from neighbouring "
+            "frames, %d stay non-finite (their track has no finite frame, or too few frames, or the method does "
+            "not fill); packaging copies the nearest frame for those, up to submission.max_filled",
+            source, int(bad.sum()), len(bad), filled, unfilled,
+        )  # fmt: skip
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -70,15 +123,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if not args.predictions.is_file():
-        raise InputError(args.predictions, "prediction table not found", "run the predict stage first")
-    try:
-        df = pd.read_parquet(args.predictions)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise InputError(
-            args.predictions, f"cannot read Parquet ({exc})", "delete it and re-run predict"
-        ) from exc
-    df = sm.sort_predictions(df)
+    df = sm.sort_predictions(
+        read_prediction_table(args.predictions)
+    )  # keys checked: one row per frame and hand
+    _check_view_columns(df, args.predictions)
     log.info("%s: %d hand instances, method %s", args.predictions, len(df), args.method)
 
     from mvhand.mano import ManoModel
@@ -91,7 +139,17 @@ def main(argv=None) -> int:
     )  # fmt: skip
     stats: dict = {"method": args.method, "instances": len(df)}
     t0 = time.perf_counter()
-    problem = sm.problem_from_predictions(df, max_gap=args.max_gap)
+    try:
+        problem = sm.problem_from_predictions(df, max_gap=args.max_gap)
+    except ValueError as exc:
+        raise InputError(args.predictions, f"malformed prediction table ({exc})", _FIX_TABLE) from exc
+    finite_in = _finite(problem.init)
+    if len(df) and not finite_in.any():
+        raise InputError(
+            args.predictions,
+            f"none of the {len(df)} hand instances has a finite prediction (all NaN/inf)",
+            "the model produced no usable output: check the train log (loss, val MPJPE), retrain, re-run predict",
+        )
     stats["segments"] = int(problem.segment.max() + 1) if len(df) else 0
     if args.method == "raw":
         traj = problem.init
@@ -116,6 +174,7 @@ def main(argv=None) -> int:
     else:
         traj = sm.savitzky_golay(problem.init, problem.segment, args.savgol_window, args.savgol_polyorder)
     stats["seconds"] = time.perf_counter() - t0
+    _report_nonfinite(args.predictions, finite_in, _finite(traj), stats)
     out = sm.apply_trajectory(df, traj, problem, mano)
     with atomic_path(args.out) as tmp:
         out.to_parquet(tmp, index=False)

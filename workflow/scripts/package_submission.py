@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.io_utils import InputError
-from mvhand.packaging import package_submissions
+from mvhand.packaging import MAX_FILLED_FRACTION, package_submissions
 
 log = logging.getLogger("package_submission")
 
@@ -60,7 +60,17 @@ def main(argv=None) -> int:
     p.add_argument("--out-pose", required=True, type=Path)
     p.add_argument("--out-shape", type=Path)
     p.add_argument("--sequences", type=Path, help="keep only these sequences (one name per line; val split)")
+    p.add_argument(
+        "--max-filled",
+        type=float,
+        default=MAX_FILLED_FRACTION,
+        metavar="FRACTION",
+        help="largest fraction of expected pose instances without a finite prediction that may be copied "
+        f"from the nearest frame (default {MAX_FILLED_FRACTION}; more fails)",
+    )
     args = p.parse_args(argv)
+    if not 0.0 <= args.max_filled <= 1.0:
+        raise InputError(None, f"--max-filled {args.max_filled} is not a fraction", "pass a value in [0, 1]")
     keep = None
     if args.sequences:
         keep = {ln.strip() for ln in args.sequences.read_text().splitlines() if ln.strip()}
@@ -72,7 +82,13 @@ def main(argv=None) -> int:
         if ds not in pose_tars:
             raise InputError(None, f"--pose-tars is missing {ds}=<split dir>")
     written = package_submissions(
-        pose_pred, pose_tars, args.out_pose, shape_pred or None, shape_tars or None, args.out_shape
+        pose_pred,
+        pose_tars,
+        args.out_pose,
+        shape_pred or None,
+        shape_tars or None,
+        args.out_shape,
+        args.max_filled,
     )
     for track, path in written.items():
         log.info("wrote %s submission %s", track, path)

@@ -36,6 +36,18 @@ def _pairs(values, what):
     return out
 
 
+def _read_json(path: Path, what: str):
+    """A JSON file written by an earlier stage, with errors that name it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, f"{what} not found", "run the stage that writes it first") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            path, f"{what} is not valid JSON ({exc})", "delete it and re-run the stage that wrote it"
+        ) from exc
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gt", required=True, type=Path, help="GT archive (both datasets)")
@@ -56,7 +68,7 @@ def main(argv=None) -> int:
 
     from mvhand import report as rp
     from mvhand.mano import ManoModel
-    from mvhand.submission import parse_landmark_entries, read_tar_root_files
+    from mvhand.submission import parse_landmark_entries, read_gt_archive
 
     mano = ManoModel.from_dir(args.mano_dir)
     cands = _pairs(args.candidate, "--candidate")
@@ -68,12 +80,15 @@ def main(argv=None) -> int:
         log.info("scoring %s (%s)", name, cands[name])
         scores.append(rp.score_candidate(name, args.gt, cands[name], mano))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    shape = json.loads(args.shape_metrics.read_text()) if args.shape_metrics else None
-    online = {k: json.loads(v.read_text()) for k, v in _pairs(args.online_stats, "--online-stats").items()}
+    shape = _read_json(args.shape_metrics, "shape metrics (evaluate.py)") if args.shape_metrics else None
+    online = {
+        k: _read_json(v, "online smoothing stats (neural_smooth.py)")
+        for k, v in _pairs(args.online_stats, "--online-stats").items()
+    }
     traj_png, caption = None, ""
     if args.raw and args.smoothed:
         raw, smoothed = pd.read_parquet(args.raw), pd.read_parquet(args.smoothed)
-        gt_files = read_tar_root_files(args.gt)
+        gt_files = read_gt_archive(args.gt)
         # GT entries carry no hand side: recover it from the frame's instance order (left before right)
         gt_lm = {}
         for name, data in gt_files.items():

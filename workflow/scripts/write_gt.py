@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mvhand.cli import setup_logging
+from mvhand.cli import run
 from mvhand.io_utils import InputError
 from mvhand.submission import DATASETS, DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 
@@ -60,15 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"keep sample index i with i %% N == 0 (default: {DEFAULT_EVERY_N})",
     )
     args = ap.parse_args(argv)
-    setup_logging()
-    try:
-        tars = _tars(args.input_dir)
-        log.info("%d sequences of %s", len(tars), args.dataset)
-        gt = build_ground_truth(tars, args.dataset, every_n=args.every_n_frames)
-        write_gt_archive(args.output, {args.dataset: gt}, args.mano_dir)
-    except InputError as exc:
-        log.error("%s", exc)
-        return 2
+    tars = _tars(args.input_dir)
+    log.info("%d sequences of %s", len(tars), args.dataset)
+    gt = build_ground_truth(tars, args.dataset, every_n=args.every_n_frames)
+    write_gt_archive(args.output, {args.dataset: gt}, args.mano_dir)
     log.info(
         "wrote %s: %d hand instances, %d sequences with shape",
         args.output,
@@ -79,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "write_gt"))
