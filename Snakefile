@@ -15,10 +15,19 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: results marked report() in the rules, with captions in workflow/report/
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/postprocess.smk"
+
+
+# On SLURM: stop at once if a job asks for more than any node has (it would pend forever); common_cluster.smk
+onstart:
+    check_cluster_fits()
 
 
 rule all:

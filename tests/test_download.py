@@ -274,13 +274,13 @@ def test_gated_dataset_message(hub, tmp_path):
     hub.error = errors.GatedRepoError(
         "Access to dataset bop-benchmark/hot3d is restricted", response=_response()
     )
-    with pytest.raises(InputError, match=r"gated.*huggingface-cli login.*source: local"):
+    with pytest.raises(InputError, match=r"gated.*hf auth login.*source: local"):
         download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano")
 
 
 def test_unauthorised_and_network_messages(hub, tmp_path):
     hub.error = errors.RepositoryNotFoundError("401 Client Error", response=_response())
-    with pytest.raises(InputError, match=r"not authorised.*huggingface-cli login"):
+    with pytest.raises(InputError, match=r"not authorised.*hf auth login"):
         download_dataset("huggingface", "umetrack", tmp_path / "data", tmp_path / "mano")
     hub.error = ConnectionError("Failed to establish a new connection")
     with pytest.raises(InputError, match=r"cannot reach the Hugging Face Hub.*source: local"):
@@ -428,4 +428,4 @@ def test_stage_script(hub, tmp_path, caplog):
     hub.error = errors.GatedRepoError("restricted", response=_response())
     with caplog.at_level(logging.ERROR):
         assert script.main(args + ["--force"]) == 1
-    assert "huggingface-cli login" in caplog.text
+    assert "hf auth login" in caplog.text

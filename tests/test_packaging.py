@@ -102,6 +102,9 @@ def test_package_score_and_report_agree_with_the_evaluator(toy, mano_model, tmp_
     out = report.write_report(tmp_path / "report", [scores], shape_result=shape)
     assert (tmp_path / "report" / "pck_curves.png").stat().st_size > 1000
     assert "Table 1" in out.read_text()
+    tsv = [line.split("\t") for line in (tmp_path / "report" / "table1.tsv").read_text().splitlines()]
+    assert tsv[0][:2] == ["method", "umetrack MPJPE (mm) ↓"] and len(tsv) == 2
+    assert tsv[1][0] == "+ Neural Smooth (offline)" and tsv[1][1] == f"{official['MPJPE']:.2f}"
 
 
 def test_merge_gt_archives(toy, tmp_path):

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mvhand.io_utils import InputError, atomic_write
+from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.mano_pickle import is_synthetic_mano
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "RemoteFile",
     "download_dataset",
     "download_huggingface",
+    "download_pretrained",
     "hot3d_clip_paths",
     "link_local",
     "read_manifest",
@@ -65,7 +66,7 @@ HOT3D_HF_SUBDIR = "_hf"  # raw mirror of bop-benchmark/hot3d inside <output_dir>
 UMETRACK_PATTERNS = tuple(f"{split}/*.tar" for split in SPLITS)
 
 _LOGIN_FIX = (
-    "accept the dataset's terms on https://huggingface.co/datasets/{repo}, then run `huggingface-cli login` "
+    "accept the dataset's terms on https://huggingface.co/datasets/{repo}, then run `hf auth login` "
     "(or export HF_TOKEN=...); or download it elsewhere and set `source: local` with `download.local_dir`"
 )
 _OFFLINE_FIX = (
@@ -359,17 +360,18 @@ def _hf_offline() -> bool:
     return env in {"1", "ON", "YES", "TRUE"} or bool(getattr(hc, "HF_HUB_OFFLINE", False))
 
 
-def _hf_error(e: Exception, repo_id: str, where: Path) -> InputError:
-    """Translate a huggingface_hub / network exception into an :class:`InputError` with a fix."""
+def _hf_error(e: Exception, repo_id: str, where: Path, what: str = "dataset") -> InputError:
+    """Translate a huggingface_hub / network exception into an :class:`InputError` with a fix
+    (``what``: the kind of repository, in the message)."""
     from huggingface_hub import errors
 
     fix = _LOGIN_FIX.format(repo=repo_id)
     if isinstance(e, errors.GatedRepoError):
         return InputError(
-            where, f"access to the gated dataset {repo_id} was refused ({type(e).__name__})", fix
+            where, f"access to the gated {what} {repo_id} was refused ({type(e).__name__})", fix
         )
     if isinstance(e, errors.RepositoryNotFoundError | errors.LocalTokenNotFoundError):
-        return InputError(where, f"dataset {repo_id} not found or not authorised ({type(e).__name__})", fix)
+        return InputError(where, f"{what} {repo_id} not found or not authorised ({type(e).__name__})", fix)
     if (
         isinstance(e, errors.LocalEntryNotFoundError | ConnectionError | TimeoutError)
         or "connect" in str(e).lower()
@@ -672,3 +674,53 @@ def download_dataset(
     write_manifest(dataset_dir, manifest, extra)
     log.info("%s: %s", manifest_path, ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
     return manifest
+
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes, in timm's order
+
+
+def download_pretrained(name: str, out: str | os.PathLike, token: str | None = None) -> Path:
+    """Fetch timm's pretrained backbone weights ``name`` (``arch.tag``) into ``out`` as safetensors.
+
+    The file comes from the weights' Hugging Face repository (``timm/<arch>.<tag>``; ``model.safetensors``,
+    else ``pytorch_model.bin`` read with ``weights_only`` and re-saved) through the Hub cache, so a second
+    fetch is offline. It is checked to hold a tensor state dict and written atomically.
+
+    Raises:
+        InputError: unknown name/tag, no network (or ``HF_HUB_OFFLINE``) with nothing cached, or a bad file;
+            the fix names the ``hf download`` command for fetching it on another machine.
+    """
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    from mvhand.model import pretrained_hub_repo, read_backbone_weights
+
+    out = Path(out)
+    try:
+        repo = pretrained_hub_repo(name)
+    except ValueError as exc:
+        raise InputError(None, str(exc), "set train.pretrained to one of the listed tags") from None
+    fetched = None
+    for filename in _WEIGHT_FILES:
+        try:
+            fetched = huggingface_hub.hf_hub_download(repo, filename, token=token)
+            break
+        except errors.RemoteEntryNotFoundError:  # the repository has no such file: try the next one
+            continue
+        except Exception as exc:
+            err = _hf_error(exc, repo, out, what="model")
+            raise InputError(
+                out,
+                err.problem,
+                f"fetch it on a machine with internet: `hf download {repo} model.safetensors --local-dir <dir>`, "
+                "then copy <dir>/model.safetensors to this machine and set train.pretrained_file to its path",
+            ) from None
+    if fetched is None:
+        raise InputError(out, f"{repo} holds none of {', '.join(_WEIGHT_FILES)}", "set train.pretrained_file")
+    state = read_backbone_weights(fetched)
+    from safetensors.torch import save_file
+
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": f"{repo}"})
+    log.info("%s: %d tensors from %s (%s)", out, len(state), repo, Path(fetched).name)
+    return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -42,6 +41,11 @@ __all__ = [
     "RegressUV",
     "heatmap_cell_centres",
     "create_backbone",
+    "load_backbone_weights",
+    "read_backbone_weights",
+    "pretrained_model_name",
+    "pretrained_hub_repo",
+    "resample_pos_embed",
     "split_ftl",
     "masked_anchor",
 ]
@@ -154,16 +158,17 @@ def create_backbone(
     """A timm model without classifier (``num_classes=0``), never touching the network.
 
     Args:
-        name: timm model name.
+        name: timm model name, optionally with a pretrained tag (``hiera_base_224.mae_in1k_ft_in1k``).
         img_size: input side; passed as ``img_size`` to models that take it (ViT, Hiera).
         in_chans: input channels.
-        pretrained_file: optional local weights file (``pretrained_cfg_overlay=dict(file=...)``).
+        pretrained_file: optional local weights file in timm's format (see :func:`load_backbone_weights`).
 
     Raises:
         ValueError: unknown model name, or a Hiera size that is not a multiple of 32.
+        InputError: the weights file is missing, unreadable or does not fit the backbone.
     """
     timm = import_timm()
-    if not timm.is_model(name):
+    if not timm.is_model(name.split(".", 1)[0]):
         raise ValueError(f"unknown timm backbone {name!r} (see timm.list_models())")
     if "hiera" in name and img_size % 32:
         raise ValueError(f"Hiera backbones need img_size to be a multiple of 32, got {img_size}")
@@ -173,25 +178,173 @@ def create_backbone(
             "backbone weights file not found",
             "set train.pretrained_file to a local timm weights file",
         )
-    kwargs: dict = dict(pretrained=pretrained_file is not None, num_classes=0, in_chans=in_chans)
-    if pretrained_file is not None:
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
+    kwargs: dict = dict(pretrained=False, num_classes=0, in_chans=in_chans)
     try:
-        try:
-            return timm.create_model(name, img_size=img_size, **kwargs)
-        except TypeError:  # CNNs take any input size and reject the keyword
-            return timm.create_model(name, **kwargs)
-    except (RuntimeError, pickle.UnpicklingError, OSError, EOFError) as exc:
-        if pretrained_file is None:
-            raise
-        # timm reads the file with torch.load(weights_only=True): a file pickling anything but tensors and
-        # plain data is refused there (nothing in it runs); safetensors files need no unpickling at all
+        model = timm.create_model(name, img_size=img_size, **kwargs)
+    except TypeError:  # CNNs take any input size and reject the keyword
+        model = timm.create_model(name, **kwargs)
+    if pretrained_file is not None:
+        load_backbone_weights(model, pretrained_file)
+    return model
+
+
+def read_backbone_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a timm weights file: ``.safetensors``, or a ``.pth``/``.bin`` read with ``weights_only``
+    (no code from the file runs); a ``state_dict``/``model``/EMA wrapper is unwrapped as timm does."""
+    timm = import_timm()
+    path = os.fspath(path)
+    try:
+        state = timm.models.load_state_dict(path, use_ema=True, weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or a pickle that is more than tensors
         raise InputError(
-            pretrained_file,
-            f"cannot load the backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
-            "set train.pretrained_file to a timm weights file (.safetensors, or a .pth/.bin of tensors only) "
-            "from a source you trust",
-        ) from exc
+            path,
+            f"cannot load the backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            "use a timm weights file from a source you trust (model.safetensors from the model's Hugging Face "
+            "repo, or a .pth/.bin holding only tensors); re-download it if it was cut short",
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, "backbone weights file holds no tensor state dict", "use a timm weights file")
+    return state
+
+
+def pretrained_model_name(backbone: str, pretrained: str) -> str:
+    """timm's ``arch.tag`` name of pretrained weights: ``pretrained`` is a tag of ``backbone``
+    (``mae_in1k_ft_in1k``) or a full name whose architecture must be ``backbone``.
+
+    Raises:
+        ValueError: a full name of another architecture.
+    """
+    arch, dot, tag = pretrained.partition(".")
+    if not dot:
+        return f"{backbone}.{pretrained}"
+    if arch != backbone:
+        raise ValueError(
+            f"train.pretrained {pretrained!r} is for {arch!r} but train.backbone is {backbone!r}; "
+            f"give the tag only ({tag!r}) or the matching backbone"
+        )
+    return pretrained
+
+
+def pretrained_hub_repo(name: str) -> str:
+    """Hugging Face repository of timm's pretrained weights ``arch.tag`` (e.g. ``timm/hiera_base_224.mae``).
+
+    Raises:
+        ValueError: unknown model or tag (the message lists the tags timm knows), or weights that timm
+            does not host on the Hub.
+    """
+    timm = import_timm()
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown timm model {arch!r} (see timm.list_models())")
+    known = timm.list_pretrained(f"{arch}.*")
+    if name not in known:
+        raise ValueError(
+            f"timm has no pretrained weights {name!r}; tags of {arch}: {', '.join(known) or 'none'}"
+        )
+    cfg = timm.models.get_pretrained_cfg(name)
+    if not cfg.hf_hub_id:
+        raise ValueError(
+            f"timm's weights {name!r} are not on the Hugging Face Hub ({cfg.url or 'no URL'}); download them "
+            "yourself and set train.pretrained_file"
+        )
+    return cfg.hf_hub_id
+
+
+def resample_pos_embed(pos: torch.Tensor, shape: torch.Size, num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Resample a square absolute position embedding to another token grid (bicubic, antialiased).
+
+    Args:
+        pos: (1, N0, C) with N0 = prefix + g0², or (1, C, h0, w0).
+        shape: target shape, (1, N, C) with N = prefix + g², or (1, C, h, w).
+        num_prefix_tokens: class/register tokens kept as they are (3-D layout only).
+
+    Raises:
+        ValueError: the grids are not square, or the layouts differ.
+    """
+    if pos.ndim == 4 and len(shape) == 4 and pos.shape[:2] == shape[:2]:
+        return nn.functional.interpolate(
+            pos.float(), size=tuple(shape[2:]), mode="bicubic", align_corners=False, antialias=True
+        ).to(pos.dtype)
+    if pos.ndim != 3 or len(shape) != 3 or pos.shape[0] != 1 or pos.shape[2] != shape[2]:
+        raise ValueError(
+            f"cannot resample a position embedding of shape {tuple(pos.shape)} to {tuple(shape)}"
+        )
+    g0, g = math.isqrt(pos.shape[1] - num_prefix_tokens), math.isqrt(shape[1] - num_prefix_tokens)
+    if g0 * g0 != pos.shape[1] - num_prefix_tokens or g * g != shape[1] - num_prefix_tokens:
+        raise ValueError(f"position embeddings {tuple(pos.shape)} -> {tuple(shape)} are not square grids")
+    from timm.layers import resample_abs_pos_embed
+
+    return resample_abs_pos_embed(pos, [g, g], [g0, g0], num_prefix_tokens=num_prefix_tokens)
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load pretrained weights written in timm's format into a ``num_classes=0`` backbone, offline.
+
+    The file is what ``timm.create_model(name, pretrained=True)`` would fetch (e.g. ``model.safetensors``
+    of the Hugging Face repo ``timm/hiera_base_224.mae_in1k_ft_in1k``) or a ``torch.save`` of a timm
+    model's ``state_dict()``. As timm's own loader does, the model family's ``checkpoint_filter_fn`` is
+    applied, the first convolution is adapted to ``in_chans`` (e.g. summed over RGB for grey input) and
+    the classifier is dropped; in addition an absolute position embedding trained at another input size
+    is resampled to this model's token grid (Hiera at ``img_size`` != 224). Every other tensor must match
+    by name and shape: anything missing, left over or mis-shaped raises instead of leaving layers at
+    their random initialisation.
+
+    Raises:
+        InputError: unreadable file, or weights that do not fit this backbone (names the first keys).
+    """
+    import sys
+
+    timm = import_timm()
+    path = os.fspath(path)
+    state = read_backbone_weights(path)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except TypeError:  # filters of older families take the state dict only
+            state = filter_fn(state)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    own = model.state_dict()
+    first_convs = cfg.get("first_conv") or ()
+    for conv in (first_convs,) if isinstance(first_convs, str) else first_convs:
+        key = f"{conv}.weight"
+        if key in state and key in own and state[key].ndim == 4 and state[key].shape[1] != own[key].shape[1]:
+            base = (cfg.get("input_size") or state[key].shape[1:2])[0]
+            state[key] = timm.models.adapt_input_conv(own[key].shape[1], state[key], base_chans=base)
+    classifiers = cfg.get("classifier") or ()
+    for head in (classifiers,) if isinstance(classifiers, str) else classifiers:
+        for suffix in (".weight", ".bias"):
+            if f"{head}{suffix}" not in own:
+                state.pop(f"{head}{suffix}", None)
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    name = cfg.get("architecture") or type(model).__name__
+    fix = (
+        f"use weights written for {name} (`hf download timm/{name}.<tag> model.safetensors`), or set "
+        "train.backbone to the model the file was written for"
+    )
+    for key, value in state.items():
+        if key in own and value.shape != own[key].shape and "pos_embed" in key:
+            try:
+                state[key] = resample_pos_embed(value, own[key].shape, prefix)
+            except ValueError as exc:
+                raise InputError(
+                    path, f"{key}: {exc}", f"set train.img_size to the weights' size; {fix}"
+                ) from None
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    extra = [k for k in state if k not in own]
+    for what, keys in (("mis-shaped", wrong), ("missing", missing), ("unexpected", extra)):
+        if keys:
+            raise InputError(
+                path,
+                f"weights do not fit backbone {name}: {len(keys)} {what} tensors ({', '.join(keys[:3])})",
+                fix,
+            )
+    model.load_state_dict(state, strict=False)
 
 
 def masked_anchor(centres: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:

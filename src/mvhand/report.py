@@ -144,21 +144,28 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def table1(scores: Sequence[CandidateScores]) -> str:
-    """Markdown Table 1: MPJPE / PCK-AUC / fingertip PCK-AUC per dataset and candidate."""
-    head = "| method | " + " | ".join(
-        f"{ds} MPJPE (mm) ↓ | {ds} PCK-AUC ↑ | {ds} tip AUC ↑" for ds in DATASETS
-    )
-    lines = [head + " | report MPJPE (real data) |", "|" + "---|" * (2 + 3 * len(DATASETS))]
+def table1_rows(scores: Sequence[CandidateScores]) -> tuple[list[str], list[list[str]]]:
+    """Table 1 as (header, rows): method, then MPJPE / PCK-AUC / fingertip PCK-AUC per dataset (formatted),
+    then the report's real-data MPJPE."""
+    head = ["method"]
+    for ds in DATASETS:
+        head += [f"{ds} MPJPE (mm) ↓", f"{ds} PCK-AUC ↑", f"{ds} tip AUC ↑"]
+    rows = []
     for s in scores:
-        cells = []
+        cells = [CANDIDATE_LABELS.get(s.name, s.name)]
         for ds in DATASETS:
             m = s.result.get(f"{ds}_test", {})
             cells += [_fmt(m.get("MPJPE")), _fmt(m.get("PCK_AUC")), _fmt(m.get("FINGERTIP_PCK_AUC"))]
         paper = PAPER_MPJPE.get(s.name)
-        ref = f"{paper[0]} / {paper[1]}" if paper else "–"
-        lines.append(f"| {CANDIDATE_LABELS.get(s.name, s.name)} | " + " | ".join(cells) + f" | {ref} |")
-    return "\n".join(lines)
+        rows.append(cells + [f"{paper[0]} / {paper[1]}" if paper else "–"])
+    return head + ["report MPJPE (real data)"], rows
+
+
+def table1(scores: Sequence[CandidateScores]) -> str:
+    """Markdown Table 1: MPJPE / PCK-AUC / fingertip PCK-AUC per dataset and candidate."""
+    head, rows = table1_rows(scores)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
@@ -256,7 +263,7 @@ def write_report(
     training_curves: Mapping[str, str] | None = None,
     notes: str = "",
 ) -> Path:
-    """Write ``report.md`` and its plots into ``out_dir``."""
+    """Write ``report.md``, its plots, ``table1.tsv`` and ``scores.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_pck(scores, out_dir / "pck_curves.png")
@@ -317,6 +324,9 @@ def write_report(
     path = out_dir / "report.md"
     with atomic_write(path) as fh:
         fh.write("\n".join(parts) + "\n")
+    head, rows = table1_rows(scores)  # the same table for Snakemake's HTML report (snakemake --report)
+    with atomic_write(out_dir / "table1.tsv") as fh:
+        fh.write("\n".join("\t".join(r) for r in [head, *rows]) + "\n")
     with atomic_write(out_dir / "scores.json") as fh:
         json.dump(
             {s.name: {"result": s.result, "per_sequence": s.per_sequence} for s in scores}, fh, indent=2

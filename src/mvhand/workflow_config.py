@@ -8,7 +8,8 @@ unknown variant made the default target print "Nothing to be done" and keep a st
 Checked: every number is finite (YAML ``.nan`` / ``.inf`` pass the schema's ranges); candidates and
 ``evaluate.val_variant`` name trained variants; ``source: local`` has an existing ``download.local_dir``;
 ``evaluate.split: pose_test`` only with the synthetic world (the real test ground truth is private);
-``train.pretrained_file`` exists when set; Savitzky–Golay and online-smoothing settings that cannot work;
+``train.pretrained_file`` exists when set; ``train.gpus: 0`` is not combined with ``train.device: cuda``;
+Savitzky–Golay and online-smoothing settings that cannot work;
 and real-data sources refuse the synthetic stand-in MANO files (:func:`mvhand.mano_pickle.is_synthetic_mano`).
 Only NumPy is imported (no torch): this runs every time Snakemake parses the workflow.
 """
@@ -123,6 +124,16 @@ def config_problems(config: Mapping[str, Any], variants: Iterable[str]) -> list[
                 "train.pretrained_file",
                 f"{pretrained!r} is not a file",
                 'point it at a local timm weights file, or set it to "" to train from scratch',
+            )
+        )
+
+    train = config.get("train") or {}
+    if train.get("gpus") == 0 and train.get("device") == "cuda":
+        out.append(
+            InputError(
+                "train.gpus",
+                "is 0 (train on the CPU, request no GPU) but train.device is cuda",
+                "set train.gpus >= 1 to train on GPUs, or train.device: cpu",
             )
         )
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -20,6 +22,28 @@ TINY_CONFIG = {
     "seed": 0,
     "download": {"size": "tiny"},
     "crops": {"crop_size": 32, "fov_margin": 1.25, "jpeg_quality": 90, "threads": 2},
+}
+
+#: a model that trains in seconds on 32-px crops (timm's tiny test network)
+TINY_TRAIN = {
+    "backbone": "test_resnet",
+    "img_size": 32,
+    "n_points": 16,
+    "hidden": 64,
+    "batch_size": 4,
+    "epochs": 1,
+    "iters_per_epoch": 3,
+    "warmup_iters": 0,
+    "num_workers": 0,
+    "checkpoint_every": 2,
+    "val_max_instances": 16,
+    "threads": 1,
+}
+TINY_PIPELINE = {
+    **TINY_CONFIG,
+    "train": TINY_TRAIN,
+    "predict": {"batch_size": 16, "num_workers": 0, "threads": 1},
+    "smooth": {"iterations": 20, "online_iterations": 3, "online_window": 6, "online_free": 2},
 }
 
 
@@ -70,6 +94,68 @@ def job_counts(output: str) -> dict[str, int]:
                     counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+@dataclass
+class PlannedJob:
+    """One job of a dry run: rule name, whether it is a local rule, threads and resources as printed."""
+
+    rule: str
+    local: bool
+    threads: int
+    resources: dict[str, str]
+    wildcards: str = ""
+
+
+def planned_jobs(output: str) -> list[PlannedJob]:
+    """Parse the job blocks of `snakemake -n` output (``rule X:`` / ``localrule X:`` … ``resources: k=v, …``)."""
+    jobs: list[PlannedJob] = []
+    current: PlannedJob | None = None
+    for line in output.splitlines():
+        head = re.fullmatch(r"(local)?(?:checkpoint|rule) (\w+):", line.strip())
+        if head and not line.startswith(" "):
+            current = PlannedJob(head.group(2), bool(head.group(1)), 1, {})
+            jobs.append(current)
+        elif current is not None and line.startswith("    "):
+            key, _, value = line.strip().partition(": ")
+            if key == "threads":
+                current.threads = int(value)
+            elif key == "wildcards":
+                current.wildcards = value
+            elif key == "resources":
+                current.resources = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+        else:
+            current = None
+    return jobs
+
+
+#: CPU threads of rules whose use does not depend on the config (single-threaded scripts; the smoother's
+#: torch threads and the synthetic generator's processes are fixed at 2)
+FIXED_CPUS = {"neural_smooth": 2, "report": 2, "download": 2}
+
+
+def expected_use(rule: str, cfg: dict) -> tuple[int, int]:
+    """(CPUs, GPUs) a job of `rule` keeps busy under `cfg` (defaults as in config.schema.yaml)."""
+    train, predict, smooth = cfg.get("train", {}), cfg.get("predict", {}), cfg.get("smooth", {})
+    if rule == "train":
+        gpus = 0 if train.get("device", "auto") == "cpu" else train.get("gpus", 1)
+        processes = max(1, gpus)  # torchrun: one process per GPU
+        return processes * (train.get("threads", 2) + train.get("num_workers", 2)), gpus
+    if rule == "predict":
+        return predict.get("threads", 2) + predict.get("num_workers", 0), int(
+            predict.get("device", "auto") != "cpu"
+        )
+    if rule == "neural_smooth":
+        return FIXED_CPUS[rule], int(smooth.get("device", "cpu") != "cpu")
+    if rule == "cache_crops":
+        return cfg["crops"].get("threads", 1), 0
+    return FIXED_CPUS.get(rule, 1), 0
+
+
+def requested(job: PlannedJob) -> tuple[int, int]:
+    """(CPUs, GPUs) the SLURM plugin requests for a planned job (its get_cpu_setting / gres logic)."""
+    cpus = int(job.resources.get("cpus_per_task", job.threads))
+    return cpus, int(job.resources.get("gpu", 0))
 
 
 def copy_workdir(src: Path, dst: Path) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _wf import TINY_CONFIG, run_snakemake, write_config
+from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, run_snakemake, write_config
 
 
 @dataclass
@@ -28,3 +28,12 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     write_config(workdir, TINY_CONFIG)
     proc = run_snakemake(workdir, "--cores", "2", "crops")
     return TinyRun(workdir, proc)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_run, tmp_path_factory):
+    """The whole tiny workflow (TINY_PIPELINE), run locally once on a copy of the tiny data/crop run."""
+    workdir = copy_workdir(tiny_run.workdir, tmp_path_factory.mktemp("pipe") / "wf")
+    write_config(workdir, TINY_PIPELINE)
+    proc = run_snakemake(workdir, "--cores", "2", timeout=1800)
+    return workdir, proc

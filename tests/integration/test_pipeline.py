@@ -1,50 +1,23 @@
 """The whole workflow on the tiny configuration: training → prediction → smoothing → submissions → report.
 
-Starts from a copy of the session's tiny data/crop run (see conftest.py) and runs the default target.
+The session fixture `pipeline` (conftest.py) runs the default target on a copy of the tiny data/crop run.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
-from _wf import TINY_CONFIG, copy_workdir, job_counts, run_snakemake, write_config
+from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
 
 from mvhand.metrics import evaluate_archives
 from mvhand.submission import read_submission_archive
 
 pytestmark = pytest.mark.slow
 
-#: a model that trains in seconds on 32-px crops (timm's tiny test network)
-TINY_TRAIN = {
-    "backbone": "test_resnet",
-    "img_size": 32,
-    "n_points": 16,
-    "hidden": 64,
-    "batch_size": 4,
-    "epochs": 1,
-    "iters_per_epoch": 3,
-    "warmup_iters": 0,
-    "num_workers": 0,
-    "checkpoint_every": 2,
-    "val_max_instances": 16,
-    "threads": 1,
-}
-TINY_PIPELINE = {
-    **TINY_CONFIG,
-    "train": TINY_TRAIN,
-    "predict": {"batch_size": 16, "num_workers": 0, "threads": 1},
-    "smooth": {"iterations": 20, "online_iterations": 3, "online_window": 6, "online_free": 2},
-}
 POST_RULES = {"neural_smooth", "package_submission", "evaluate", "submission", "report"}
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_run, tmp_path_factory):
-    workdir = copy_workdir(tiny_run.workdir, tmp_path_factory.mktemp("pipe") / "wf")
-    write_config(workdir, TINY_PIPELINE)
-    proc = run_snakemake(workdir, "--cores", "2", timeout=1800)
-    return workdir, proc
 
 
 def test_default_target_writes_validated_submissions_and_report(pipeline):
@@ -99,3 +72,28 @@ def test_jobs_run_without_an_activated_environment(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "resources/data/hot3d/manifest.json").is_file()
+
+
+def test_snakemake_html_report(pipeline, tmp_path):
+    """`snakemake --report report.html`: one self-contained file with the report() outputs and captions."""
+    workdir, _ = pipeline
+    out = tmp_path / "report.html"
+    run_snakemake(workdir, "--report", str(out))
+    html = out.read_text()
+    # self-contained: nothing is fetched when it is opened
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?://", html)
+    for caption in ("Table 1: each row adds one ingredient", "PCK curves: share of the evaluated landmarks",
+                    "MPJPE of every test sequence", "before and after Neural Smooth", "Training curves of one variant"):  # fmt: skip
+        assert caption in html, caption
+    # every report() file is embedded: Table 1 (TSV) and the plots, byte for byte
+    report_dir = workdir / "results" / "report"
+    files = ["table1.tsv", "pck_curves.png", "per_sequence_mpjpe.png", "trajectory.png", "loss_baseline.png", "loss_full.png"]  # fmt: skip
+    for name in files:
+        assert base64.b64encode((report_dir / name).read_bytes()).decode() in html, name
+    # Table 1's numbers are the evaluator's
+    scores = json.loads((report_dir / "scores.json").read_text())
+    mpjpe = scores["full-neural"]["result"]["umetrack_test"]["MPJPE"]
+    assert f"\t{mpjpe:.2f}\t" in (report_dir / "table1.tsv").read_text()
+    # Snakemake's per-rule runtime statistics (its "Statistics" page)
+    for rule in ("cache_crops", "train", "predict", "neural_smooth", "evaluate", "report"):
+        assert f'{{"rule": "{rule}", "runtime": ' in html, rule

@@ -17,11 +17,33 @@ def predict_splits():
 
 
 def train_flags(wildcards):
-    """Flags of train.py for one variant; `baseline` forces --extrinsic-noise 0."""
+    """Flags of train.py for one variant; `baseline` forces --extrinsic-noise 0; `gpus: 0` forces --device cpu;
+    the backbone weights are passed as --pretrained-file (train_pretrained_file)."""
     settings = {k: v for k, v in train_settings().items() if k not in MODEL_WORKFLOW_KEYS}
     if wildcards.variant == "baseline":
         settings["extrinsic_noise"] = 0.0
+    if train_gpus() == 0 and settings.get("device") != "cpu":
+        settings["device"] = "cpu"
+    settings.pop("pretrained", None)
+    settings["pretrained_file"] = train_pretrained_file()
     return stage_flags(settings)
+
+
+def train_pretrained_file(wildcards=None):
+    """Backbone weights read by train: train.pretrained_file, else the file the local rule
+    `pretrained_weights` fetches for train.pretrained (resources/pretrained/<backbone>/<pretrained>.safetensors),
+    else "" (random initialisation)."""
+    train = config.get("train") or {}
+    if train.get("pretrained_file"):
+        return train["pretrained_file"]
+    if train.get("pretrained"):
+        return f"resources/pretrained/{train['backbone']}/{train['pretrained']}.safetensors"
+    return ""
+
+
+def train_pretrained_input(wildcards):
+    """Input function of train: the backbone weights file, if any."""
+    return train_pretrained_file() or []
 
 
 def predict_flags(wildcards):
@@ -29,23 +51,58 @@ def predict_flags(wildcards):
     return stage_flags({k: v for k, v in predict_settings().items() if k not in MODEL_WORKFLOW_KEYS})
 
 
-def train_launcher(wildcards):
-    """Nothing for one process, `-m torch.distributed.run --standalone --nproc_per_node N ` for N GPUs (DDP)."""
-    gpus = int((config.get("train") or {}).get("gpus", 1))
-    return "" if gpus <= 1 else f"-m torch.distributed.run --standalone --nproc_per_node {gpus} "
+# ---- what the model jobs request (resources derived from the config; docs/workflow.md "Cluster") -----
+# A job asks for a GPU exactly when its stage runs on one (device `auto` or `cuda`), and for as many CPUs
+# as it keeps busy: per process, its torch threads plus its DataLoader worker processes.
 
 
 def train_gpus():
-    """GPUs the train job asks for (resource `gpu`, e.g. the SLURM profile's GPU request)."""
-    return int((config.get("train") or {}).get("gpus", 1))
+    """GPUs of the train job (resource `gpu`): 0 with `train.device: cpu` or `train.gpus: 0`, else train.gpus
+    (`gpus: 0` with `device: cuda` is refused by check_config)."""
+    train = config.get("train") or {}
+    return 0 if train.get("device", "auto") == "cpu" else int(train.get("gpus", 1))
+
+
+def train_processes():
+    """Training processes of the job: one per GPU (DDP through torchrun) on GPUs, one on the CPU."""
+    return max(1, train_gpus())
+
+
+def train_launcher(wildcards):
+    """Nothing for one process, `-m torch.distributed.run --standalone --nproc_per_node N ` for N GPUs (DDP)."""
+    n = train_processes()
+    return "" if n == 1 else f"-m torch.distributed.run --standalone --nproc_per_node {n} "
 
 
 def train_threads():
+    """torch CPU threads of each training process (train.threads; the rule's `threads`)."""
     return int((config.get("train") or {}).get("threads", 2))
 
 
+def train_cpus():
+    """CPUs of the train job (resource `cpus_per_task`): processes x (torch threads + DataLoader workers)."""
+    workers = int((config.get("train") or {}).get("num_workers", 2))
+    return train_processes() * (train_threads() + workers)
+
+
+def train_mem_mb():
+    """Memory of the train job, MB (resource `mem_mb`): 16 GB per training process."""
+    return 16000 * train_processes()
+
+
 def predict_threads():
+    """torch CPU threads of predict (predict.threads; the rule's `threads`)."""
     return int((config.get("predict") or {}).get("threads", 2))
+
+
+def predict_gpus():
+    """GPUs of a predict job (resource `gpu`): 0 with `predict.device: cpu`, else 1."""
+    return 0 if (config.get("predict") or {}).get("device", "auto") == "cpu" else 1
+
+
+def predict_cpus():
+    """CPUs of a predict job (resource `cpus_per_task`): torch threads + DataLoader workers."""
+    return predict_threads() + int((config.get("predict") or {}).get("num_workers", 0))
 
 
 def train_crop_files(wildcards):

@@ -5,12 +5,19 @@ SMOOTH_METHODS = ("raw", "neural", "online", "one_euro", "savgol")
 FINAL_CANDIDATE = config["submission"]["candidate"]
 EVAL_SPLIT = config["evaluate"]["split"]
 CANDIDATES = list(config["evaluate"]["candidates"])
+# training variants of the report's rows (their training curves are in the report)
+REPORT_VARIANTS = sorted({c.split("-")[0] for c in CANDIDATES})
 
 
 wildcard_constraints:
     variant=r"[a-z0-9_]+",
     method="|".join(SMOOTH_METHODS),
     track="pose|shape",
+
+
+def smooth_gpus():
+    """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
+    return 0 if smooth_settings().get("device", "cpu") == "cpu" else 1
 
 
 def _split_dir(dataset, split):
@@ -86,7 +93,7 @@ def report_inputs(wildcards):
             inputs[f"online_{ds}"] = f"results/smooth/{variant}/online/{ds}/{split}.json"
     inputs["raw"] = f"results/smooth/{variant}/raw/{DATASETS[0]}/{split}.parquet"
     inputs["smoothed"] = f"results/smooth/{variant}/neural/{DATASETS[0]}/{split}.parquet"
-    for v in sorted({c.split("-")[0] for c in CANDIDATES}):
+    for v in REPORT_VARIANTS:
         inputs[f"train_{v}"] = f"results/train/{v}/metrics.csv"
     return inputs
 

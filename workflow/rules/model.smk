@@ -2,16 +2,40 @@
 #   variant: baseline = no extrinsic translation noise (ablation), full = with (train.extrinsic_noise)
 #   split:   pose_test, shape_test, or val (held-out training sequences listed in val_sequences.txt)
 # Targets: `models` (both variants), `predictions` (every prediction table).
+# `pretrained_weights` (local: it needs the internet) fetches train.pretrained for the train jobs.
 
 localrules:
     models,
     predictions,
+    pretrained_weights,
+
+
+rule pretrained_weights:
+    input:
+        script=script_path("pretrained_weights.py"),
+    output:
+        weights="resources/pretrained/{backbone}/{pretrained}.safetensors",
+    log:
+        "logs/pretrained_weights/{backbone}/{pretrained}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    wildcard_constraints:
+        backbone=r"[A-Za-z0-9_]+",
+        pretrained=r"[A-Za-z0-9_.]+",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python {input.script} --backbone {wildcards.backbone} --pretrained {wildcards.pretrained}"
+        " --out {output.weights:q} > {log} 2>&1"
 
 
 rule train:
     input:
         script=script_path("train.py"),
         crops=train_crop_files,
+        pretrained=train_pretrained_input,
     output:
         model="results/train/{variant}/model.pt",
         val_sequences="results/train/{variant}/val_sequences.txt",
@@ -27,9 +51,11 @@ rule train:
         launcher=train_launcher,
     threads: train_threads()
     resources:
-        mem_mb=16000,
+        mem_mb=train_mem_mb(),
         runtime=1440,
         gpu=train_gpus(),
+        cpus_per_task=train_cpus(),
+        nodes=1,
     wildcard_constraints:
         variant="|".join(MODEL_VARIANTS),
     conda:
@@ -59,7 +85,8 @@ rule predict:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=predict_gpus(),
+        cpus_per_task=predict_cpus(),
     wildcard_constraints:
         variant="|".join(MODEL_VARIANTS),
         split="|".join(PREDICT_SPLITS),

@@ -28,6 +28,7 @@ rule neural_smooth:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=smooth_gpus(),
     conda:
         "../../envs/pipeline.yaml"
     shell:
@@ -124,6 +125,20 @@ rule report:
     output:
         report="results/report/report.md",
         scores="results/report/scores.json",
+        # shown by `snakemake --report report.html` (captions in workflow/report/)
+        table1=report("results/report/table1.tsv", caption="../report/table1.rst", category="1. Table 1"),
+        pck=report("results/report/pck_curves.png", caption="../report/pck_curves.rst", category="2. Evaluation"),
+        per_sequence=report(
+            "results/report/per_sequence_mpjpe.png", caption="../report/per_sequence.rst", category="2. Evaluation"
+        ),
+        trajectory=report(
+            "results/report/trajectory.png", caption="../report/trajectory.rst", category="3. Neural Smooth"
+        ),
+        curves=[
+            report(f"results/report/loss_{v}.png", caption="../report/training_curve.rst", category="4. Training",
+                   subcategory=v)
+            for v in REPORT_VARIANTS
+        ],
     log:
         "logs/report.log",
     params:

@@ -35,9 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="check of downloaded files against the repository metadata (--source huggingface)",
     )
     p.add_argument("--force", action="store_true", help="regenerate / download again")
-    p.add_argument(
-        "--token", default=None, help="Hugging Face token (default: `huggingface-cli login` or $HF_TOKEN)"
-    )
+    p.add_argument("--token", default=None, help="Hugging Face token (default: `hf auth login` or $HF_TOKEN)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 

@@ -1,0 +1,73 @@
+"""Will the cluster ever run these jobs? A pre-flight check of SLURM requests against the nodes.
+
+SLURM accepts a job that asks for more CPUs, memory or GPUs than any node of the cluster has and keeps it
+PENDING forever (reason ``PartitionConfig``/``Resources``), and Snakemake then waits forever. The workflow
+(``workflow/rules/common_cluster.smk``, at start-up of a SLURM run) compares each rule's largest request
+with the nodes listed by ``sinfo`` and stops with a message naming the rule, the request and the config
+keys to change, before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["SINFO_FORMAT", "JobRequest", "NodeSize", "parse_sinfo_nodes", "requests_no_node_fits"]
+
+#: the `sinfo -h -N -o` format that :func:`parse_sinfo_nodes` reads: node name, CPUs, memory (MB), GRES
+SINFO_FORMAT = "%N|%c|%m|%G"
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    """What one node offers: CPUs, memory (MB) and GPUs."""
+
+    name: str
+    cpus: int
+    mem_mb: int
+    gpus: int
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What one job asks for: CPUs (``--cpus-per-task``), memory (``--mem``, MB) and GPUs (``--gpus``)."""
+
+    rule: str
+    cpus: int
+    mem_mb: int = 0
+    gpus: int = 0
+
+    def fits(self, node: NodeSize) -> bool:
+        return self.cpus <= node.cpus and self.mem_mb <= node.mem_mb and self.gpus <= node.gpus
+
+
+def _gpu_count(gres: str) -> int:
+    """GPUs in a GRES string: ``gpu:a100:4(S:0-1),gpu:2,shard:8`` -> 6; ``(null)`` -> 0."""
+    total = 0
+    for item in gres.split(","):
+        m = re.fullmatch(r"gpu(?::[^:(]+)?:(\d+)(?:\(.*\))?", item.strip())
+        if m:
+            total += int(m.group(1))
+    return total
+
+
+def parse_sinfo_nodes(text: str) -> list[NodeSize]:
+    """Nodes from the output of ``sinfo -h -N -o "%N|%c|%m|%G"`` (a node listed in several partitions
+    once); lines that do not parse are skipped."""
+    nodes: dict[str, NodeSize] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue
+        mem = re.match(r"\d+", parts[2])
+        if mem is None:
+            continue
+        nodes[parts[0]] = NodeSize(parts[0], int(parts[1]), int(mem.group()), _gpu_count(parts[3]))
+    return list(nodes.values())
+
+
+def requests_no_node_fits(requests: Iterable[JobRequest], nodes: Iterable[NodeSize]) -> list[JobRequest]:
+    """The requests that no single node can satisfy (all of CPUs, memory and GPUs on one node)."""
+    nodes = list(nodes)
+    return [r for r in requests if not any(r.fits(n) for n in nodes)]
