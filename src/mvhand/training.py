@@ -68,6 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _EVAL_KP = list(LANDMARKS_TO_EVAL)
+_AMP_MODES = ("auto", "bf16", "off")
 _CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 MODEL_FORMAT = "mvhand.handnet/1"
 
@@ -96,6 +97,7 @@ class TrainConfig:
         seed: global seed.
         num_workers: DataLoader worker processes (persistent).
         device: "auto", "cpu" or "cuda".
+        amp: bf16 autocast of the forward passes: "auto" (on CUDA only), "bf16" (also on the CPU) or "off".
         checkpoint_every: steps between checkpoints (a checkpoint is also written after every epoch).
         keep_checkpoints: checkpoints kept on disk.
         threads: torch CPU threads (0 = leave torch's default).
@@ -127,6 +129,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     device: str = "auto"
+    amp: str = "auto"
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     threads: int = 0
@@ -483,6 +486,15 @@ def _dist_setup(device_str: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
 
 
+def _mean_over_ranks(vals: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    """The mean over the DDP ranks of each rank's loss terms (one all-reduce)."""
+    import torch.distributed as dist
+
+    t = torch.tensor(list(vals.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(vals, (t / world).tolist(), strict=True))
+
+
 def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) -> FitResult:
     """Train (or resume) a model; see the module docstring for the outputs.
 
@@ -589,7 +601,9 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         ddp_net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    amp = device.type == "cuda"
+    if cfg.amp not in _AMP_MODES:
+        raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(_AMP_MODES)}", "use auto")
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.iters_per_epoch, cfg.seed, rank, world)
     loader = _loader(train_ds, cfg.batch_size, cfg.num_workers, sampler, device)
     val_loader = _loader(val_ds, cfg.batch_size, min(cfg.num_workers, 2), None, device) if val_ds else None
@@ -653,6 +667,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             it += 1
             n_in_epoch += 1
             vals = {k: float(v.detach()) for k, v in terms.items()}
+            if world > 1:  # log the global batch's terms (the mean over ranks), not rank 0's slice
+                vals = _mean_over_ranks(vals, world, device)
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps_hist.append(
@@ -698,6 +714,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
 
     model_path = out / "model.pt"
     if is_main:
+        write_logs()  # also when resumed from the final checkpoint (a re-run of a finished training)
         final = {
             "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
             "train_config": dataclasses.asdict(cfg), "val_sequences": val_names, "epochs": epochs_hist,
