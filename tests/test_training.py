@@ -180,3 +180,56 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_never_runs(setup, tmp_p
     evil.replace(bad)
     res = fit(_cfg(setup, out, epochs=1, iters_per_epoch=2))
     assert res.completed and not marker.exists() and "refused to load" in caplog.text
+
+
+def test_rerun_of_a_finished_training_writes_every_output(setup, tmp_path):
+    """`snakemake --forcerun train` deletes the outputs and re-runs: resumed from the final checkpoint, no
+    step is trained again, and every declared output (metrics.csv included) is written again, unchanged."""
+    out = tmp_path / "r"
+    first = fit(_cfg(setup, out, epochs=1))
+    names = ("model.pt", "metrics.csv", "steps.csv", "loss.png", "val_sequences.txt")
+    before = {n: (out / n).read_bytes() for n in ("metrics.csv", "steps.csv", "val_sequences.txt")}
+    weights = torch.load(out / "model.pt", weights_only=True)["model"]
+    for name in names:
+        (out / name).unlink()
+    again = fit(_cfg(setup, out, epochs=1))
+    assert again.completed and again.steps == first.steps  # nothing trained again
+    for name in names:
+        assert (out / name).is_file(), name
+    assert {n: (out / n).read_bytes() for n in before} == before
+    now = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(now[k], weights[k]) for k in weights)
+
+
+def test_bf16_autocast_on_the_cpu(setup, tmp_path):
+    """``amp: bf16`` runs the forward passes under CPU autocast: the network's linear layers really
+    compute in bfloat16, the loss stays finite and the weights move; ``auto`` on the CPU stays float32."""
+    seen: list[torch.dtype] = []
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear):
+            seen.append(output.dtype)
+
+    def run(name: str, amp: str):
+        seen.clear()
+        handle = torch.nn.modules.module.register_module_forward_hook(record)
+        try:
+            res = fit(_cfg(setup, tmp_path / name, amp=amp, epochs=1, iters_per_epoch=2, checkpoint_every=1))
+        finally:
+            handle.remove()
+        return res, set(seen)
+
+    res, dtypes = run("bf16", "bf16")
+    assert dtypes == {torch.bfloat16}
+    assert res.completed and all(math.isfinite(r["loss"]) for r in res.steps)
+    assert all(math.isfinite(float(r["val_mpjpe_mm"])) for r in res.epochs)  # evaluation under autocast too
+    out = tmp_path / "bf16"
+    step1 = torch.load(out / "checkpoints" / "ckpt_00000001.pt", weights_only=True)["model"]
+    final = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
+    assert final["pos_head.4.weight"].dtype == torch.float32  # master weights stay float32
+    assert any(not torch.equal(step1[k], final[k]) for k in final)  # the second step moved the weights
+    _, dtypes = run("fp32", "auto")
+    assert dtypes == {torch.float32}
+    with pytest.raises(InputError, match="amp 'fp16' is not one of auto, bf16, off"):
+        fit(_cfg(setup, tmp_path / "bad", amp="fp16"))
