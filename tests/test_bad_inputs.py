@@ -12,6 +12,7 @@ Library-level error tests stay beside the code they test (test_dataset, test_man
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import io
 import json
@@ -37,6 +38,7 @@ import pytest
 from _payloads import ShellPayload
 from _toy_data import CAMERAS_JSON, HAND_CROPS_JSON, HAND_SHAPES_JSON, HANDS_JSON, write_toy_tar
 from PIL import Image
+from test_compat_io import tiny_fs  # noqa: F401 - fixture
 from test_packaging import _predictions
 
 from mvhand.dataset import dumps_json
@@ -378,6 +380,107 @@ def test_train_resume_from_a_checkpoint_with_a_payload(tmp_path, caplog, capsys,
     check(Fault("train", [*_train_args(crop_cache, mano_dir, out), "--resume", evil], 1,
                 ["ckpt_00000007.pt", "refused to load", "system"], "that you trust", [out / "model.pt"],
                 [out], [marker]), caplog, capsys)  # fmt: skip
+
+
+def _full_disk_save(real_save, limit: int):
+    """``torch.save`` onto a file system that fills up after ``limit`` bytes: its writes raise ENOSPC."""
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:
+            self.n += len(b)
+            if self.n > limit:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.fh.write(b)
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):  # torch's own C++ file writer says only this on a full disk
+            Path(f).write_bytes(b"PK")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        return real_save(obj, FullDisk(f), *args, **kwargs)
+
+    return save
+
+
+def test_train_disk_full_while_writing_a_checkpoint(
+    tmp_path, caplog, capsys, crop_cache, mano_dir, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch, "save", _full_disk_save(torch.save, 4096))
+    out = tmp_path / "t"
+    check(Fault("train", _train_args(crop_cache, mano_dir, out), 1,
+                [out / "checkpoints" / "ckpt_00000001.pt", "no space left on device"],
+                "free disk space (or quota) on the file system of", [out / "model.pt", out / "metrics.csv"],
+                [out, out / "checkpoints"]), caplog, capsys)  # fmt: skip
+    assert list((out / "checkpoints").iterdir()) == []
+
+
+def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache, mano_dir):  # noqa: F811
+    """The real thing: results on a 64 KiB file system; the first checkpoint does not fit."""
+    out = tiny_fs / "t"
+    check(Fault("train", _train_args(crop_cache, mano_dir, out), 1,
+                [out / "checkpoints" / "ckpt_00000001.pt", "no space left on device"],
+                "or write the results to another file system", [out / "model.pt", out / "metrics.csv"],
+                [out]), caplog, capsys)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory, crop_cache, mano_dir) -> Path:
+    from mvhand.training import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("predict_bad") / "train"
+    cfg = TrainConfig(crops=[str(c) for c in crop_cache], mano_dir=str(mano_dir), out_dir=str(out),
+                      backbone="test_resnet", img_size=32, n_points=4, hidden=16, batch_size=2, epochs=1,
+                      iters_per_epoch=1, num_workers=0, device="cpu", val_fraction=0.34)  # fmt: skip
+    return fit(cfg).model_path
+
+
+def _predict_fault(tmp: Path, model: Path, crops, mano_dir, names: list, fix: str) -> Fault:
+    out = tmp / "pred" / "out.parquet"
+    argv = ["--model", model, "--crops", *crops, "--mano-dir", mano_dir, "--out", out, "--device", "cpu"]
+    return Fault("predict", argv, 1, names, fix, [out], [out.parent])
+
+
+def test_predict_model_with_nan_weights(tmp_path, caplog, capsys, crop_cache, mano_dir, trained_model):
+    import torch
+
+    state = torch.load(trained_model, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    bad = tmp_path / "nan_model.pt"
+    torch.save(state, bad)
+    check(_predict_fault(tmp_path, bad, crop_cache, mano_dir, ["nan_model.pt", "hold NaN or inf values", name],
+                         "retrain the model"), caplog, capsys)  # fmt: skip
+
+
+def test_predict_nonfinite_predictions(
+    tmp_path, caplog, capsys, crop_cache, mano_dir, trained_model, monkeypatch
+):
+    """Finite weights, but one hand's output is NaN (e.g. an overflow): refused, naming model and hand."""
+    from mvhand.model import HandNet
+
+    forward = HandNet.forward
+
+    def one_nan(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        out.root[0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(HandNet, "forward", one_nan)
+    check(_predict_fault(tmp_path, trained_model, crop_cache, mano_dir,
+                         [trained_model, "non-finite (NaN/inf) predictions for 1 of", "sequence seq_"],
+                         "check the crop cache"), caplog, capsys)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------

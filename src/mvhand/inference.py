@@ -117,6 +117,10 @@ def predict(
 
     Returns:
         The predictions as a :data:`PREDICTION_SCHEMA` table, sorted by sequence, frame, side.
+
+    Raises:
+        InputError: unusable model file (NaN/inf weights included) or crops; any non-finite prediction
+            (nothing is written then).
     """
     if betas not in ("pred", "gt"):
         raise ValueError(f"betas must be 'pred' or 'gt', got {betas!r}")
@@ -133,6 +137,7 @@ def predict(
     )  # fmt: skip
     amp = dev.type == "cuda"
     rows: list[dict] = []
+    nonfinite: list[dict] = []  # group_info of hands with a NaN/inf output
     warned = False
     for batch in tqdm(loader, desc="predict", disable=not progress, mininterval=5.0):
         b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -175,6 +180,13 @@ def predict(
         vrows = batch["view_rows"].numpy()
         # per-hand MPJPE (NaN where the hand has no GT: its NaN landmarks propagate)
         errs = landmark_errors_mm(torch.from_numpy(lm), torch.from_numpy(gt_lm)).mean(1).numpy()
+        used = vrows >= 0  # (B, V) view slots holding a view
+        finite = (
+            np.isfinite(theta).all(1) & np.isfinite(wrist).all(1) & np.isfinite(beta_pred).all(1)
+            & np.isfinite(R).all((1, 2)) & np.isfinite(lm).all((1, 2))
+            & np.where(used, np.isfinite(uv).all((2, 3)) & np.isfinite(conf).all(2), True).all(1)
+        )  # fmt: skip
+        nonfinite += [ds.group_info(int(idx[j])) for j in np.flatnonzero(~finite)]
         for j, i in enumerate(idx):
             info = ds.group_info(int(i))
             kp, cf, Ks, Ts, sids = [], [], [], [], []
@@ -200,6 +212,16 @@ def predict(
                     "view_T_world_from_crop": Ts, "mpjpe_mm": float(errs[j]),
                 }
             )  # fmt: skip
+    if nonfinite:
+        first = nonfinite[0]
+        raise InputError(
+            model_path,
+            f"the model gives non-finite (NaN/inf) predictions for {len(nonfinite)} of {len(rows)} hands (first: "
+            f"sequence {first['sequence_name']}, frame {first['frame_id']}, hand_side {first['hand_side']}); "
+            "no prediction file was written",
+            "check the crop cache (re-create it with the cache_crops stage) and the model (retrain it, with a "
+            "lower lr if its training diverged)",
+        )
     rows.sort(key=lambda r: (r["sequence_name"], r["frame_id"], r["hand_side"]))
     table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
     if out_path is not None:

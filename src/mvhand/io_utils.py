@@ -130,7 +130,8 @@ def disk_full_error(path: str | os.PathLike, exc: OSError) -> InputError:
     return InputError(
         path,
         f"no space left on device while writing it ({os.strerror(exc.errno)}); nothing was kept",
-        f"free disk space (or quota) on the file system of {Path(path).parent or '.'} and re-run",
+        f"free disk space (or quota) on the file system of {Path(path).parent or '.'}, or write the results to "
+        "another file system, and re-run",
     )
 
 

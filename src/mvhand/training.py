@@ -290,6 +290,36 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def _save(obj: dict, path: Path) -> None:
+    """``torch.save`` atomically. Through a Python file object, so that a full disk surfaces as the
+    ``OSError(ENOSPC)`` that :func:`atomic_path` turns into an InputError naming ``path`` and the fix
+    (torch's own file writer reports it as an opaque ``inline_container … unexpected pos`` RuntimeError)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # the zip writer's clean-up can mask the file object's OSError
+            err = exc.__context__
+            while err is not None and not isinstance(err, OSError):
+                err = err.__context__
+            if err is None:
+                raise
+            raise err from exc
+
+
+def _check_finite_weights(path: str | os.PathLike, state: dict) -> None:
+    """Refuse a model whose weights hold NaN/inf: every prediction from it would be NaN."""
+    floats = {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+    bad = [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(
+            path,
+            f"{len(bad)} of {len(floats)} weight tensors hold NaN or inf values ({', '.join(bad[:3])}"
+            f"{', …' if len(bad) > 3 else ''}); every prediction from it would be NaN",
+            "retrain the model (with a lower lr if it diverged) or pass an earlier, finite checkpoint from "
+            "the training's checkpoints/ folder",
+        )
+
+
 def _newest_readable_checkpoint(ckpt_dir: Path, move_aside: bool = True) -> tuple[Path | None, dict | None]:
     """The newest checkpoint of ``ckpt_dir`` that loads (``resume="auto"``).
 
@@ -338,8 +368,12 @@ def load_model(
         path: model file written by :func:`fit`.
         mano: MANO model (its right layer is attached), or None for a net without MANO output.
         device: target device.
+
+    Raises:
+        InputError: see :func:`load_checkpoint`; also weights holding NaN/inf (the file is named).
     """
     ckpt = load_checkpoint(path)
+    _check_finite_weights(path, ckpt["model"])
     net = _build_net(ckpt["model_config"], mano, path)
     try:
         net.load_net_state_dict(ckpt["model"])
@@ -622,8 +656,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             "epoch": epoch, "iter_in_epoch": it, "step": step, "steps": steps_hist, "epochs": epochs_hist,
             "train_config": dataclasses.asdict(cfg), "epoch_sums": dict(sums), "epoch_steps": n_in_epoch,
         }  # fmt: skip
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        _save(state, path)
         for old in _checkpoints(ckpt_dir)[: -max(1, cfg.keep_checkpoints)]:
             old.unlink(missing_ok=True)
         return path
@@ -719,8 +752,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
             "train_config": dataclasses.asdict(cfg), "val_sequences": val_names, "epochs": epochs_hist,
         }  # fmt: skip
-        with atomic_path(model_path) as tmp:
-            torch.save(final, tmp)
+        _save(final, model_path)
         if tb is not None:
             tb.close()
     if world > 1:
