@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 
 import pytest
 import yaml
@@ -56,6 +57,18 @@ CONFIGS = {
 }
 
 
+def _mismatches(jobs, cfg: dict) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """(rule, requested, used) of every submitted job whose (CPUs, GPUs) request differs from its use;
+    local rules and aggregators (no command: never submitted) are checked to be exactly those."""
+    out = []
+    for job in jobs:
+        if job.local or job.rule in AGGREGATORS:
+            assert job.rule in LOCAL_RULES | AGGREGATORS, job
+        elif requested(job) != expected_use(job.rule, cfg):
+            out.append((job.rule, requested(job), expected_use(job.rule, cfg)))
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_every_job_requests_what_its_config_uses(tiny_run, name):
     cfg = CONFIGS[name]
@@ -71,11 +84,10 @@ def test_every_job_requests_what_its_config_uses(tiny_run, name):
     jobs = planned_jobs(proc.stdout)
     rules = {j.rule for j in jobs}
     assert {"cache_crops", "train", "predict", "neural_smooth", "evaluate", "report"} <= rules, rules
+    assert _mismatches(jobs, cfg) == [], name
     for job in jobs:
-        if job.local or job.rule in AGGREGATORS:  # aggregators have no command: never submitted
-            assert job.rule in LOCAL_RULES | AGGREGATORS, job
+        if job.local or job.rule in AGGREGATORS:
             continue
-        assert requested(job) == expected_use(job.rule, cfg), (name, job)
         if job.rule == "train":
             assert job.resources.get("nodes") == "1", job  # torchrun --standalone: one node
         # nothing asks for more memory than the rule states (train: 16 GB per process)
@@ -85,6 +97,25 @@ def test_every_job_requests_what_its_config_uses(tiny_run, name):
     assert ("torch.distributed.run --standalone --nproc_per_node 8" in train_cmd) == (gpus == 8)
     if name == "gpus-0":
         assert "--device cpu" in train_cmd
+
+
+def test_a_profile_asking_more_than_the_config_uses_is_caught(tiny_run, tmp_path):
+    """The check above is not vacuous: a profile that asks for more CPUs or a GPU than the config uses
+    (here: a site's `set-resources` for train and neural_smooth) makes exactly those jobs mismatch."""
+    cfg = CONFIGS["cpu-cluster"]
+    write_config(tiny_run.workdir, cfg, "excess.yaml")
+    profile = tmp_path / "profile"
+    shutil.copytree(PROFILE, profile)
+    text = (profile / "config.yaml").read_text()
+    extra = {"train": {"cpus_per_task": 16}, "neural_smooth": {"gpu": 1}}
+    (profile / "config.yaml").write_text(text + "\n" + yaml.safe_dump({"set-resources": extra}))
+    assert "set-resources:" not in yaml.safe_dump(yaml.safe_load(text) or {})  # not overriding a block
+    proc = run_snakemake(
+        tiny_run.workdir, "-n", "--cores", "512", "--workflow-profile", str(profile), "--forcerun", "cache_crops",
+        configfile="excess.yaml",
+    )  # fmt: skip
+    found = {(rule, req, use) for rule, req, use in _mismatches(planned_jobs(proc.stdout), cfg)}
+    assert found == {("train", (16, 0), expected_use("train", cfg)), ("neural_smooth", (2, 1), (2, 0))}
 
 
 def test_the_profile_holds_site_knobs_only():
