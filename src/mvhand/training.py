@@ -1,4 +1,4 @@
-"""Training loop: AdamW + cosine, AMP on GPU, DDP (torchrun), atomic checkpoints with exact resume.
+"""Training loop: AdamW + cosine, bf16 autocast (GPU by default), DDP (torchrun), atomic checkpoints, exact resume.
 
 ``fit(cfg)`` is the whole stage (``setup → train_one_epoch → evaluate`` per epoch, after detectron2's
 plain loop). Outputs in ``cfg.out_dir``::
@@ -20,8 +20,10 @@ sequence and ``metrics.csv`` exactly on CPU. Checkpoints and ``model.pt`` hold t
 only and are read with ``torch.load(weights_only=True)``: a model file from elsewhere cannot run code.
 
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
-(``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``; the batch size
-is per process and each rank reads its own slice of every epoch's sample order).
+(``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``, gloo on the CPU; the
+batch size is per process, each rank reads its own slice of every epoch's sample order, and the logged loss
+terms are the mean over the ranks: tests/test_ddp.py shows 2 CPU ranks train like one process with the
+global batch and resume exactly).
 """
 
 from __future__ import annotations
