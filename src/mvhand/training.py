@@ -522,6 +522,14 @@ def _dist_setup(device_str: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
 
 
+def _dist_teardown(world: int) -> None:
+    """End the DDP process group (also when :func:`fit` stops early at ``max_steps``)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
 def _mean_over_ranks(vals: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     """The mean over the DDP ranks of each rank's loss terms (one all-reduce)."""
     import torch.distributed as dist
@@ -722,6 +730,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
                     tb.close()
                 if is_main:
                     write_logs()
+                _dist_teardown(world)
                 return FitResult(None, steps_hist, epochs_hist, False)
         bar.close()
         row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0]}
@@ -745,6 +754,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         if max_steps is not None and step >= max_steps and epoch + 1 < cfg.epochs:
             if tb is not None:
                 tb.close()
+            _dist_teardown(world)
             return FitResult(None, steps_hist, epochs_hist, False)
 
     model_path = out / "model.pt"
@@ -757,8 +767,5 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         _save(final, model_path)
         if tb is not None:
             tb.close()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    _dist_teardown(world)
     return FitResult(model_path, steps_hist, epochs_hist, True)
