@@ -233,3 +233,19 @@ def test_bf16_autocast_on_the_cpu(setup, tmp_path):
     assert dtypes == {torch.float32}
     with pytest.raises(InputError, match="amp 'fp16' is not one of auto, bf16, off"):
         fit(_cfg(setup, tmp_path / "bad", amp="fp16"))
+
+
+def test_checkpoint_without_a_newer_setting_resumes(setup, tmp_path):
+    """A checkpoint written before a setting existed (here ``amp``) resumes as if it had the default."""
+    out = tmp_path / "old"
+    fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), max_steps=1)
+    ck = sorted((out / "checkpoints").glob("ckpt_*.pt"))[-1]
+    state = torch.load(ck, weights_only=True)
+    del state["train_config"]["amp"]
+    torch.save(state, ck)
+    res = fit(_cfg(setup, out, epochs=1, iters_per_epoch=2), resume=str(ck))  # explicit: refused on a diff
+    assert res.completed and [r["step"] for r in res.steps] == [1, 2]
+    with pytest.raises(
+        InputError, match="another architecture or configuration.*'amp': \\('auto', 'bf16'\\)"
+    ):
+        fit(_cfg(setup, out, epochs=1, iters_per_epoch=2, amp="bf16"), resume=str(ck))

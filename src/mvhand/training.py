@@ -356,7 +356,14 @@ _RUNTIME_KEYS = frozenset(
 
 
 def _config_diff(old: dict, new: dict) -> dict:
-    """Experiment settings that differ between a checkpoint's training config and the current one."""
+    """Experiment settings that differ between a checkpoint's training config and the current one.
+
+    A setting the checkpoint's mvhand did not have yet (e.g. ``amp``) counts as its default value.
+    """
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+    }
+    old = {k: v for k, v in defaults.items() if k in new} | old
     keys = (set(old) | set(new)) - _RUNTIME_KEYS
     return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
 
