@@ -1,5 +1,5 @@
-"""DDP and AMP, exercised on the CPU: ``torchrun --standalone --nproc_per_node 2`` (gloo) trains like one
-process with the same global batch, resumes exactly under DDP, and bf16 autocast really runs in bf16.
+"""DDP exercised on the CPU: ``torchrun --standalone --nproc_per_node 2`` (gloo) trains like one process
+with the same global batch and resumes exactly under DDP (bf16 autocast on the CPU: test_training.py).
 
 Equivalence needs a model and batch without per-rank statistics: no BatchNorm (``test_vit`` backbone and
 the ``regress`` UV head; BatchNorm normalises each rank's slice, as plain DDP does on GPUs too) and loss
