@@ -1,4 +1,4 @@
-"""Literal copies of the FORMATS.md §2.7 examples (toy hand model, cameras, hands, crops) and §6.5 GT.
+"""Literal copies of the spec/formats.md §2.7 examples (toy hand model, cameras, hands, crops) and spec/formats.md §6.5 GT.
 
 Shared test data: other test modules may import these dicts. Never modify them in place (deep-copy first).
 """
@@ -438,7 +438,7 @@ HAND_SHAPES_JSON = {
     },
 }
 
-# §6.5: canonical (20) GT landmarks of the left hand of the §2.7 example, metres, world frame.
+# spec/formats.md §6.5: canonical (20) GT landmarks of the left hand of the spec/formats.md §2.7 example, metres, world frame.
 GT_LANDMARKS_LEFT = [
     [0.043396, -0.020756, 0.375081],
     [0.006469, -0.069187, 0.382327],

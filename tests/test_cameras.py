@@ -1,4 +1,4 @@
-"""Tests of mvhand.cameras: FORMATS.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
+"""Tests of mvhand.cameras: spec/formats.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from mvhand.geometry import matrix_to_quat_wxyz, rodrigues, se3_from_json
 from mvhand.io_utils import InputError
 
 # ------------------------------------------------------------------------------------------------
-# Spec literals (FORMATS.md §2.7, §3.6)
+# Spec literals (spec/formats.md §2.7, §3.6)
 # ------------------------------------------------------------------------------------------------
 
 OVR62_PARAMS = [238.41030883789062, 238.40830993652344, 317.5602111816406, 239.81298828125,
@@ -265,7 +265,7 @@ def test_fisheye_radial_matches_cv2_fisheye():
 
 
 def test_tangential_pairing_differs_between_opencv_and_ovr62():
-    """§3.5: OVR62 pairs p1 with the x term (opposite of OpenCV / OVR44)."""
+    """spec/formats.md §3.5: OVR62 pairs p1 with the x term (opposite of OpenCV / OVR44)."""
     p = np.array([0.2, 0.1])  # projected point; for arctan models use a ray with |p| = θ
     theta = np.linalg.norm(p)
     ray = np.array([*(p / theta * math.sin(theta)), math.cos(theta)])
@@ -330,7 +330,7 @@ def test_pinhole_unprojection_is_exact_formula():
 
 def test_pinhole_projection_numpy_and_torch():
     """project_pinhole (NumPy) and project_pinhole_torch (batched over cameras, differentiable) equal the crop
-    camera's own world -> window map and the §3.4 formula written out here."""
+    camera's own world -> window map and the spec/formats.md §3.4 formula written out here."""
     rng = np.random.default_rng(5)
     poses = [
         {"quaternion_wxyz": [0.9, 0.1, -0.2, 0.3], "translation_xyz": [0.1, 0, 0]},
@@ -364,7 +364,8 @@ def test_pinhole_projection_numpy_and_torch():
 
 
 # ------------------------------------------------------------------------------------------------
-# Crop cameras (§3.8, §3.11) — worked example of §2.7 with the toy hand model and §4.3 FK (left hand)
+# Crop cameras (spec/formats.md §3.8, §3.11) — worked example of spec/formats.md §2.7 with the toy hand
+# model and the FK of spec/formats.md §4.3 (left hand)
 # ------------------------------------------------------------------------------------------------
 
 _AXES = [[0.8, 0.6, 0.0], [-0.6, 0.0, 0.8], [0.6, 0.8, 0.0], [0.6, 0.8, 0.0]] + [
@@ -384,7 +385,7 @@ _LM_FRAME = [4, 7, 10, 13, 16, 1, 2, 3, 1, 5, 6, 1, 8, 9, 1, 11, 12, 1, 14, 15] 
 
 
 def _toy_left_landmarks(angles, W) -> np.ndarray:
-    """§4.3 FK of the §2.7 toy model, left hand (independent test implementation)."""
+    """FK (spec/formats.md §4.3) of the toy model (spec/formats.md §2.7), left hand; independent implementation."""
     ax, c = np.array(_AXES), np.array(_CENTRES) / 1000
     L = []
     for j in range(20):
@@ -484,7 +485,7 @@ def test_count_visible_rule_and_margin():
 
 
 # ------------------------------------------------------------------------------------------------
-# Warp (§3.9)
+# Warp (spec/formats.md §3.9)
 # ------------------------------------------------------------------------------------------------
 
 

@@ -77,7 +77,7 @@ def write_sequence(
     crops: bool = True,
     rgb: bool = False,
 ) -> Path:
-    """Toy sequence of FORMATS.md §2.7: two mono fisheye cameras (+ optional RGB), left hand cropped."""
+    """Toy sequence of spec/formats.md §2.7: two mono fisheye cameras (+ optional RGB), left hand cropped."""
     cameras = {sid: copy.deepcopy(CAMERAS_JSON[sid]) for sid in STREAMS}
     hand_crops = copy.deepcopy(HAND_CROPS_JSON)
     if rgb:
@@ -161,7 +161,7 @@ def test_crops_match_independent_warp(train_cache):
 
 
 def test_landmarks_known_answer_and_projection(train_cache):
-    """landmarks_world = the GT landmarks of FORMATS §6.5; landmarks_crop = projection with the stored camera."""
+    """landmarks_world = GT landmarks (spec/formats.md §6.5); landmarks_crop = projection with the stored camera."""
     _, out, _, stats = train_cache
     df = read_table(out).to_pandas()
     assert stats.n_with_targets == len(df)

@@ -329,7 +329,7 @@ def test_streaming_holds_one_frame(tmp_path):
 
 
 def _webdataset_samples(tar: Path) -> list[dict]:
-    """Independent transcription of webdataset's tar_file_iterator + group_by_keys rules (§1.2)."""
+    """Independent transcription of webdataset's tar_file_iterator + group_by_keys rules (spec/formats.md §1.2)."""
     samples: list[dict] = []
     current = None
     with tarfile.open(tar) as tf:

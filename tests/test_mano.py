@@ -408,7 +408,7 @@ def test_matches_smplx(model, smplx_layers, side, B):
 
 
 def numpy_lbs(data: dict, pose48: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 MANO forward written from FORMATS §5.3 (no smplx, no translation): verts, joints."""
+    """float64 MANO forward written from spec/formats.md §5.3 (no smplx, no translation): verts, joints."""
     v_sh = data["v_template"] + data["shapedirs"][:, :, :10] @ beta
     J = data["J_regressor"] @ v_sh
     Rs = []
@@ -598,7 +598,7 @@ def test_shapedirs_fix(tmp_path, rand_mano_dir, model):
 
 
 def test_shape_vertices_zero_pose(model, smplx_layers):
-    """§7.5: θ_pca = 0 and zero wrist ⇒ the left v_template (shaped) posed with hands_mean."""
+    """spec/formats.md §7.5: θ_pca = 0 and zero wrist ⇒ the left v_template (shaped) posed with hands_mean."""
     data = mirror_arrays(make_mano_arrays(0))
     betas = torch.randn(3, 10, generator=torch.Generator().manual_seed(2))
     verts = model.shape_vertices(betas)

@@ -26,7 +26,7 @@ def _split_dir(dataset, split):
 
 
 def _shape_splits(split):
-    """Prediction splits whose sequences the shape result file must cover (see FORMATS.md §6.6)."""
+    """Prediction splits whose sequences the shape result file must cover (see spec/formats.md §6.6)."""
     return ["val"] if split == "val" else ["pose_test", "shape_test"]
 
 

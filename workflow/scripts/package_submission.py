@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pack prediction tables into the challenge's submission archives (FORMATS.md §6).
+"""Pack prediction tables into the challenge's submission archives (spec/formats.md §6).
 
 Example::
 
