@@ -95,7 +95,7 @@ def predict(
     mano_dir: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
     sequences: Sequence[str] | None = None,
-    betas: str = "pred",
+    betas: str = "gt",
     batch_size: int = 32,
     device: str = "auto",
     num_workers: int = 0,
