@@ -39,7 +39,7 @@ def mano_model(mano_dir):
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory, mano_dir):
     """Toy pose-test / shape-test tars (tests/_toy_data.py), their GT archive and paths, for packaging tests."""
-    from _toy_data import write_toy_tar
+    from fixtures import write_toy_tar
 
     from mvhand.submission import GroundTruth, build_ground_truth, write_gt_archive
 

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _toy_data import HANDS_JSON
+from fixtures import CAMERAS_JSON as TOY_CAMERAS_JSON
+from fixtures import HANDS_JSON, HOT3D_RGB_CAMERAS_JSON
 
 from mvhand.cameras import (
     MODEL_REGISTRY,
@@ -53,48 +54,8 @@ TEST_VECTORS = [
     ("CameraModelType.FISHEYE624", F624_PRISM, (0.05, -0.02, 0.3), (721.756223, 476.094866)),
 ]
 
-CAMERAS_JSON = {
-    "1201-0": {
-        "T_world_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [-0.03, 0.0, 0.0]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.0, 0.0, 0.0]},
-            "image_height": 480,
-            "image_width": 640,
-            "label": "camera-0",
-            "max_solid_angle": 1.85,
-            "projection_model_type": "OculusVisionFishEye62",
-            "projection_params": [240.0, 240.0, 319.5, 239.5, -0.02, 0.08, -0.045, 0.003, 0.0009, -0.0016, 0.0, 0.0],
-            "serial_number": "00000001:mono10bit",
-            "stream_id": "1201-0",
-        },
-    },
-    "1201-1": {
-        "T_world_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.03, 0.0, 0.0]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.0, 0.0, 0.0]},
-            "image_height": 480,
-            "image_width": 640,
-            "label": "camera-1",
-            "max_solid_angle": 1.85,
-            "projection_model_type": "OculusVisionFishEye62",
-            "projection_params": [241.0, 241.0, 320.5, 240.5, -0.02, 0.08, -0.045, 0.003, 0.0009, -0.0016, 0.0, 0.0],
-            "serial_number": "00000002:mono10bit",
-            "stream_id": "1201-1",
-        },
-    },
-    "214-1": {
-        "T_world_from_camera": {"quaternion_wxyz": [0.5, -0.5, 0.5, -0.5], "translation_xyz": [0.12, 1.45, -0.31]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [0.942596, 0.330911, 0.020055, 0.04011],
-                                     "translation_xyz": [-0.004, -0.012, -0.005]},
-            "image_height": 1408, "image_width": 1408, "label": "camera-rgb", "max_solid_angle": 1.75,
-            "projection_model_type": "CameraModelType.FISHEYE624",
-            "projection_params": [610.0, 703.5, 703.5, 0.39, -0.38, -0.11, 1.08, -1.35, 0.51, 0.0006, -0.0003,
-                                  -0.0004, 0.00007, 0.0003, -0.00002],
-            "serial_number": "rgb-0001", "stream_id": "214-1",
-        },
-    },
-}  # fmt: skip
+#: the toy sequence's two mono cameras and the HOT3D RGB camera (spec/formats.md §2.7, tests/data)
+CAMERAS_JSON = {**TOY_CAMERAS_JSON, **HOT3D_RGB_CAMERAS_JSON}
 
 # Moderate distortion parameters for every model (JSON layout), used for round trips and torch checks.
 MODEL_PARAMS = {

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_train_data import make_crop_cache
+from fixtures import make_crop_cache
 
 from mvhand.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
 from mvhand.mano import ManoModel

@@ -10,10 +10,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import fixtures as toy
 import numpy as np
 import pytest
 import torch
-from _toy_data import write_toy_tar as _write_toy_tar
+from fixtures import write_toy_tar as _write_toy_tar
 
 from mvhand.io_utils import InputError
 from mvhand.submission import (
@@ -431,7 +432,6 @@ def test_expected_instances_umetrack_vs_hot3d(tmp_path, toy_dirs):
 
 
 def test_build_ground_truth_matches_spec_example(toy_dirs):
-    import _toy_data as toy
 
     tars = sorted(toy_dirs["pose"].glob("*.tar"))
     gt = build_ground_truth(tars, "umetrack")

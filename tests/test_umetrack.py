@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _toy_data import GT_LANDMARKS_LEFT, HAND_SHAPES_JSON, HANDS_JSON
+from fixtures import GT_LANDMARKS_LEFT, HAND_SHAPES_JSON, HANDS_JSON
 
 from mvhand.geometry import quat_wxyz_to_matrix, se3_from_json
 from mvhand.io_utils import InputError
