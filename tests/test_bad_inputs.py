@@ -324,7 +324,7 @@ def test_cache_crops_killed_leaves_no_process_and_reruns_cleanly(tmp_path, sig):
 
 @pytest.fixture(scope="module")
 def crop_cache(tmp_path_factory, mano_dir):
-    from test_train_data import make_crop_cache
+    from fixtures import make_crop_cache
 
     from mvhand.mano import ManoModel
 

@@ -79,7 +79,7 @@ def _citing_files() -> list[Path]:
 def test_spec_file_states_its_origin_and_has_numbered_sections(name):
     text = (SPEC_DIR / name).read_text(encoding="utf-8")
     header = text.split("\n\n", 2)[1]
-    assert header.startswith("> ") and "mvhand" in header, (
+    assert header.startswith("> ") and "mvhand" in header and "> Origin:" in header, (
         f"docs/spec/{name}: the header must state its origin"
     )
     assert {"1", "2", "3"} <= section_numbers(text)
