@@ -164,3 +164,27 @@ def test_default_of_reads_fields_and_parameters():
         default_of(TrainConfig, "crops")  # required field
     with pytest.raises(KeyError, match="nope"):
         default_of(sm.one_euro, "nope")
+
+
+#: settings config.yaml deliberately sets away from the library default (each with its reason in config.yaml)
+DELIBERATE = {("train", "loss_weights")}
+
+
+def test_config_yaml_differs_from_the_defaults_only_deliberately():
+    """A stage run by hand with default flags computes what the default pipeline computes, except for the
+    overrides named in DELIBERATE: a value in config.yaml that silently differs from the schema (= library)
+    default fails here."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    differing = set()
+    for section, value in config.items():
+        props = SCHEMA["properties"][section]
+        if isinstance(value, dict):
+            differing |= {
+                (section, k) for k, v in value.items() if props["properties"][k].get("default", {}) != v
+            }
+        elif props.get("default") != value:
+            differing.add((section,))
+    assert differing == DELIBERATE, (
+        f"config.yaml sets {sorted(differing - DELIBERATE)} away from the default: change the library default "
+        "(and the schema) or name the override in DELIBERATE with its reason in config.yaml"
+    )
