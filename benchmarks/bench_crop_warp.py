@@ -167,7 +167,9 @@ def main() -> None:
         f"(1-min load average at the end of this run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)."
     )
     if not args.no_write:
-        update_section("crop_warp", "Crop warp (FORMATS §3.9)", "python benchmarks/bench_crop_warp.py", body)
+        update_section(
+            "crop_warp", "Crop warp (spec/formats.md §3.9)", "python benchmarks/bench_crop_warp.py", body
+        )
 
 
 if __name__ == "__main__":

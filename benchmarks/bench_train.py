@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory()
     if not a.crops:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_train_data import make_crop_cache
+        from fixtures import make_crop_cache
 
         from mvhand.synthetic_mano import write_synthetic_mano
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Validate Neural Smooth / filter settings on held-out training sequences (MODEL.md §7c).
+"""Validate Neural Smooth / filter settings on held-out training sequences (spec/model.md §7 note (c)).
 
 Reads the ``val`` prediction tables of a finished run (``results/predict/<variant>/<ds>/val.parquet``) and
 the ground-truth landmarks of those sequences from the crop cache, runs each candidate setting and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -39,7 +40,7 @@ def mano_model(mano_dir):
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory, mano_dir):
     """Toy pose-test / shape-test tars (tests/_toy_data.py), their GT archive and paths, for packaging tests."""
-    from _toy_data import write_toy_tar
+    from fixtures import write_toy_tar
 
     from mvhand.submission import GroundTruth, build_ground_truth, write_gt_archive
 
@@ -56,3 +57,19 @@ def toy(tmp_path_factory, mano_dir):
     gt = GroundTruth("umetrack", gp.landmarks, gp.shapes + gs.shapes, gp.poses)
     write_gt_archive(root / "gt.tar.gz", {"umetrack": gt}, mano_dir)
     return {"root": root, "pose_tars": pose_tars, "shape_tars": shape_tars, "gt": root / "gt.tar.gz"}
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -35,11 +35,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _payloads import ShellPayload
-from _toy_data import CAMERAS_JSON, HAND_CROPS_JSON, HAND_SHAPES_JSON, HANDS_JSON, write_toy_tar
-from PIL import Image
-from test_compat_io import tiny_fs  # noqa: F401 - fixture
-from test_packaging import _predictions
+from fixtures import (
+    CAMERAS_JSON,
+    HAND_CROPS_JSON,
+    HAND_SHAPES_JSON,
+    HANDS_JSON,
+    STREAMS,
+    ShellPayload,
+    jpeg_image,
+    prediction_table,
+    write_raw_tar,
+    write_toy_tar,
+)
 
 from mvhand.dataset import dumps_json
 from mvhand.submission import (
@@ -53,9 +60,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
 from _wf import TINY_CONFIG, run_snakemake, snakemake_env, write_config  # noqa: E402
-
-STREAMS = ("1201-0", "1201-1")
-
 
 # --------------------------------------------------------------------------------------------------
 # Harness
@@ -119,16 +123,6 @@ def check(fault: Fault, caplog, capsys) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _jpeg(h: int, w: int, seed: int) -> bytes:
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = (127 + 60 * np.sin(0.03 * xx + 0.05 * yy + seed) + 40 * np.cos(0.02 * yy - 0.04 * xx)).astype(
-        np.uint8
-    )
-    buf = io.BytesIO()
-    Image.fromarray(img, "L").save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
-
 def raw_sequence(
     path: Path,
     n_frames: int = 3,
@@ -138,24 +132,18 @@ def raw_sequence(
 ) -> Path:
     """A sequence tar written member by member (no validation on the way: it may be as broken as asked)."""
     cameras = cameras or CAMERAS_JSON
-    image = image or (lambda k, sid: _jpeg(480, 640, 10 * k + STREAMS.index(sid)))
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
-
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-
-        add("__hand_shapes.json__", dumps_json(HAND_SHAPES_JSON))
-        for k in range(n_frames):
-            key = f"{k:06d}"
-            add(f"{key}.cameras.json", dumps_json(cameras))
-            add(f"{key}.hand_crops.json", dumps_json(HAND_CROPS_JSON))
-            add(f"{key}.hands.json", dumps_json(HANDS_JSON))
-            for sid in STREAMS:
-                add(f"{key}.image_{sid}.jpg", image(k, sid))
-            for name, data in (extra or {}).items():
-                add(f"{key}.{name}", data)
+    image = image or (lambda k, sid: jpeg_image(480, 640, 10 * k + STREAMS.index(sid)))
+    members = [("__hand_shapes.json__", dumps_json(HAND_SHAPES_JSON))]
+    for k in range(n_frames):
+        key = f"{k:06d}"
+        members += [
+            (f"{key}.cameras.json", dumps_json(cameras)),
+            (f"{key}.hand_crops.json", dumps_json(HAND_CROPS_JSON)),
+            (f"{key}.hands.json", dumps_json(HANDS_JSON)),
+            *((f"{key}.image_{sid}.jpg", image(k, sid)) for sid in STREAMS),
+            *((f"{key}.{name}", data) for name, data in (extra or {}).items()),
+        ]
+    write_raw_tar(path, members)
     return path
 
 
@@ -203,8 +191,8 @@ def _cache_crops_faults(tmp: Path) -> dict[str, Fault]:
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
     junk = tmp / "junk.tar"
     junk.write_bytes(b"this is not a tar archive" * 100)
-    small = raw_sequence(tmp / "small.tar", image=lambda k, sid: _jpeg(240, 320, k) if k == 1 and sid == "1201-0"
-                         else _jpeg(480, 640, k))  # fmt: skip
+    small = raw_sequence(tmp / "small.tar", image=lambda k, sid: jpeg_image(240, 320, k) if k == 1 and sid == "1201-0"
+                         else jpeg_image(480, 640, k))  # fmt: skip
     faults = {
         "missing tar": Fault("cache_crops", crop_args(tmp / "missing.tar", o("m")), 1, ["missing.tar"],
                              "run the download stage first", [o("m")], [out]),
@@ -261,7 +249,7 @@ def test_cache_crops_oversize_member_is_refused_unread(tmp_path, caplog, capsys,
     import mvhand.dataset as ds
 
     monkeypatch.setattr(ds, "MAX_MEMBER_BYTES", 100_000)  # stands for 256 MiB: a real 640x480 JPEG is ~40 kB
-    big = raw_sequence(tmp_path / "big.tar", image=lambda k, sid: _jpeg(480, 640, k) + b"\0" * 200_000)
+    big = raw_sequence(tmp_path / "big.tar", image=lambda k, sid: jpeg_image(480, 640, k) + b"\0" * 200_000)
     out = tmp_path / "out" / "big.parquet"
     check(Fault("cache_crops", crop_args(big, out), 1, ["big.tar", "image_1201-0.jpg", "more than"], _FIX_DATA,
                 [out], [out.parent]), caplog, capsys)  # fmt: skip
@@ -337,7 +325,7 @@ def test_cache_crops_killed_leaves_no_process_and_reruns_cleanly(tmp_path, sig):
 
 @pytest.fixture(scope="module")
 def crop_cache(tmp_path_factory, mano_dir):
-    from test_train_data import make_crop_cache
+    from fixtures import make_crop_cache
 
     from mvhand.mano import ManoModel
 
@@ -421,7 +409,7 @@ def test_train_disk_full_while_writing_a_checkpoint(
     assert list((out / "checkpoints").iterdir()) == []
 
 
-def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache, mano_dir):  # noqa: F811
+def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache, mano_dir):
     """The real thing: results on a 64 KiB file system; the first checkpoint does not fit."""
     out = tiny_fs / "t"
     check(Fault("train", _train_args(crop_cache, mano_dir, out), 1,
@@ -596,7 +584,7 @@ def test_neural_smooth_reports_exactly_what_it_filled(tmp_path, caplog, capsys, 
 def _pose_table(tars, drop: int = 0) -> pd.DataFrame:
     """Predictions for the expected instances of ``tars``, without the first ``drop`` of them."""
     expected = expected_pose_instances(tars, "umetrack")
-    return _predictions(tars, np.random.default_rng(0), drop=expected[:drop])
+    return prediction_table(tars, np.random.default_rng(0), drop=expected[:drop])
 
 
 def _package(toy, tmp: Path, pose: pd.DataFrame, shape: pd.DataFrame, *more) -> tuple[list, list]:

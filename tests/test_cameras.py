@@ -1,4 +1,4 @@
-"""Tests of mvhand.cameras: FORMATS.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
+"""Tests of mvhand.cameras: spec/formats.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _toy_data import HANDS_JSON
+from fixtures import CAMERAS_JSON as TOY_CAMERAS_JSON
+from fixtures import HANDS_JSON, HOT3D_RGB_CAMERAS_JSON
 
 from mvhand.cameras import (
     MODEL_REGISTRY,
@@ -31,7 +32,7 @@ from mvhand.geometry import matrix_to_quat_wxyz, rodrigues, se3_from_json
 from mvhand.io_utils import InputError
 
 # ------------------------------------------------------------------------------------------------
-# Spec literals (FORMATS.md §2.7, §3.6)
+# Spec literals (spec/formats.md §2.7, §3.6)
 # ------------------------------------------------------------------------------------------------
 
 OVR62_PARAMS = [238.41030883789062, 238.40830993652344, 317.5602111816406, 239.81298828125,
@@ -53,48 +54,8 @@ TEST_VECTORS = [
     ("CameraModelType.FISHEYE624", F624_PRISM, (0.05, -0.02, 0.3), (721.756223, 476.094866)),
 ]
 
-CAMERAS_JSON = {
-    "1201-0": {
-        "T_world_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [-0.03, 0.0, 0.0]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.0, 0.0, 0.0]},
-            "image_height": 480,
-            "image_width": 640,
-            "label": "camera-0",
-            "max_solid_angle": 1.85,
-            "projection_model_type": "OculusVisionFishEye62",
-            "projection_params": [240.0, 240.0, 319.5, 239.5, -0.02, 0.08, -0.045, 0.003, 0.0009, -0.0016, 0.0, 0.0],
-            "serial_number": "00000001:mono10bit",
-            "stream_id": "1201-0",
-        },
-    },
-    "1201-1": {
-        "T_world_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.03, 0.0, 0.0]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [1.0, 0.0, 0.0, 0.0], "translation_xyz": [0.0, 0.0, 0.0]},
-            "image_height": 480,
-            "image_width": 640,
-            "label": "camera-1",
-            "max_solid_angle": 1.85,
-            "projection_model_type": "OculusVisionFishEye62",
-            "projection_params": [241.0, 241.0, 320.5, 240.5, -0.02, 0.08, -0.045, 0.003, 0.0009, -0.0016, 0.0, 0.0],
-            "serial_number": "00000002:mono10bit",
-            "stream_id": "1201-1",
-        },
-    },
-    "214-1": {
-        "T_world_from_camera": {"quaternion_wxyz": [0.5, -0.5, 0.5, -0.5], "translation_xyz": [0.12, 1.45, -0.31]},
-        "calibration": {
-            "T_device_from_camera": {"quaternion_wxyz": [0.942596, 0.330911, 0.020055, 0.04011],
-                                     "translation_xyz": [-0.004, -0.012, -0.005]},
-            "image_height": 1408, "image_width": 1408, "label": "camera-rgb", "max_solid_angle": 1.75,
-            "projection_model_type": "CameraModelType.FISHEYE624",
-            "projection_params": [610.0, 703.5, 703.5, 0.39, -0.38, -0.11, 1.08, -1.35, 0.51, 0.0006, -0.0003,
-                                  -0.0004, 0.00007, 0.0003, -0.00002],
-            "serial_number": "rgb-0001", "stream_id": "214-1",
-        },
-    },
-}  # fmt: skip
+#: the toy sequence's two mono cameras and the HOT3D RGB camera (spec/formats.md §2.7, tests/data)
+CAMERAS_JSON = {**TOY_CAMERAS_JSON, **HOT3D_RGB_CAMERAS_JSON}
 
 # Moderate distortion parameters for every model (JSON layout), used for round trips and torch checks.
 MODEL_PARAMS = {
@@ -265,7 +226,7 @@ def test_fisheye_radial_matches_cv2_fisheye():
 
 
 def test_tangential_pairing_differs_between_opencv_and_ovr62():
-    """§3.5: OVR62 pairs p1 with the x term (opposite of OpenCV / OVR44)."""
+    """spec/formats.md §3.5: OVR62 pairs p1 with the x term (opposite of OpenCV / OVR44)."""
     p = np.array([0.2, 0.1])  # projected point; for arctan models use a ray with |p| = θ
     theta = np.linalg.norm(p)
     ray = np.array([*(p / theta * math.sin(theta)), math.cos(theta)])
@@ -330,7 +291,7 @@ def test_pinhole_unprojection_is_exact_formula():
 
 def test_pinhole_projection_numpy_and_torch():
     """project_pinhole (NumPy) and project_pinhole_torch (batched over cameras, differentiable) equal the crop
-    camera's own world -> window map and the §3.4 formula written out here."""
+    camera's own world -> window map and the spec/formats.md §3.4 formula written out here."""
     rng = np.random.default_rng(5)
     poses = [
         {"quaternion_wxyz": [0.9, 0.1, -0.2, 0.3], "translation_xyz": [0.1, 0, 0]},
@@ -364,7 +325,8 @@ def test_pinhole_projection_numpy_and_torch():
 
 
 # ------------------------------------------------------------------------------------------------
-# Crop cameras (§3.8, §3.11) — worked example of §2.7 with the toy hand model and §4.3 FK (left hand)
+# Crop cameras (spec/formats.md §3.8, §3.11) — worked example of spec/formats.md §2.7 with the toy hand
+# model and the FK of spec/formats.md §4.3 (left hand)
 # ------------------------------------------------------------------------------------------------
 
 _AXES = [[0.8, 0.6, 0.0], [-0.6, 0.0, 0.8], [0.6, 0.8, 0.0], [0.6, 0.8, 0.0]] + [
@@ -384,7 +346,7 @@ _LM_FRAME = [4, 7, 10, 13, 16, 1, 2, 3, 1, 5, 6, 1, 8, 9, 1, 11, 12, 1, 14, 15] 
 
 
 def _toy_left_landmarks(angles, W) -> np.ndarray:
-    """§4.3 FK of the §2.7 toy model, left hand (independent test implementation)."""
+    """FK (spec/formats.md §4.3) of the toy model (spec/formats.md §2.7), left hand; independent implementation."""
     ax, c = np.array(_AXES), np.array(_CENTRES) / 1000
     L = []
     for j in range(20):
@@ -484,7 +446,7 @@ def test_count_visible_rule_and_margin():
 
 
 # ------------------------------------------------------------------------------------------------
-# Warp (§3.9)
+# Warp (spec/formats.md §3.9)
 # ------------------------------------------------------------------------------------------------
 
 

@@ -115,22 +115,6 @@ def test_full_disk_gives_a_clear_error_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("cannot mount a tmpfs here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_writers_on_a_really_full_file_system(tiny_fs):
     """The real thing: a 64 KiB file system; text, binary and Parquet writers all fail cleanly."""
     import numpy as np

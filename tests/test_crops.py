@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import io
 import logging
 import math
 import sys
@@ -13,8 +11,15 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from _toy_data import CAMERAS_JSON, GT_LANDMARKS_LEFT, HAND_CROPS_JSON, HAND_SHAPES_JSON, HANDS_JSON
-from PIL import Image
+from fixtures import (
+    GT_LANDMARKS_LEFT,
+    HAND_CROPS_JSON,
+    HAND_SHAPES_JSON,
+    HANDS_JSON,
+    RGB_STREAM,
+    STREAMS,
+    write_crop_sequence,
+)
 
 from mvhand.cameras import crop_camera, warp_image_reference
 from mvhand.crops import (
@@ -25,79 +30,11 @@ from mvhand.crops import (
     decode_crop_jpeg,
     project_to_crop,
 )
-from mvhand.dataset import SequenceWriter, iter_frames
+from mvhand.dataset import iter_frames
 from mvhand.geometry import se3_from_json
 from mvhand.io_utils import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-STREAMS = ("1201-0", "1201-1")
-RGB_STREAM = "214-1"
-
-
-def _smooth_image(h: int, w: int, seed: int, rgb: bool = False) -> np.ndarray:
-    """Low-frequency texture (JPEG-friendly, so the tolerance of the comparisons stays small)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    a, b, c = rng.uniform(0.02, 0.06, 3)
-    img = 127 + 60 * np.sin(a * xx + b * yy) + 50 * np.cos(c * xx - a * yy)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    if rgb:
-        img = np.stack([img, 255 - img, np.full_like(img, 40)], -1)
-    return img
-
-
-def _jpeg(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB" if arr.ndim == 3 else "L").save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
-def _rgb_camera_json() -> dict:
-    """A small single-focal FISHEYE624 RGB camera at the pose of stream 1201-0."""
-    cam = copy.deepcopy(CAMERAS_JSON["1201-0"])
-    cam["calibration"].update(
-        {
-            "image_height": 240,
-            "image_width": 320,
-            "label": "camera-rgb",
-            "projection_model_type": "CameraModelType.FISHEYE624",
-            "projection_params": [120.0, 159.5, 119.5, 0.39, -0.38, -0.11, 1.08, -1.35, 0.51]
-            + [0.0006, -0.0003, -0.0004, 7e-05, 0.0003, -2e-05],
-            "stream_id": RGB_STREAM,
-        }
-    )
-    return cam
-
-
-def write_sequence(
-    path: Path,
-    n_frames: int = 3,
-    hands: bool = True,
-    shapes: bool = True,
-    crops: bool = True,
-    rgb: bool = False,
-) -> Path:
-    """Toy sequence of FORMATS.md §2.7: two mono fisheye cameras (+ optional RGB), left hand cropped."""
-    cameras = {sid: copy.deepcopy(CAMERAS_JSON[sid]) for sid in STREAMS}
-    hand_crops = copy.deepcopy(HAND_CROPS_JSON)
-    if rgb:
-        cameras[RGB_STREAM] = _rgb_camera_json()
-        hand_crops["left"][RGB_STREAM] = copy.deepcopy(HAND_CROPS_JSON["left"]["1201-0"])
-    with SequenceWriter(path) as w:
-        if shapes:
-            w.write_hand_shapes(HAND_SHAPES_JSON["mano"], HAND_SHAPES_JSON["umetrack"])
-        for k in range(n_frames):
-            images = {sid: _jpeg(_smooth_image(480, 640, 10 * k + i)) for i, sid in enumerate(STREAMS)}
-            if rgb:
-                images[RGB_STREAM] = _jpeg(_smooth_image(240, 320, 7 * k, rgb=True))
-            w.write_frame(
-                k,
-                cameras,
-                hand_crops if crops else {},
-                copy.deepcopy(HANDS_JSON) if hands else None,
-                images,
-            )
-    return path
 
 
 def read_table(path: Path):
@@ -107,7 +44,7 @@ def read_table(path: Path):
 @pytest.fixture(scope="module")
 def train_cache(tmp_path_factory):
     d = tmp_path_factory.mktemp("crops")
-    tar = write_sequence(d / "subject_000_separate_hand_000000.tar", n_frames=3)
+    tar = write_crop_sequence(d / "subject_000_separate_hand_000000.tar", n_frames=3)
     out = d / "out.parquet"
     settings = CropSettings(crop_size=64, fov_margin=1.25, jpeg_quality=95)
     stats = cache_sequence_crops(tar, out, settings, threads=2, progress=False, row_group_size=4)
@@ -161,7 +98,7 @@ def test_crops_match_independent_warp(train_cache):
 
 
 def test_landmarks_known_answer_and_projection(train_cache):
-    """landmarks_world = the GT landmarks of FORMATS §6.5; landmarks_crop = projection with the stored camera."""
+    """landmarks_world = GT landmarks (spec/formats.md §6.5); landmarks_crop = projection with the stored camera."""
     _, out, _, stats = train_cache
     df = read_table(out).to_pandas()
     assert stats.n_with_targets == len(df)
@@ -191,7 +128,7 @@ def test_fov_margin_relation(tmp_path):
     assert math.tan(render_fov / 2) == pytest.approx(1.25 * math.tan(fov / 2), rel=1e-12)
     assert size == 80
     assert crop_render_geometry(fov, 64, 1.0) == (pytest.approx(fov), 64)
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=1)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=1)
     a, b = tmp_path / "m125.parquet", tmp_path / "m100.parquet"
     cache_sequence_crops(tar, a, CropSettings(64, 1.25, 100), progress=False)
     cache_sequence_crops(tar, b, CropSettings(64, 1.0, 100), progress=False)
@@ -218,7 +155,7 @@ def test_project_to_crop_counts_visibility():
 
 def test_workers_and_chunking_give_identical_tables(tmp_path):
     """Worker processes, in-flight limit, chunk size and row-group size change nothing in the data."""
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=5, rgb=True)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=5, rgb=True)
     one, many, odd = tmp_path / "t1.parquet", tmp_path / "t3.parquet", tmp_path / "odd.parquet"
     cache_sequence_crops(tar, one, CropSettings(48), threads=1, progress=False)
     cache_sequence_crops(tar, many, CropSettings(48), threads=3, progress=False, max_in_flight=2)
@@ -234,7 +171,7 @@ def test_workers_and_chunking_give_identical_tables(tmp_path):
 
 def test_worker_error_names_the_file_and_leaves_nothing(tmp_path):
     """An undecodable image found by a worker process fails the sequence with the file and frame named."""
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=6)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=6)
     data = tar.read_bytes()
     start = data.index(b"\xff\xd8\xff", data.index(b"000004.image_1201-0.jpg"))
     broken = tmp_path / "broken.tar"
@@ -246,7 +183,7 @@ def test_worker_error_names_the_file_and_leaves_nothing(tmp_path):
 
 
 def test_rgb_crops_keep_three_channels_and_colours(tmp_path):
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=1, rgb=True)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=1, rgb=True)
     out = tmp_path / "rgb.parquet"
     cache_sequence_crops(tar, out, CropSettings(48, 1.25, 95), progress=False)
     df = read_table(out).to_pandas()
@@ -266,7 +203,7 @@ def test_rgb_crops_keep_three_channels_and_colours(tmp_path):
 
 @pytest.mark.parametrize(("hands", "shapes"), [(False, True), (False, False)])
 def test_test_splits_have_no_targets(tmp_path, hands, shapes):
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=2, hands=hands, shapes=shapes)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=2, hands=hands, shapes=shapes)
     out = tmp_path / "test.parquet"
     stats = cache_sequence_crops(tar, out, CropSettings(32), progress=False)
     df = read_table(out).to_pandas()
@@ -280,7 +217,7 @@ def test_test_splits_have_no_targets(tmp_path, hands, shapes):
 
 
 def test_sequence_without_hands_gives_empty_file(tmp_path, caplog):
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=2, crops=False)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=2, crops=False)
     out = tmp_path / "empty.parquet"
     with caplog.at_level(logging.WARNING, logger="mvhand.crops"):
         stats = cache_sequence_crops(tar, out, progress=False)
@@ -307,7 +244,7 @@ def test_stage_script(tmp_path, monkeypatch, capsys):
         import cache_crops as script
     finally:
         sys.path.pop(0)
-    tar = write_sequence(tmp_path / "seq.tar", n_frames=1)
+    tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=1)
     out = tmp_path / "seq.parquet"
     args = [
         "--input",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import gc
 import gzip
 import io
@@ -16,7 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _toy_data import CAMERAS_JSON, HAND_CROPS_JSON, HAND_SHAPES_JSON, HANDS_JSON, HOT3D_RGB_CAMERAS_JSON
+from fixtures import (
+    CAMERAS_JSON,
+    HAND_CROPS_JSON,
+    HAND_SHAPES_JSON,
+    HANDS_JSON,
+    HOT3D_RGB_CAMERAS_JSON,
+    STREAMS,
+    jpeg_image,
+    mono_images,
+    right_hand,
+    write_raw_tar,
+    write_umetrack_sequence,
+)
 from PIL import Image
 
 from mvhand.dataset import (
@@ -32,69 +43,13 @@ from mvhand.geometry import se3_from_json
 from mvhand.io_utils import InputError
 from mvhand.umetrack import UmeTrackHandModel
 
-STREAMS = ("1201-0", "1201-1")
-
-
-@functools.cache
-def _jpeg(width: int, height: int, rgb: bool, seed: int = 0, noise: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    if noise:
-        arr = rng.integers(0, 256, size=(height, width, 3) if rgb else (height, width), dtype=np.uint8)
-    else:
-        yy, xx = np.mgrid[0:height, 0:width]
-        base = ((xx * 255) // max(width - 1, 1) + seed * 37) % 256
-        arr = np.stack([base, (yy * 255) // max(height - 1, 1), 255 - base], -1) if rgb else base
-        arr = arr.astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB" if rgb else "L").save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _mono_images(seed: int = 0) -> dict[str, bytes]:
-    return {sid: _jpeg(640, 480, False, seed + i) for i, sid in enumerate(STREAMS)}
-
-
-def _right_hand() -> dict:
-    right = copy.deepcopy(HANDS_JSON["left"])
-    right["umetrack_pose"]["joint_angles"] = right["umetrack_pose"]["joint_angles"][:20]  # 20 accepted
-    right["umetrack_pose"]["T_world_from_wrist"]["translation_xyz"] = [0.05, 0.08, 0.35]
-    del right["mano_pose"]
-    return right
-
-
-def _write_umetrack_sequence(path: Path, hands: bool = True, shapes: bool = True) -> Path:
-    """3 frames, two streams: left hand only / both hands / no hand (hands.json '{}')."""
-    crops_both = {"left": HAND_CROPS_JSON["left"], "right": {"1201-1": HAND_CROPS_JSON["left"]["1201-1"]}}
-    with SequenceWriter(path) as w:
-        if shapes:
-            w.write_hand_shapes(HAND_SHAPES_JSON["mano"], HAND_SHAPES_JSON["umetrack"])
-        w.write_frame(0, CAMERAS_JSON, HAND_CROPS_JSON, HANDS_JSON if hands else None, _mono_images(0))
-        w.write_frame(
-            1,
-            CAMERAS_JSON,
-            crops_both,
-            {**HANDS_JSON, "right": _right_hand()} if hands else None,
-            _mono_images(1),
-        )
-        w.write_frame(2, CAMERAS_JSON, {}, {} if hands else None, _mono_images(2))
-    return path
-
-
-def _raw_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
 
 def _frame_members(key: str = "000000", **override: bytes | None) -> list[tuple[str, bytes]]:
     members = {
         "cameras.json": json.dumps(CAMERAS_JSON).encode(),
         "hand_crops.json": json.dumps(HAND_CROPS_JSON).encode(),
         "hands.json": json.dumps(HANDS_JSON).encode(),
-        **{f"image_{sid}.jpg": data for sid, data in _mono_images().items()},
+        **{f"image_{sid}.jpg": data for sid, data in mono_images().items()},
     }
     members.update(override)
     return [(f"{key}.{suffix}", data) for suffix, data in members.items() if data is not None]
@@ -106,7 +61,7 @@ def _frame_members(key: str = "000000", **override: bytes | None) -> list[tuple[
 
 
 def test_round_trip_umetrack_sequence(tmp_path):
-    tar = _write_umetrack_sequence(tmp_path / "subject_000_separate_hand_000000.tar")
+    tar = write_umetrack_sequence(tmp_path / "subject_000_separate_hand_000000.tar")
     frames = list(iter_frames(tar))
     assert [f.frame_id for f in frames] == [0, 1, 2]
     f0, f1, f2 = frames
@@ -140,9 +95,9 @@ def test_round_trip_umetrack_sequence(tmp_path):
     )
     assert list(f1.hand_crops) == ["left", "right"] and f2.hand_crops == {}
     # images: bytes verbatim, decoded as mono with Pillow
-    assert f1.image_bytes == _mono_images(1)
+    assert f1.image_bytes == mono_images(1)
     img = f1.image("1201-1")
-    expected = np.array(Image.open(io.BytesIO(_mono_images(1)["1201-1"])).convert("L"))
+    expected = np.array(Image.open(io.BytesIO(mono_images(1)["1201-1"])).convert("L"))
     assert img.shape == (480, 640) and img.dtype == np.uint8
     np.testing.assert_array_equal(img, expected)
     # shapes
@@ -163,7 +118,7 @@ def _rewrite(src: Path, dst: Path) -> Path:
 
 
 def test_read_write_read_write_is_byte_identical(tmp_path):
-    tar0 = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar0 = write_umetrack_sequence(tmp_path / "seq.tar")
     tar1 = _rewrite(tar0, tmp_path / "a" / "seq.tar")
     tar2 = _rewrite(tar1, tmp_path / "b" / "seq.tar")
     assert tar1.read_bytes() == tar2.read_bytes()
@@ -187,7 +142,7 @@ def test_read_write_read_write_is_byte_identical(tmp_path):
 
 
 def test_modified_pose_is_serialised_from_the_matrix(tmp_path):
-    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar = write_umetrack_sequence(tmp_path / "seq.tar")
     f0 = next(iter_frames(tar))
     T = f0.hands["left"].T_world_from_wrist.copy()
     T[:3, 3] += np.float32(0.01)
@@ -197,8 +152,8 @@ def test_modified_pose_is_serialised_from_the_matrix(tmp_path):
 
 
 def test_writer_layout_and_determinism(tmp_path):
-    a = _write_umetrack_sequence(tmp_path / "a.tar")
-    b = _write_umetrack_sequence(tmp_path / "b.tar")
+    a = write_umetrack_sequence(tmp_path / "a.tar")
+    b = write_umetrack_sequence(tmp_path / "b.tar")
     assert a.read_bytes() == b.read_bytes()
     with tarfile.open(a) as tf:
         infos = tf.getmembers()
@@ -226,7 +181,7 @@ def test_writer_layout_and_determinism(tmp_path):
 
 def test_hot3d_style_sequence(tmp_path):
     cameras = {"214-1": HOT3D_RGB_CAMERAS_JSON["214-1"], "1201-1": CAMERAS_JSON["1201-1"]}
-    images = {"214-1": _jpeg(1408, 1408, True), "1201-1": _jpeg(640, 480, False)}
+    images = {"214-1": jpeg_image(1408, 1408, rgb=True), "1201-1": jpeg_image(480, 640)}
     info = {
         "device": "Aria",
         "image_timestamps_ns": {"214-1": 1000, "1201-1": 1001},
@@ -245,7 +200,7 @@ def test_hot3d_style_sequence(tmp_path):
     }
     hands = {
         "right": {
-            **_right_hand(),
+            **right_hand(),
             "boxes_amodal": {"214-1": [10.0, 20.0, 300.0, 400.0]},
             "visibilities_modeled": {"214-1": 0.8, "1201-1": 0.05},
         }
@@ -276,8 +231,8 @@ def test_hot3d_style_sequence(tmp_path):
 
 
 def test_stripped_test_split_tars(tmp_path):
-    shape_test = _write_umetrack_sequence(tmp_path / "shape.tar", hands=False, shapes=False)
-    pose_test = _write_umetrack_sequence(tmp_path / "pose.tar", hands=False, shapes=True)
+    shape_test = write_umetrack_sequence(tmp_path / "shape.tar", hands=False, shapes=False)
+    pose_test = write_umetrack_sequence(tmp_path / "pose.tar", hands=False, shapes=True)
     assert read_hand_shapes(shape_test) is None
     assert read_hand_shapes(pose_test) is not None
     for tar in (shape_test, pose_test):
@@ -291,7 +246,7 @@ def test_stripped_test_split_tars(tmp_path):
 
 
 def test_images_false_and_stream_selection(tmp_path):
-    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar = write_umetrack_sequence(tmp_path / "seq.tar")
     f = next(iter_frames(tar, images=False))
     assert f.image_bytes == {} and list(f.cameras) == list(STREAMS)
     with pytest.raises(InputError, match="not loaded"):
@@ -305,7 +260,7 @@ def test_images_false_and_stream_selection(tmp_path):
 
 def test_streaming_holds_one_frame(tmp_path):
     n_frames = 60
-    big = _jpeg(640, 480, False, seed=5, noise=True)  # incompressible, ~300 kB
+    big = jpeg_image(480, 640, seed=5, noise=True)  # incompressible, ~300 kB
     tar = tmp_path / "long.tar"
     with SequenceWriter(tar) as w:
         for fid in range(n_frames):
@@ -329,7 +284,7 @@ def test_streaming_holds_one_frame(tmp_path):
 
 
 def _webdataset_samples(tar: Path) -> list[dict]:
-    """Independent transcription of webdataset's tar_file_iterator + group_by_keys rules (§1.2)."""
+    """Independent transcription of webdataset's tar_file_iterator + group_by_keys rules (spec/formats.md §1.2)."""
     samples: list[dict] = []
     current = None
     with tarfile.open(tar) as tf:
@@ -358,7 +313,7 @@ def _webdataset_samples(tar: Path) -> list[dict]:
 
 
 def test_webdataset_grouping_compatibility(tmp_path):
-    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar = write_umetrack_sequence(tmp_path / "seq.tar")
     samples = _webdataset_samples(tar)
     frames = list(iter_frames(tar))
     assert [int(s["__key__"]) for s in samples] == [f.frame_id for f in frames]
@@ -368,7 +323,7 @@ def test_webdataset_grouping_compatibility(tmp_path):
         assert all(s[f"image_{sid}.jpg"] == f.image_bytes[sid] for sid in f.cameras)
     # upper-case suffixes are lower-cased by both readers
     members = [(n.replace("cameras.json", "CAMERAS.JSON"), d) for n, d in _frame_members()]
-    upper = _raw_tar(tmp_path / "upper.tar", [("__hand_shapes.json__", b"{}"), *members])
+    upper = write_raw_tar(tmp_path / "upper.tar", [("__hand_shapes.json__", b"{}"), *members])
     assert "cameras.json" in _webdataset_samples(upper)[0]
     assert list(next(iter_frames(upper)).cameras) == list(STREAMS)
 
@@ -380,7 +335,7 @@ def test_webdataset_grouping_compatibility(tmp_path):
 
 @pytest.mark.parametrize("images", [True, False])  # stream mode and seekable mode
 def test_truncated_tar_raises(tmp_path, images):
-    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar = write_umetrack_sequence(tmp_path / "seq.tar")
     data = tar.read_bytes()
     # cut inside a member's data
     cut = tmp_path / "cut.tar"
@@ -401,7 +356,7 @@ def test_truncated_tar_raises(tmp_path, images):
     with pytest.raises(InputError, match="truncated or corrupt"):
         list(iter_frames(garbage, images=images))
     # header-only cut also detected by read_hand_shapes when the member is absent
-    nohs = _write_umetrack_sequence(tmp_path / "nohs.tar", shapes=False)
+    nohs = write_umetrack_sequence(tmp_path / "nohs.tar", shapes=False)
     nohs_cut = tmp_path / "nohs_cut.tar"
     nohs_cut.write_bytes(nohs.read_bytes()[:1536])
     with pytest.raises(InputError, match="truncated or corrupt"):
@@ -410,7 +365,7 @@ def test_truncated_tar_raises(tmp_path, images):
 
 def test_compressed_archives_read_like_plain_ones(tmp_path):
     """A gzip-compressed sequence reads like the plain one (same tarfile path), truncation still detected."""
-    plain = _write_umetrack_sequence(tmp_path / "seq.tar")
+    plain = write_umetrack_sequence(tmp_path / "seq.tar")
     gz = tmp_path / "seq.tar.gz"
     gz.write_bytes(gzip.compress(plain.read_bytes()))
     for images in (True, False):
@@ -429,7 +384,7 @@ def test_compressed_archives_read_like_plain_ones(tmp_path):
 
 def test_corrupt_header_after_the_first_member_raises(tmp_path):
     """A damaged header in the middle of the archive (tarfile would silently stop there) is an error."""
-    tar = _write_umetrack_sequence(tmp_path / "seq.tar")
+    tar = write_umetrack_sequence(tmp_path / "seq.tar")
     data = bytearray(tar.read_bytes())
     with tarfile.open(tar) as tf:
         second = tf.getmembers()[3].offset  # a header well inside the archive
@@ -471,7 +426,7 @@ def test_missing_tar_and_split_dir(tmp_path):
     ],
 )
 def test_bad_frame_members(tmp_path, override, pattern):
-    tar = _raw_tar(tmp_path / "bad.tar", _frame_members(**override))
+    tar = write_raw_tar(tmp_path / "bad.tar", _frame_members(**override))
     with pytest.raises(InputError, match=f"bad.tar.*{pattern}"):
         list(iter_frames(tar))
 
@@ -485,7 +440,7 @@ def test_nan_in_poses_raises(tmp_path, where):
         hands["left"]["umetrack_pose"]["T_world_from_wrist"]["translation_xyz"][0] = float("nan")
     else:
         hands["left"]["mano_pose"]["thetas"][0] = float("nan")
-    tar = _raw_tar(tmp_path / "nan.tar", _frame_members(**{"hands.json": json.dumps(hands).encode()}))
+    tar = write_raw_tar(tmp_path / "nan.tar", _frame_members(**{"hands.json": json.dumps(hands).encode()}))
     assert b"NaN" in tar.read_bytes()
     with pytest.raises(InputError, match="nan.tar.*000000.hands.json.*(NaN|non-finite)"):
         list(iter_frames(tar))
@@ -493,24 +448,24 @@ def test_nan_in_poses_raises(tmp_path, where):
 
 def test_grouping_errors(tmp_path):
     f0, f1 = _frame_members("000000"), _frame_members("000001")
-    split = _raw_tar(tmp_path / "split.tar", [*f0, *f1, ("000000.extra.json", b"{}")])
+    split = write_raw_tar(tmp_path / "split.tar", [*f0, *f1, ("000000.extra.json", b"{}")])
     with pytest.raises(InputError, match="frame 000000 appears in two separate groups"):
         list(iter_frames(split))
-    same_id = _raw_tar(tmp_path / "same_id.tar", [*f0, *_frame_members("0")])
+    same_id = write_raw_tar(tmp_path / "same_id.tar", [*f0, *_frame_members("0")])
     with pytest.raises(InputError, match="two separate groups"):
         list(iter_frames(same_id))
-    dup = _raw_tar(tmp_path / "dup.tar", [*f0, ("000000.Cameras.json", f0[0][1])])
+    dup = write_raw_tar(tmp_path / "dup.tar", [*f0, ("000000.Cameras.json", f0[0][1])])
     with pytest.raises(InputError, match="repeated suffix 'cameras.json'"):
         list(iter_frames(dup))
     with pytest.raises(ValueError, match="duplicate"):  # webdataset rejects it too
         _webdataset_samples(dup)
-    notint = _raw_tar(tmp_path / "notint.tar", _frame_members("frame_a"))
+    notint = write_raw_tar(tmp_path / "notint.tar", _frame_members("frame_a"))
     with pytest.raises(InputError, match="key 'frame_a' is not an integer"):
         list(iter_frames(notint))
-    subdir = _raw_tar(tmp_path / "subdir.tar", _frame_members("seq/000000"))
+    subdir = write_raw_tar(tmp_path / "subdir.tar", _frame_members("seq/000000"))
     with pytest.raises(InputError, match="not an integer"):
         list(iter_frames(subdir))
-    two_shapes = _raw_tar(
+    two_shapes = write_raw_tar(
         tmp_path / "two.tar", [(HAND_SHAPES_MEMBER, b"{}"), *f0, (HAND_SHAPES_MEMBER, b"{}")]
     )
     with pytest.raises(InputError, match="occurs twice"):
@@ -520,7 +475,7 @@ def test_grouping_errors(tmp_path):
 def test_metadata_and_unknown_members_are_skipped(tmp_path):
     members = [("__hand_shapes.json__", b"not even json"), ("README", b"x"), *_frame_members()]
     members.append(("000000.depth.png", b"ignored"))
-    tar = _raw_tar(tmp_path / "meta.tar", members)
+    tar = write_raw_tar(tmp_path / "meta.tar", members)
     frames = list(iter_frames(tar))
     assert [f.frame_id for f in frames] == [0]
     with pytest.raises(InputError, match="meta.tar.*__hand_shapes.json__ is not valid JSON"):
@@ -530,29 +485,31 @@ def test_metadata_and_unknown_members_are_skipped(tmp_path):
 def test_hand_shapes_validation(tmp_path):
     bad = copy.deepcopy(HAND_SHAPES_JSON)
     bad["umetrack"]["hand_model"] = {}
-    tar = _raw_tar(tmp_path / "hs.tar", [(HAND_SHAPES_MEMBER, json.dumps(bad).encode()), *_frame_members()])
+    tar = write_raw_tar(
+        tmp_path / "hs.tar", [(HAND_SHAPES_MEMBER, json.dumps(bad).encode()), *_frame_members()]
+    )
     with pytest.raises(InputError, match="hs.tar.*unknown keys \\['hand_model'\\]"):
         read_hand_shapes(tar)
     bad = copy.deepcopy(HAND_SHAPES_JSON)
     bad["mano"] = bad["mano"][:9]
-    tar = _raw_tar(tmp_path / "hs2.tar", [(HAND_SHAPES_MEMBER, json.dumps(bad).encode()), *_frame_members()])
+    tar = write_raw_tar(
+        tmp_path / "hs2.tar", [(HAND_SHAPES_MEMBER, json.dumps(bad).encode()), *_frame_members()]
+    )
     with pytest.raises(InputError, match="hs2.tar.*mano betas must have 10"):
         read_hand_shapes(tar)
 
 
 def test_mano_pose_without_umetrack_pose_is_ignored(tmp_path):
     hands = {"left": HANDS_JSON["left"], "right": {"mano_pose": HANDS_JSON["left"]["mano_pose"]}}
-    tar = _raw_tar(tmp_path / "quirk.tar", _frame_members(**{"hands.json": json.dumps(hands).encode()}))
+    tar = write_raw_tar(tmp_path / "quirk.tar", _frame_members(**{"hands.json": json.dumps(hands).encode()}))
     f = next(iter_frames(tar))
     assert list(f.hands) == ["left"]
 
 
 def test_image_decoding_errors(tmp_path):
-    tar = _raw_tar(
+    tar = write_raw_tar(
         tmp_path / "img.tar",
-        _frame_members(
-            **{"image_1201-0.jpg": b"\xff\xd8garbage", "image_1201-1.jpg": _jpeg(320, 240, False)}
-        ),
+        _frame_members(**{"image_1201-0.jpg": b"\xff\xd8garbage", "image_1201-1.jpg": jpeg_image(240, 320)}),
     )
     f = next(iter_frames(tar))
     with pytest.raises(InputError, match="img.tar.*cannot decode JPEG"):
@@ -569,9 +526,9 @@ def test_image_decoding_errors(tmp_path):
 def test_writer_rejects_bad_frames(tmp_path):
     path = tmp_path / "w.tar"
     with SequenceWriter(path) as w:
-        w.write_frame(3, CAMERAS_JSON, {}, None, _mono_images())
+        w.write_frame(3, CAMERAS_JSON, {}, None, mono_images())
         with pytest.raises(ValueError, match="ascending"):
-            w.write_frame(3, CAMERAS_JSON, {}, None, _mono_images())
+            w.write_frame(3, CAMERAS_JSON, {}, None, mono_images())
         with pytest.raises(ValueError, match="before the first frame"):
             w.write_hand_shapes(HAND_SHAPES_JSON["mano"], HAND_SHAPES_JSON["umetrack"])
         with pytest.raises(ValueError, match="must match the camera streams"):
@@ -579,26 +536,26 @@ def test_writer_rejects_bad_frames(tmp_path):
         nan_hands = copy.deepcopy(HANDS_JSON)
         nan_hands["left"]["umetrack_pose"]["joint_angles"][0] = float("nan")
         with pytest.raises(ValueError, match="hands.json"):
-            w.write_frame(4, CAMERAS_JSON, {}, nan_hands, _mono_images())
+            w.write_frame(4, CAMERAS_JSON, {}, nan_hands, mono_images())
         bad_cams = copy.deepcopy(CAMERAS_JSON)
         del bad_cams["1201-0"]["calibration"]["serial_number"]
         with pytest.raises(ValueError, match="would not be readable"):
-            w.write_frame(4, bad_cams, {}, None, _mono_images())
+            w.write_frame(4, bad_cams, {}, None, mono_images())
         bad_id = {"1201.0": CAMERAS_JSON["1201-0"]}
         with pytest.raises(ValueError, match="stream id"):
             w.write_frame(4, bad_id, {}, None, {"1201.0": b"x"})
-        w.write_frame(7, CAMERAS_JSON, {}, None, _mono_images())
+        w.write_frame(7, CAMERAS_JSON, {}, None, mono_images())
     assert [f.frame_id for f in iter_frames(path)] == [3, 7]
 
 
 def test_writer_is_atomic(tmp_path):
     path = tmp_path / "out" / "seq.tar"
     with pytest.raises(RuntimeError, match="boom"), SequenceWriter(path) as w:
-        w.write_frame(0, CAMERAS_JSON, {}, None, _mono_images())
+        w.write_frame(0, CAMERAS_JSON, {}, None, mono_images())
         raise RuntimeError("boom")
     assert not path.exists() and list(path.parent.iterdir()) == []
     w = SequenceWriter(path)
-    w.write_frame(0, CAMERAS_JSON, {}, None, _mono_images())
+    w.write_frame(0, CAMERAS_JSON, {}, None, mono_images())
     w.abort()
     assert list(path.parent.iterdir()) == []
     w = SequenceWriter(path)
@@ -609,7 +566,7 @@ def test_writer_is_atomic(tmp_path):
     w.close()
     assert list(path.parent.iterdir()) == [path] and read_hand_shapes(path) is not None
     with pytest.raises(ValueError, match="closed"):
-        w.write_frame(0, CAMERAS_JSON, {}, None, _mono_images())
+        w.write_frame(0, CAMERAS_JSON, {}, None, mono_images())
 
 
 def test_list_sequences_and_names(tmp_path):

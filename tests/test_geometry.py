@@ -6,7 +6,7 @@ from mvhand import geometry as g
 
 
 def test_quaternion_test_vector():
-    # FORMATS.md §2.1 test vector: 45 degrees about +y.
+    # spec/formats.md §2.1 test vector: 45 degrees about +y.
     R = g.quat_wxyz_to_matrix([0.9238795325112867, 0, 0.3826834323650898, 0])
     expected = [[0.707107, 0, 0.707107], [0, 1, 0], [-0.707107, 0, 0.707107]]
     np.testing.assert_allclose(R, expected, atol=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_train_data import make_crop_cache
+from fixtures import make_crop_cache
 
 from mvhand.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
 from mvhand.mano import ManoModel
@@ -70,7 +70,9 @@ def test_schema_sorting_and_gt(env, tmp_path):
 def test_left_hand_is_mirror_of_network_output(env):
     """A left hand's output = x-mirror of the right-hand network output on the flipped input."""
     d, mano, crops = env
-    rows = predict(d / "model.pt", crops[:1], d / "mano", None, device="cpu", progress=False).to_pylist()
+    rows = predict(
+        d / "model.pt", crops[:1], d / "mano", None, betas="pred", device="cpu", progress=False
+    ).to_pylist()
     from mvhand.training import load_model
 
     net = load_model(d / "model.pt", mano)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from fixtures import FLOAT_KEYS, make_mano_arrays
 
 from mvhand import mano
 from mvhand.geometry import rodrigues
@@ -31,66 +32,6 @@ smplx = pytest.importorskip("smplx")
 # --------------------------------------------------------------------------------------------------
 # Fixture: a small, well-formed random MANO model (official shapes)
 # --------------------------------------------------------------------------------------------------
-
-
-def make_mano_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-    """Random but valid right-hand MANO arrays with the official shapes and conventions."""
-    rng = np.random.default_rng(seed)
-    nv, nj = 778, 16
-    # Joints: wrist off the origin, fingers fanning out along +y.
-    joints = np.zeros((nj, 3))
-    joints[0] = [0.09, 0.006, 0.005]
-    finger_dirs = {1: -0.02, 4: 0.0, 7: 0.04, 10: 0.02, 13: -0.045}
-    for start, dx in finger_dirs.items():
-        base = joints[0] + [dx, 0.08 if start != 13 else 0.03, 0.0]
-        for k in range(3):
-            joints[start + k] = base + [dx * 0.2 * k, 0.025 * k, -0.003 * k]
-    # Vertices scattered around the joints.
-    owner = rng.integers(0, nj, nv)
-    v_template = joints[owner] + rng.normal(0, 0.008, (nv, 3))
-    # Convex-combination joint regressor: each joint averages ~12 of its own vertices.
-    J_regressor = np.zeros((nj, nv))
-    for j in range(nj):
-        ids = np.flatnonzero(owner == j)
-        if ids.size == 0:
-            ids = rng.integers(0, nv, 4)
-        ids = ids[:12]
-        w = rng.uniform(0.5, 1.0, ids.size)
-        J_regressor[j, ids] = w / w.sum()
-    # Skinning weights: the owner joint plus up to two random joints, rows sum to 1.
-    weights = np.zeros((nv, nj))
-    weights[np.arange(nv), owner] = rng.uniform(0.5, 1.0, nv)
-    for _ in range(2):
-        weights[np.arange(nv), rng.integers(0, nj, nv)] += rng.uniform(0.0, 0.4, nv)
-    weights /= weights.sum(1, keepdims=True)
-    kintree = np.zeros((2, nj), dtype=np.uint32)
-    kintree[0] = [2**32 - 1, *MANO_PARENTS[1:]]
-    kintree[1] = np.arange(nj)
-    # Smooth shape directions: per beta an affine field of the vertex position (cm per unit beta).
-    shapedirs = np.zeros((nv, 3, 10))
-    for b in range(10):
-        A = rng.normal(0, 0.1 / (1 + b), (3, 3))
-        c = rng.normal(0, 0.004 / (1 + b), 3)
-        shapedirs[:, :, b] = (v_template - joints[0]) @ A.T + c + rng.normal(0, 2e-4, (nv, 3))
-    posedirs = rng.normal(0, 1e-3, (nv, 3, 135)) + 2e-3 * np.sin(v_template[:, :, None] * 40.0)
-    Q, _ = np.linalg.qr(rng.normal(size=(45, 45)))
-    hands_components = Q.T * np.linspace(1.0, 0.2, 45)[:, None]  # rows orthogonal
-    hands_components = hands_components / np.linalg.norm(hands_components, axis=1, keepdims=True)
-    hands_mean = rng.normal(0, 0.15, 45)
-    faces = rng.integers(0, nv, (1538, 3)).astype(np.uint32)
-    return {
-        "v_template": v_template,
-        "f": faces,
-        "shapedirs": shapedirs,
-        "posedirs": posedirs,
-        "J_regressor": J_regressor,
-        "weights": weights,
-        "kintree_table": kintree,
-        "hands_components": hands_components,
-        "hands_mean": hands_mean,
-        "J": J_regressor @ v_template,  # extra keys of the official file are ignored
-        "bs_style": "lbs",
-    }
 
 
 def mirror_arrays(right: dict[str, np.ndarray], seed: int = 1) -> dict[str, np.ndarray]:
@@ -182,18 +123,6 @@ def test_constants():
 # --------------------------------------------------------------------------------------------------
 # Loader
 # --------------------------------------------------------------------------------------------------
-
-
-#: keys loaded as float64 arrays equal to what was pickled
-FLOAT_KEYS = (
-    "v_template",
-    "shapedirs",
-    "posedirs",
-    "J_regressor",
-    "weights",
-    "hands_components",
-    "hands_mean",
-)
 
 
 def test_load_plain_pickle(tmp_path):
@@ -408,7 +337,7 @@ def test_matches_smplx(model, smplx_layers, side, B):
 
 
 def numpy_lbs(data: dict, pose48: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 MANO forward written from FORMATS §5.3 (no smplx, no translation): verts, joints."""
+    """float64 MANO forward written from spec/formats.md §5.3 (no smplx, no translation): verts, joints."""
     v_sh = data["v_template"] + data["shapedirs"][:, :, :10] @ beta
     J = data["J_regressor"] @ v_sh
     Rs = []
@@ -598,7 +527,7 @@ def test_shapedirs_fix(tmp_path, rand_mano_dir, model):
 
 
 def test_shape_vertices_zero_pose(model, smplx_layers):
-    """§7.5: θ_pca = 0 and zero wrist ⇒ the left v_template (shaped) posed with hands_mean."""
+    """spec/formats.md §7.5: θ_pca = 0 and zero wrist ⇒ the left v_template (shaped) posed with hands_mean."""
     data = mirror_arrays(make_mano_arrays(0))
     betas = torch.randn(3, 10, generator=torch.Generator().manual_seed(2))
     verts = model.shape_vertices(betas)

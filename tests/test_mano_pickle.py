@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mano import FLOAT_KEYS, make_mano_arrays
+from fixtures import FLOAT_KEYS, make_mano_arrays
 
 from mvhand.io_utils import InputError
 from mvhand.mano import load_mano_pkl

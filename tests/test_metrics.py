@@ -1,4 +1,4 @@
-"""Tests of mvhand.metrics: §7.2 test vectors, independent float64 recomputation, weighting, evaluator."""
+"""Tests of mvhand.metrics: test vectors of spec/formats.md §7.2, float64 recomputation, weighting, evaluator."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from mvhand.submission import (
 )
 
 # ------------------------------------------------------------------------------------------------
-# Independent float64 reference (written from FORMATS §7.2 only)
+# Independent float64 reference (written from spec/formats.md §7.2 only)
 # ------------------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _payloads import ShellPayload
+from fixtures import ShellPayload
 
 from mvhand.geometry import rodrigues
 from mvhand.mano import ManoModel

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import prediction_table
 
 from mvhand import packaging, report
 from mvhand.io_utils import InputError
@@ -24,29 +25,11 @@ from mvhand.submission import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _predictions(tars, rng, drop=(), nan=()) -> pd.DataFrame:
-    rows = []
-    for inst in expected_pose_instances(tars, "umetrack"):
-        if inst in drop:
-            continue
-        theta = rng.normal(0, 0.3, 15)
-        if inst in nan:
-            theta[0] = np.nan
-        rows.append(
-            dict(
-                sequence_name=inst[0], frame_id=inst[1], hand_side=inst[2], mano_theta=theta,
-                wrist_xform=np.r_[rng.normal(0, 0.5, 3), -0.05 + 0.2 * inst[2], 0.08, 0.35],
-                mano_beta_pred=rng.normal(0, 1, 10),
-            )
-        )  # fmt: skip
-    return pd.DataFrame(rows)
-
-
 def test_pose_entries_fill_gaps_and_follow_evaluator_order(toy):
     rng = np.random.default_rng(0)
     expected = expected_pose_instances(toy["pose_tars"], "umetrack")
     missing, broken = expected[3], expected[5]
-    df = _predictions(toy["pose_tars"], rng, drop=[missing], nan=[broken]).sample(frac=1, random_state=0)
+    df = prediction_table(toy["pose_tars"], rng, drop=[missing], nan=[broken]).sample(frac=1, random_state=0)
     with pytest.raises(InputError, match=rf"2 of {len(expected)} expected instances .* --max-filled"):
         packaging.pose_entries_from_predictions(df, expected, "t.parquet", max_filled=1.9 / len(expected))
     entries = packaging.pose_entries_from_predictions(df, expected, max_filled=2 / len(expected))
@@ -78,9 +61,9 @@ def test_shape_entries_are_medians(toy):
 def test_package_score_and_report_agree_with_the_evaluator(toy, mano_model, tmp_path):
     rng = np.random.default_rng(1)
     pose_pred = tmp_path / "pose.parquet"
-    _predictions(toy["pose_tars"], rng).to_parquet(pose_pred)
+    prediction_table(toy["pose_tars"], rng).to_parquet(pose_pred)
     shape_pred = tmp_path / "shape.parquet"
-    _predictions(toy["shape_tars"], rng).to_parquet(shape_pred)
+    prediction_table(toy["shape_tars"], rng).to_parquet(shape_pred)
     written = packaging.package_submissions(
         {"umetrack": pose_pred}, {"umetrack": toy["pose_tars"]}, tmp_path / "pose_submission.tar.gz",
         {"umetrack": [shape_pred, pose_pred]}, {"umetrack": toy["shape_tars"] + toy["pose_tars"]},
@@ -136,10 +119,10 @@ def test_merge_gt_archives(toy, tmp_path):
 def test_package_and_report_clis(toy, tmp_path, mano_dir):
     rng = np.random.default_rng(2)
     pose_pred, shape_pred = tmp_path / "pose.parquet", tmp_path / "shape.parquet"
-    df = _predictions(toy["pose_tars"], rng)
+    df = prediction_table(toy["pose_tars"], rng)
     df["landmarks"] = [np.zeros(60) for _ in range(len(df))]
     df.to_parquet(pose_pred)
-    _predictions(toy["shape_tars"], rng).to_parquet(shape_pred)
+    prediction_table(toy["shape_tars"], rng).to_parquet(shape_pred)
     run = [sys.executable, str(ROOT / "workflow/scripts/package_submission.py")]
     args = [
         "--pose-predictions", f"umetrack={pose_pred}", "--pose-tars", f"umetrack={toy['root'] / 'pose_test'}",

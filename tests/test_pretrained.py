@@ -177,7 +177,7 @@ def test_download_pretrained_through_the_hub_cache(hiera_files, tmp_path, monkey
 @pytest.mark.slow
 def test_hiera_base_trains_two_steps_from_a_pretrained_file(hiera_files, tmp_path):
     """The paper backbone at 224 px, batch 2, two steps on the CPU, starting from the pretrained file."""
-    from test_train_data import make_crop_cache
+    from fixtures import make_crop_cache
 
     from mvhand.mano import ManoModel
     from mvhand.synthetic_mano import write_synthetic_mano

@@ -10,10 +10,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import fixtures as toy
 import numpy as np
 import pytest
 import torch
-from _toy_data import write_toy_tar as _write_toy_tar
+from fixtures import write_toy_tar as _write_toy_tar
 
 from mvhand.io_utils import InputError
 from mvhand.submission import (
@@ -399,7 +400,7 @@ def test_evaluator_known_shift_with_real_mano(tmp_path, mano_dir):
 
 
 # ------------------------------------------------------------------------------------------------
-# Tars (FORMATS §2.7 toy data) → expected instances, ground truth, end to end, CLIs
+# Tars (spec/formats.md §2.7 toy data) → expected instances, ground truth, end to end, CLIs
 # ------------------------------------------------------------------------------------------------
 
 
@@ -431,7 +432,6 @@ def test_expected_instances_umetrack_vs_hot3d(tmp_path, toy_dirs):
 
 
 def test_build_ground_truth_matches_spec_example(toy_dirs):
-    import _toy_data as toy
 
     tars = sorted(toy_dirs["pose"].glob("*.tar"))
     gt = build_ground_truth(tars, "umetrack")
@@ -439,7 +439,7 @@ def test_build_ground_truth_matches_spec_example(toy_dirs):
         i[:2] for i in expected_pose_instances(tars, "umetrack")
     ]
     assert [e.instance for e in gt.poses] == expected_pose_instances(tars, "umetrack")
-    # §6.5 example: FK of the §2.7 left hand (frame 0 of the first sequence, unshifted)
+    # spec/formats.md §6.5 example: FK of the left hand of spec/formats.md §2.7 (frame 0 of sequence 1, unshifted)
     np.testing.assert_allclose(gt.landmarks[0].landmarks, np.asarray(toy.GT_LANDMARKS_LEFT), atol=2e-6)
     assert gt.landmarks[0].landmarks.dtype == np.float32
     # frame 1's left hand is shifted by 2 mm along world x
@@ -458,7 +458,7 @@ def test_build_ground_truth_matches_spec_example(toy_dirs):
     )
     f2 = [e for e in gt.poses if e.instance == ("subject_000_separate_hand_000000", 2, 0)][0]
     assert not f2.mano_theta.any() and not f2.wrist_xform.any()
-    # GT files: §6.5 schemas
+    # GT files: spec/formats.md §6.5 schemas
     files = gt.files()
     lm0 = json.loads(files["gt_landmarks_umetrack.json"])[0]
     assert list(lm0) == ["sequence_name", "frame_id", "landmarks"] and np.shape(lm0["landmarks"]) == (20, 3)

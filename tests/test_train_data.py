@@ -7,18 +7,13 @@ bright dot at the projection of a chosen landmark, so image content can be check
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
-import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fixtures import DOT_LANDMARK, make_crop_cache
 
 from mvhand.cameras import project_pinhole
-from mvhand.geometry import axis_angle_from_matrix, rodrigues
 from mvhand.io_utils import InputError
 from mvhand.mano import ManoModel
 from mvhand.synthetic_mano import write_synthetic_mano
@@ -32,110 +27,7 @@ from mvhand.train_data import (
     split_sequences,
 )
 
-DOT_LANDMARK = 2  # middle fingertip: the landmark drawn as a dot into every crop
 NO_AUG = AugmentConfig(enabled=False, extrinsic_noise=0.0)
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
-    z = target - centre
-    z = z / np.linalg.norm(z)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z], 1) @ rodrigues(np.array([0.0, 0.0, roll]))
-    T[:3, 3] = centre
-    return T
-
-
-def make_crop_cache(
-    path: Path,
-    mano: ManoModel,
-    sequence: str = "seq_a",
-    n_frames: int = 3,
-    sides: tuple[int, ...] = (0, 1),
-    n_views: int = 2,
-    crop_size: int = 96,
-    with_gt: bool = True,
-    seed: int = 0,
-    dot: bool = True,
-) -> Path:
-    """Write a synthetic crop-cache Parquet; returns ``path``."""
-    rng = np.random.default_rng(seed)
-    betas = rng.normal(0, 1, 10).astype(np.float32)
-    rows = []
-    for frame in range(n_frames):
-        for side in sides:
-            theta = rng.normal(0, 0.5, 15)
-            rot = rodrigues(rng.normal(0, 1.0, 3))
-            root = np.array([0.15 * (side - 0.5), 0.05, 0.45]) + rng.normal(0, 0.03, 3) + [0.2, -0.1, 0.3]
-            j0 = mano.layer(side).root_joint(torch.tensor(betas)).numpy().reshape(3)
-            wrist = np.concatenate([axis_angle_from_matrix(rot), root - j0])
-            lm = mano.layer(side).landmarks(theta[None], wrist[None, :3], wrist[None, 3:], betas[None])
-            lm = lm.detach().numpy()[0].astype(np.float64)
-            centre = lm.mean(0)
-            for v in range(n_views):
-                cam_c = np.array([0.2 + 0.05 * (v - 0.5), -0.1 + 0.02 * v, 0.3])
-                T = _look_at(cam_c, centre + rng.normal(0, 0.01, 3), rng.uniform(-0.5, 0.5))
-                fov = 2 * math.atan(0.25 / np.linalg.norm(centre - cam_c))
-                render_fov = 2 * math.atan(1.5 * math.tan(fov / 2))
-                f = (crop_size / 2) / math.tan(render_fov / 2)
-                K = np.array([f, f, (crop_size - 1) / 2, (crop_size - 1) / 2])
-                uv, z = project_pinhole(lm, T, K)
-                img = np.full((crop_size, crop_size), 20, np.uint8)
-                if dot:
-                    yy, xx = np.mgrid[:crop_size, :crop_size]
-                    u0, v0 = uv[DOT_LANDMARK]
-                    img = np.clip(
-                        20 + 230 * np.exp(-((xx - u0) ** 2 + (yy - v0) ** 2) / (2 * 1.5**2)), 0, 255
-                    )
-                    img = img.astype(np.uint8)
-                ok, jpg = cv2.imencode(".png", img)  # lossless: the dot test needs exact content
-                rows.append(
-                    {
-                        "sequence_name": sequence,
-                        "frame_id": frame,
-                        "hand_side": side,
-                        "view_index": v,
-                        "stream_id": f"cam{v}",
-                        "image_jpeg": jpg.tobytes(),
-                        "crop_size": crop_size,
-                        "fov": fov,
-                        "render_fov": render_fov,
-                        "intrinsics": K.tolist(),
-                        "T_world_from_crop": T.reshape(-1).tolist(),
-                        "mano_beta": betas.tolist() if with_gt else None,
-                        "landmarks_world": lm.reshape(-1).tolist() if with_gt else None,
-                        "landmarks_crop": uv.reshape(-1).tolist() if with_gt else None,
-                        "mano_theta": theta.tolist() if with_gt else None,
-                        "mano_wrist_xform": wrist.tolist() if with_gt else None,
-                        "n_visible": int(np.sum(z > 0)) if with_gt else -1,
-                    }
-                )
-    f32 = pa.float32()
-    schema = pa.schema(
-        [
-            ("sequence_name", pa.string()),
-            ("frame_id", pa.int32()),
-            ("hand_side", pa.int8()),
-            ("view_index", pa.int8()),
-            ("stream_id", pa.string()),
-            ("image_jpeg", pa.binary()),
-            ("crop_size", pa.int16()),
-            ("fov", f32),
-            ("render_fov", f32),
-            ("intrinsics", pa.list_(f32, 4)),
-            ("T_world_from_crop", pa.list_(f32, 16)),
-            ("mano_beta", pa.list_(f32)),
-            ("landmarks_world", pa.list_(f32)),
-            ("landmarks_crop", pa.list_(f32)),
-            ("mano_theta", pa.list_(f32)),
-            ("mano_wrist_xform", pa.list_(f32)),
-            ("n_visible", pa.int8()),
-        ]
-    )
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    return path
 
 
 @pytest.fixture(scope="module")

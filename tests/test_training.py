@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-from _payloads import ShellPayload
-from test_train_data import make_crop_cache
+from fixtures import ShellPayload, make_crop_cache
 
 from mvhand import training
 from mvhand.io_utils import InputError

@@ -1,4 +1,4 @@
-"""Tests of mvhand.umetrack: profile loading, FK test vectors (FORMATS.md §4.3, §6.5), mirroring."""
+"""Tests of mvhand.umetrack: profile loading, FK test vectors (spec/formats.md §4.3, §6.5), mirroring."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _toy_data import GT_LANDMARKS_LEFT, HAND_SHAPES_JSON, HANDS_JSON
+from fixtures import GT_LANDMARKS_LEFT, HAND_SHAPES_JSON, HANDS_JSON
 
 from mvhand.geometry import quat_wxyz_to_matrix, se3_from_json
 from mvhand.io_utils import InputError
@@ -43,7 +43,7 @@ def _case_wrist(rotated: bool) -> np.ndarray:
 
 
 def _reference_fk(m: UmeTrackHandModel, theta, W, is_right: bool) -> np.ndarray:
-    """Independent float64, loop-based transcription of FORMATS.md §4.3 (one hand)."""
+    """Independent float64, loop-based transcription of spec/formats.md §4.3 (one hand)."""
     W = np.array(W, dtype=np.float64)
     if is_right:
         W = W @ np.diag([-1.0, 1, 1, 1])
@@ -173,7 +173,7 @@ def test_mm_round_trip_is_exact_for_arbitrary_values():
 # Forward kinematics: spec test vectors
 # ---------------------------------------------------------------------------------------------------
 
-CASE_A = {  # landmark -> (left, right), FORMATS.md §4.3
+CASE_A = {  # landmark -> (left, right), spec/formats.md §4.3
     0: ((0.205545, 0.145841, 0.375077), (-0.005545, 0.145841, 0.375077)),
     1: ((0.246719, 0.133442, 0.319000), (-0.046719, 0.133442, 0.319000)),
     5: ((0.1, 0.2, 0.3), (0.1, 0.2, 0.3)),
@@ -212,7 +212,8 @@ def test_rest_pose_identity(model):
 
 
 def test_zero_and_tiny_angles_give_no_nan(model):
-    # §9.14: old toolkit versions returned NaN when an angle was exactly 0; §4.6 identity guard.
+    # spec/formats.md §9 item 14: old toolkit versions returned NaN when an angle was exactly 0;
+    # identity guard of spec/formats.md §4.6.
     W = _case_wrist(True)
     lm0 = forward_kinematics(model, np.zeros(22), W, False)
     assert np.all(np.isfinite(lm0))
@@ -296,8 +297,8 @@ def test_canonical_landmarks(model):
 
 
 def test_mirrored_model_equals_wrist_reflection(model):
-    """UmeTrack's mirrored-model formulation (§4.5): a right hand equals, as a left hand, the model with rest
-    positions x -> -x and rotation axes (ax, ay, az) -> (ax, -ay, -az)."""
+    """UmeTrack's mirrored-model formulation (spec/formats.md §4.5): a right hand equals, as a left hand, the model
+    with rest positions x -> -x and rotation axes (ax, ay, az) -> (ax, -ay, -az)."""
     rng = np.random.default_rng(4)
     theta = rng.uniform(-0.8, 1.5, size=(5, 22))
     W = np.tile(np.eye(4), (5, 1, 1))

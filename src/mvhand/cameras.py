@@ -1,4 +1,4 @@
-"""Camera models of the challenge (FORMATS.md §2.2, §3): parsing, projection, unprojection, crops, warp.
+"""Camera models of the challenge (spec/formats.md §2.2, §3): parsing, projection, unprojection, crops, warp.
 
 * :class:`CameraModel` holds one ``cameras.json`` value; :func:`camera_from_json` /
   :func:`camera_to_json` convert it (round trip keeps the JSON values, unused calibration keys are
@@ -7,14 +7,15 @@
   float32 out), so large vertex batches can be projected in float32.
 * :func:`project_pinhole` / :func:`project_pinhole_torch`: the pinhole projection of world points into
   crop cameras from raw pose and intrinsics (NumPy / differentiable, batched Torch).
-* :func:`crop_camera` (§3.8), :func:`crop_camera_from_points` (§3.11), :func:`count_visible`.
-* :func:`warp_image` (§3.9) is a fast equivalent of the toolkit's ``warp_image``
+* :func:`crop_camera` (spec/formats.md §3.8), :func:`crop_camera_from_points` (spec/formats.md §3.11),
+  :func:`count_visible`.
+* :func:`warp_image` (spec/formats.md §3.9) is a fast equivalent of the toolkit's ``warp_image``
   (:func:`warp_image_reference`): when the crop camera shares the source's optical centre, the exact
   source map is evaluated on a coarse grid and upsampled with separable cubic Lagrange interpolation;
   pixels close to the behind-camera boundary are computed exactly, and the behind-camera mask is exact.
 
-Pixel convention: integer window coordinates are pixel centres (§3.2). Eye frame: +x right, +y down,
-+z forward. Units: metres, radians, pixels.
+Pixel convention: integer window coordinates are pixel centres (spec/formats.md §3.2).
+Eye frame: +x right, +y down, +z forward. Units: metres, radians, pixels.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ MODEL_REGISTRY: dict[str, tuple[str, str, int]] = {
     "CameraModelType.FISHEYE624": ("arctan", "ovr624", 12),
 }
 _FISHEYE624 = "CameraModelType.FISHEYE624"
-_EPS_R = 2.0**-128  # arctan projection guard (§3.4)
-_ORTHO_TOL = 1e-5  # extrinsic validation max|RᵀR − I| (§2.1)
+_EPS_R = 2.0**-128  # arctan projection guard (spec/formats.md §3.4)
+_ORTHO_TOL = 1e-5  # extrinsic validation max|RᵀR − I| (spec/formats.md §2.1)
 
 
 def _model_info(model_type: str) -> tuple[str, str, int]:
@@ -129,7 +130,7 @@ def _poly(r2, ks):
 
 
 def _distort(px, py, kind: str, c: tuple):
-    """Distortion of §3.5 applied to projected coordinates ``(px, py)``; returns ``(qx, qy)``."""
+    """Distortion of spec/formats.md §3.5 applied to projected coordinates ``(px, py)``; returns ``(qx, qy)``."""
     if kind == "none":
         return px, py
     if kind in ("opencv", "rational"):
@@ -175,7 +176,7 @@ def _all_zero(vals) -> bool:
 
 
 def _project_xyz(x, y, z, projection: str):
-    """Projection of §3.4: ``(px, py)``."""
+    """Projection of spec/formats.md §3.4: ``(px, py)``."""
     if projection == "perspective":
         return x / z, y / z
     r = np.sqrt(x * x + y * y)
@@ -260,7 +261,7 @@ def _newton_radial(rd: np.ndarray, ks: tuple, tol: float = 1e-7, max_iter: int =
 
 
 def _undistort(q: np.ndarray, projection: str, kind: str, c: tuple) -> np.ndarray:
-    """Inverse of the distortion of §3.5 (§3.7, Newton): ``q (..., 2)`` → projected ``p (..., 2)``."""
+    """Inverse of the distortion (spec/formats.md §3.5, §3.7, Newton): ``q (..., 2)`` → projected ``p (..., 2)``."""
     if kind == "none":
         return q
     if projection == "perspective":
@@ -341,9 +342,10 @@ class CameraModel:
     """One calibrated camera (a ``cameras.json`` value, or a crop camera).
 
     Attributes:
-        model_type: ``projection_model_type`` (§3.3), e.g. ``"OculusVisionFishEye62"``, ``"PinholePlane"``.
+        model_type: ``projection_model_type`` (spec/formats.md §3.3), e.g. ``"OculusVisionFishEye62"``,
+            ``"PinholePlane"``.
         width, height: image size, pixels.
-        fx, fy, cx, cy: intrinsics, pixels (§3.2 pixel-centre convention).
+        fx, fy, cx, cy: intrinsics, pixels (spec/formats.md §3.2 pixel-centre convention).
         distortion: ``(P,)`` float64 coefficients after fx, fy, cx, cy in the model's JSON order.
         T_world_from_eye: ``(4, 4)`` float32 pose of the eye frame in world, metres.
         label, serial_number, stream_id: calibration strings (``label`` detects RGB).
@@ -425,7 +427,7 @@ class CameraModel:
 
     # ---- projection ----
     def eye_to_window(self, v: np.ndarray) -> np.ndarray:
-        """Eye points ``(..., 3)`` (metres) → window ``(..., 2)`` pixels (§3.4–3.6, no z guard)."""
+        """Eye points ``(..., 3)`` (metres) → window ``(..., 2)`` pixels (spec/formats.md §3.4–3.6, no z guard)."""
         return _eye_to_window_np(
             v, self._projection, self._kind, self._coeffs, self.fx, self.fy, self.cx, self.cy
         )
@@ -435,7 +437,7 @@ class CameraModel:
         return self.eye_to_window(self.world_to_eye(p))
 
     def window_to_eye(self, w: np.ndarray) -> np.ndarray:
-        """Window points ``(..., 2)`` → unit eye rays ``(..., 3)`` (float64; §3.7).
+        """Window points ``(..., 2)`` → unit eye rays ``(..., 3)`` (float64; spec/formats.md §3.7).
 
         Pinhole is exact. Distorted models use Newton iterations (an addition beyond the toolkit):
         fisheye models return ``(sin θ · u/|u|, cos θ)`` with θ < π/2.
@@ -452,7 +454,7 @@ class CameraModel:
         return np.stack([p[..., 0] * s, p[..., 1] * s, np.cos(th)], -1)
 
     def in_window(self, w: np.ndarray, margin: float = 0.0) -> np.ndarray:
-        """Toolkit's inside test (§3.2): ``−½−m < x < W−½+m`` and ``−½−m ≤ y < H−½+m``."""
+        """Toolkit's inside test (spec/formats.md §3.2): ``−½−m < x < W−½+m`` and ``−½−m ≤ y < H−½+m``."""
         w = np.asarray(w)
         x, y = w[..., 0], w[..., 1]
         return (
@@ -507,7 +509,7 @@ def _check_intrinsics(fx: float, fy: float, cx: float, cy: float, width: int, he
 
 
 def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
-    """Camera of one ``cameras.json`` value (§2.2).
+    """Camera of one ``cameras.json`` value (spec/formats.md §2.2).
 
     Args:
         entry: ``{"T_world_from_camera": SE3, "calibration": {...}}``.
@@ -518,7 +520,7 @@ def camera_from_json(entry: dict, source: str | None = None) -> CameraModel:
             in 1…65536 px, implausible intrinsics (focal length outside 0.05–100× the larger image side,
             principal point far outside the image), non-orthonormal rotation.
     """
-    fix = "fix the cameras.json entry (FORMATS.md §2.2, §3.3)"
+    fix = "fix the cameras.json entry (spec/formats.md §2.2, §3.3)"
     try:
         T_json = entry["T_world_from_camera"]
         calib = entry["calibration"]
@@ -651,7 +653,7 @@ def project_pinhole_torch(
 
 
 def crop_camera(T_world_from_crop: np.ndarray, fov_rad: float, size: int, label: str = "crop") -> CameraModel:
-    """Square ``PinholePlane`` crop camera of §3.8: ``f = (S/2)/tan(fov/2)``, ``c = (S−1)/2``.
+    """Square ``PinholePlane`` crop camera of spec/formats.md §3.8: ``f = (S/2)/tan(fov/2)``, ``c = (S−1)/2``.
 
     Args:
         T_world_from_crop: ``(4, 4)`` pose of the crop camera (stored as float32).
@@ -671,7 +673,7 @@ def crop_camera_from_points(
     focal_multiplier: float = 0.95,
     camera_angle_deg: float = 0.0,
 ) -> tuple[np.ndarray, float]:
-    """Crop camera looking at a point set from the source camera's centre (UmeTrack, §3.11).
+    """Crop camera looking at a point set from the source camera's centre (UmeTrack, spec/formats.md §3.11).
 
     Args:
         T_world_from_cam: ``(4, 4)`` source camera pose.
@@ -724,7 +726,7 @@ def crop_camera_from_points(
 
 def count_visible(points_world: np.ndarray, cam: CameraModel, margin: float = 0.0) -> int:
     """Number of points in front of ``cam`` (z > 0) that project to ``−m ≤ x ≤ W−1+m``,
-    ``−m ≤ y ≤ H−1+m`` (UmeTrack tracker rule of §3.11 with an optional margin, pixels)."""
+    ``−m ≤ y ≤ H−1+m`` (UmeTrack tracker rule of spec/formats.md §3.11 with an optional margin, pixels)."""
     v = cam.world_to_eye(np.asarray(points_world, dtype=np.float64).reshape(-1, 3))
     front = v[:, 2] > 0
     w = cam.eye_to_window(v)
@@ -738,7 +740,7 @@ def count_visible(points_world: np.ndarray, cam: CameraModel, margin: float = 0.
 
 
 # --------------------------------------------------------------------------------------------------
-# Warp (§3.9)
+# Warp (spec/formats.md §3.9)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -748,7 +750,7 @@ def _check_warp_cams(src_cam: CameraModel, dst_cam: CameraModel) -> None:
 
 
 def warp_maps_reference(src_cam: CameraModel, dst_cam: CameraModel) -> tuple[np.ndarray, np.ndarray]:
-    """Toolkit-style float32 remap maps ``(map_x, map_y)`` of shape ``(H', W')`` (§3.9), float64 maths."""
+    """Toolkit-style float32 remap maps ``(map_x, map_y)``, shape ``(H', W')``, float64 maths (spec/formats.md §3.9)."""
     _check_warp_cams(src_cam, dst_cam)
     W, H = dst_cam.width, dst_cam.height
     xs, ys = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
@@ -763,7 +765,7 @@ def warp_maps_reference(src_cam: CameraModel, dst_cam: CameraModel) -> tuple[np.
 
 
 def warp_image_reference(image: np.ndarray, src_cam: CameraModel, dst_cam: CameraModel) -> np.ndarray:
-    """Straightforward toolkit-style warp (§3.9): per-call float64 maps, then ``cv2.remap``.
+    """Straightforward toolkit-style warp (spec/formats.md §3.9): per-call float64 maps, then ``cv2.remap``.
 
     Test and benchmark reference for :func:`warp_image` (``tests/test_cameras.py``, ``benchmarks/bench_crop_warp.py``,
     ``benchmarks/bench_cache_crops.py``); the pipeline does not call it.
@@ -870,8 +872,8 @@ def _fisheye_feature_matrix(
 def _fisheye_rows(v: np.ndarray, fx: float, fy: float, cx: float, cy: float, coeffs: tuple) -> np.ndarray:
     """Arctan projection + OVR62/OVR624 distortion of rays in rows, with few array operations.
 
-    The one NumPy implementation of the fisheye models' eye → window map (§3.5-3.6): ``eye_to_window`` and
-    the warp maps both use it.
+    The one NumPy implementation of the fisheye models' eye → window map (spec/formats.md §3.5-3.6):
+    ``eye_to_window`` and the warp maps both use it.
 
     Args:
         v: ``(3, P)`` float64 eye-frame points or rays (any positive scale), rows ``x, y, z``.
@@ -896,7 +898,7 @@ def _fisheye_rows(v: np.ndarray, fx: float, fy: float, cx: float, cy: float, coe
         np.arctan(theta, out=theta)
     else:
         theta = np.arctan2(r, z)
-    t2 = theta * theta  # θ ∈ [0, π], so the §3.5 clamp r² ≤ π² never applies
+    t2 = theta * theta  # θ ∈ [0, π], so the spec/formats.md §3.5 clamp r² ≤ π² never applies
     f = ks[5] * t2
     for k in ks[4::-1]:
         f += k
@@ -930,7 +932,7 @@ def warp_maps(src_cam: CameraModel, dst_cam: CameraModel, step: int = 8) -> tupl
     """Fast float32 remap maps ``(map_x, map_y)`` ``(H', W')`` equal to :func:`warp_maps_reference` up to
     ~1e-3 px inside the source image (behind-camera mask exact).
 
-    When the two cameras share the optical centre (the crop-camera case, §3.11), source rays are the
+    When the two cameras share the optical centre (the crop-camera case, spec/formats.md §3.11), source rays are the
     destination pinhole rays rotated by ``R_srcᵀ R_dst`` (depth irrelevant); the exact map is evaluated on a
     ``step``-pixel grid and upsampled with separable cubic Lagrange interpolation. Cells whose stencil
     reaches a ray with ``z/|v| < 0.15`` or whose interpolation error at the cell centre exceeds 1e-3 px
@@ -1042,7 +1044,7 @@ def _shared_centre_maps(
 def warp_image(
     image: np.ndarray, src_cam: CameraModel, dst_cam: CameraModel, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Warp a source image into a pinhole crop camera (§3.9), fast; matches :func:`warp_image_reference`.
+    """Warp a source image into a pinhole crop camera (spec/formats.md §3.9), fast; = :func:`warp_image_reference`.
 
     Args:
         image: ``(H, W)`` or ``(H, W, 3)`` uint8 (or float) source image of ``src_cam``.

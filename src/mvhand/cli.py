@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from mvhand.io_utils import InputError
 
-__all__ = ["exit_on_sigterm", "run", "setup_logging"]
+__all__ = ["default_of", "exit_on_sigterm", "run", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -18,6 +21,29 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging() -> None:
     """INFO-level logging to stderr in the stage scripts' common format (timestamp, level, logger)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def default_of(owner: type | Callable, name: str) -> Any:
+    """Default of dataclass field or keyword parameter ``name`` of ``owner``: the one source of a stage setting.
+
+    Stage CLIs take their argparse defaults from here (``default=default_of(TrainConfig, "epochs")``), so that a
+    stage run by hand uses the values the pipeline uses; tests/test_config_defaults.py checks that the config
+    schema's defaults agree.
+
+    Raises:
+        KeyError: ``owner`` has no such field / parameter, or it has no default.
+    """
+    if dataclasses.is_dataclass(owner):
+        f = next((f for f in dataclasses.fields(owner) if f.name == name), None)
+        if f is not None and f.default is not dataclasses.MISSING:
+            return f.default
+        if f is not None and f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+    else:
+        p = inspect.signature(owner).parameters.get(name)
+        if p is not None and p.default is not inspect.Parameter.empty:
+            return p.default
+    raise KeyError(f"{getattr(owner, '__qualname__', owner)} has no default for {name!r}")
 
 
 def exit_on_sigterm() -> None:

@@ -1,14 +1,14 @@
 """Perspective-crop cache: one Parquet file of rendered hand crops (+ targets) per sequence.
 
 For every frame of a sequence tar, every hand with a non-empty ``hand_crops.json`` entry (left, then
-right) and every view of that hand, the crop camera of FORMATS.md §3.8 is rendered with a field-of-view
+right) and every view of that hand, the crop camera of spec/formats.md §3.8 is rendered with a field-of-view
 margin ``m``::
 
     tan(render_fov / 2) = m · tan(fov / 2),   render_size = round(m · S)
 
 so that a training-time homography can zoom or rotate inside the crop without black borders (the crop
 centre and the focal length in px stay those of the S-px crop). The source image is warped with
-:func:`mvhand.cameras.warp_image` (§3.9) and stored as JPEG (mono sources stay 1-channel). When the split
+:func:`mvhand.cameras.warp_image` (spec/formats.md §3.9) and stored as JPEG (mono sources stay 1-channel). When the split
 has annotations the row also carries the UmeTrack canonical landmarks (FK with the sequence's hand
 profile), their projection into the rendered crop and the MANO parameters. The schema is
 :data:`CROP_SCHEMA` (documented in docs/architecture.md).
@@ -182,8 +182,8 @@ def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndar
         cam: crop camera (``PinholePlane``).
 
     Returns:
-        ``(uv (N, 2) float32 px, n_visible)``: pixel positions (§3.2) and the number of points in front of
-        the camera (z > 0) whose position lies inside the image ``[−½, W−½] × [−½, H−½]``.
+        ``(uv (N, 2) float32 px, n_visible)``: pixel positions (spec/formats.md §3.2) and the number of
+        points in front of the camera (z > 0) whose position lies inside the image ``[−½, W−½] × [−½, H−½]``.
     """
     uv, z = project_pinhole(points_world, cam.T_world_from_eye, cam.K)
     inside = (

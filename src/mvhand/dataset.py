@@ -1,6 +1,6 @@
-"""Challenge tar files (FORMATS.md §1, §2): streaming reader, deterministic writer, JSON (de)serialisation.
+"""Challenge tar files (spec/formats.md §1, §2): streaming reader, deterministic writer, JSON (de)serialisation.
 
-A sequence is one plain tar (WebDataset layout, §1.2): members ``<key>.<suffix>`` grouped by key (split at
+A sequence is one plain tar (WebDataset layout, spec/formats.md §1.2): members ``<key>.<suffix>`` grouped by key (split at
 the first dot of the basename, suffix lower-cased), one group per frame, ``frame_id = int(key)``; members
 named ``__*__`` (``__hand_shapes.json__``) are metadata outside the frames.
 
@@ -64,10 +64,10 @@ HAND_SHAPES_MEMBER = "__hand_shapes.json__"
 _JSON_MEMBERS = ("cameras.json", "hand_crops.json", "hands.json", "info.json", "objects.json")
 _IMAGE_RE = re.compile(r"^image_(.+)\.jpg$")
 _KEY_SUFFIX_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
-_FIX_TAR = "re-download or regenerate the tar (FORMATS.md §1.2-1.3)"
+_FIX_TAR = "re-download or regenerate the tar (spec/formats.md §1.2-1.3)"
 #: Largest sequence-tar member read into memory (a frame's JPEG of the largest challenge camera is ~1 MB).
 MAX_MEMBER_BYTES = 256 << 20
-_FIX_JSON = "fix the member so that it follows FORMATS.md §2"
+_FIX_JSON = "fix the member so that it follows spec/formats.md §2"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ _FIX_JSON = "fix the member so that it follows FORMATS.md §2"
 
 @dataclass(eq=False)
 class HandPose:
-    """One hand of ``hands.json`` (FORMATS.md §2.3).
+    """One hand of ``hands.json`` (spec/formats.md §2.3).
 
     Attributes:
         T_world_from_wrist: ``(4, 4)`` float32 UmeTrack wrist pose, metres.
@@ -100,7 +100,7 @@ class HandPose:
 
 @dataclass(eq=False)
 class CropParams:
-    """One perspective crop camera of ``hand_crops.json`` (FORMATS.md §2.4).
+    """One perspective crop camera of ``hand_crops.json`` (spec/formats.md §2.4).
 
     Attributes:
         T_world_from_crop_camera: ``(4, 4)`` float32 pose of the virtual pinhole camera, metres.
@@ -114,7 +114,7 @@ class CropParams:
 
 @dataclass(eq=False)
 class HandShapes:
-    """``__hand_shapes.json__`` (FORMATS.md §2.5).
+    """``__hand_shapes.json__`` (spec/formats.md §2.5).
 
     Attributes:
         mano_betas: ``(10,)`` float32 MANO shape, shared by both hands.
@@ -136,7 +136,7 @@ class Frame:
         frame_id: ``int(key)``.
         cameras: ``{stream_id: CameraModel}`` of ``cameras.json`` (all streams, in file order).
         hands: ``{"left"|"right": HandPose}``; a side is absent when not annotated (always empty in test
-            splits; a hand with ``mano_pose`` but no ``umetrack_pose`` is absent too, §2.3 quirk).
+            splits; a hand with ``mano_pose`` but no ``umetrack_pose`` is absent too, spec/formats.md §2.3 quirk).
         hand_crops: ``{"left"|"right": {stream_id: CropParams}}``; only hands with at least one crop.
         image_bytes: ``{stream_id: JPEG bytes}`` of the loaded streams.
         info: HOT3D ``info.json`` object or None.
@@ -155,7 +155,7 @@ class Frame:
     source: str = ""
 
     def image(self, stream_id: str) -> np.ndarray:
-        """Decode one stream's JPEG with Pillow (FORMATS.md §1.4).
+        """Decode one stream's JPEG with Pillow (spec/formats.md §1.4).
 
         Returns:
             ``(H, W, 3)`` uint8 RGB if ``"rgb"`` occurs in the stream's calibration label, else ``(H, W)``
@@ -238,7 +238,7 @@ def _parse_hands(d: Any) -> dict[str, HandPose]:
         if not isinstance(entry, dict):
             raise ValueError(f"hands.json[{side!r}] must be an object")
         up = entry.get("umetrack_pose")
-        if up is None:  # §2.3 quirk: mano_pose alone is not loaded
+        if up is None:  # spec/formats.md §2.3 quirk: mano_pose alone is not loaded
             continue
         if not isinstance(up, dict) or "T_world_from_wrist" not in up or "joint_angles" not in up:
             raise ValueError(f"hands.json[{side!r}].umetrack_pose needs T_world_from_wrist and joint_angles")
@@ -297,12 +297,12 @@ def _parse_hand_crops(d: Any) -> dict[str, dict[str, CropParams]]:
 
 
 def parse_hand_shapes(d: Any, source: str | Path | None = None) -> HandShapes:
-    """:class:`HandShapes` of a parsed ``__hand_shapes.json__`` object (FORMATS.md §2.5).
+    """:class:`HandShapes` of a parsed ``__hand_shapes.json__`` object (spec/formats.md §2.5).
 
     Raises:
         InputError: missing ``mano``/``umetrack``, wrong beta count, NaN, invalid UmeTrack profile.
     """
-    fix = "fix __hand_shapes.json__ (FORMATS.md §2.5)"
+    fix = "fix __hand_shapes.json__ (spec/formats.md §2.5)"
     if not isinstance(d, dict) or "mano" not in d or "umetrack" not in d:
         raise InputError(source, f"{HAND_SHAPES_MEMBER} must be an object with 'mano' and 'umetrack'", fix)
     try:
@@ -336,7 +336,7 @@ def _floats(a: np.ndarray) -> list[float]:
 
 
 def hand_pose_to_json(pose: HandPose) -> dict:
-    """``hands.json`` entry of one hand (inverse of the reader; 22 joint angles, §2.3 writer rules)."""
+    """``hands.json`` entry of one hand (inverse of the reader; 22 angles; spec/formats.md §2.3 writer rules)."""
     angles = _floats(pose.joint_angles)
     if len(angles) == 20:
         angles += [0.0, 0.0]
@@ -419,7 +419,7 @@ def dumps_json(obj: Any) -> bytes:
 
 
 def sequence_name(tar_path: str | Path) -> str:
-    """Sequence name of a tar: its file name up to the first dot (FORMATS.md §6.5)."""
+    """Sequence name of a tar: its file name up to the first dot (spec/formats.md §6.5)."""
     return Path(tar_path).name.split(".", 1)[0]
 
 
@@ -560,7 +560,7 @@ def _wanted(suffix: str, images: bool, streams: frozenset[str] | None) -> bool:
 def iter_frames(
     tar_path: str | Path, images: bool = True, streams: Iterable[str] | None = None
 ) -> Iterator[Frame]:
-    """Stream the frames of one sequence tar in stored order (FORMATS.md §1.2, §1.5).
+    """Stream the frames of one sequence tar in stored order (spec/formats.md §1.2, §1.5).
 
     Args:
         tar_path: sequence tar (plain or compressed; read sequentially, never extracted).
@@ -736,7 +736,7 @@ def read_hand_shapes(tar_path: str | Path) -> HandShapes | None:
 
 
 class SequenceWriter:
-    """Deterministic, atomic writer of one sequence tar (FORMATS.md §1.5).
+    """Deterministic, atomic writer of one sequence tar (spec/formats.md §1.5).
 
     Use as a context manager; the tar appears at ``path`` only when the block succeeds (nothing is left
     behind on error). Without ``with``, call :meth:`close` (commit) or :meth:`abort`.
@@ -789,7 +789,7 @@ class SequenceWriter:
 
         Args:
             mano_betas: ``(10,)`` MANO betas.
-            umetrack_profile: UmeTrack profile dictionary (mm, §2.5) or :class:`UmeTrackHandModel`.
+            umetrack_profile: UmeTrack profile dictionary (mm, spec/formats.md §2.5) or :class:`UmeTrackHandModel`.
         """
         self._check_open()
         if self._shapes_written:

@@ -6,7 +6,7 @@ Sources:
 * ``huggingface``: UmeTrack from ``facebook/hand_tracking_challenge_umetrack`` (already in the challenge
   layout), HOT3D-Clips from ``bop-benchmark/hot3d`` (``train_aria/``, ``train_quest3/``, ``test_aria/``,
   ``test_quest3/`` + ``clip_splits.json``), mapped onto ``{train, pose_test, shape_test}`` with
-  ``clip_splits.json`` (FORMATS.md §1.1) by hard links (symbolic links across file systems).
+  ``clip_splits.json`` (spec/formats.md §1.1) by hard links (symbolic links across file systems).
   Downloads go through :func:`huggingface_hub.snapshot_download` (resumable) and are checked against the
   repository's file metadata (size, LFS sha256 or git blob id).
 * ``local``: a folder the user already has, in either layout, linked the same way.
@@ -224,7 +224,7 @@ def _read_clip_splits(path: Path) -> dict:
 
 
 def hot3d_clip_paths(clip_splits: dict) -> dict[str, dict[str, str]]:
-    """Map ``clip_splits.json`` onto our splits (FORMATS.md §1.1).
+    """Map ``clip_splits.json`` onto our splits (spec/formats.md §1.1).
 
     Args:
         clip_splits: parsed ``clip_splits.json``: ``{hot3d split: {"Aria"|"Quest3": [int clip ids]}}``.

@@ -1,6 +1,6 @@
 """Rigid-body maths shared by every module: SE3 JSON objects, quaternions, axis-angle, 6D rotations.
 
-Conventions (FORMATS.md §0.2, §2.1):
+Conventions (spec/formats.md §0.2, §2.1):
 
 * ``T_a_from_b`` is a 4x4 matrix mapping homogeneous points of frame ``b`` into frame ``a``
   (``x_a = R x_b + t``, column vectors).
@@ -114,7 +114,7 @@ def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
 
 
 def se3_from_json(obj: dict) -> np.ndarray:
-    """4x4 transform of an SE3 JSON object, exactly as the reference builds it (FORMATS.md §2.1).
+    """4x4 transform of an SE3 JSON object, exactly as the reference builds it (spec/formats.md §2.1).
 
     The rotation is computed in float64 from the normalised quaternion, then the whole matrix is
     rounded to float32 (the toolkit stores float32 matrices).
@@ -200,7 +200,7 @@ def _skew(v: np.ndarray) -> np.ndarray:
 
 
 def rodrigues(r: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Rotation matrices of rotation vectors (the toolkit's variant, FORMATS.md §4.6).
+    """Rotation matrices of rotation vectors (the toolkit's variant, spec/formats.md §4.6).
 
     ``θ = |r|``; identity when ``θ < eps``, else ``cos θ I + sin θ [k]x + (1 - cos θ) k kᵀ``.
 

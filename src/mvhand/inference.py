@@ -1,7 +1,7 @@
 """Batched test-set inference: crop cache → per-hand MANO parameters, landmarks and per-view 2D keypoints.
 
 Left hands are mirrored to right hands by :class:`mvhand.train_data.CropDataset` and mirrored back here
-(``R → M R M``, ``root → M root``; PCA pose and betas unchanged, MODEL.md §2.5). ``wrist_xform`` is made
+(``R → M R M``, ``root → M root``; PCA pose and betas unchanged, spec/model.md §2.5). ``wrist_xform`` is made
 submission-ready for the side's MANO layer: ``transl = root − J0_side(β)`` with the chosen betas
 (``--betas gt`` uses the sequence's ``mano_beta``; the pose track evaluates with GT betas). The output
 ``landmarks`` are the FK of exactly the submitted parameters (side layer, same betas), so ``mpjpe_mm``
@@ -95,7 +95,7 @@ def predict(
     mano_dir: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
     sequences: Sequence[str] | None = None,
-    betas: str = "pred",
+    betas: str = "gt",
     batch_size: int = 32,
     device: str = "auto",
     num_workers: int = 0,

@@ -1,4 +1,4 @@
-"""Training losses (MODEL.md §3): 3D landmarks, root-relative 3D, UV, reprojection, MANO regularisers.
+"""Training losses (spec/model.md §3): 3D landmarks, root-relative 3D, UV, reprojection, MANO regularisers.
 
 Units: 3D errors in millimetres with weight 0.01 per mm; 2D errors in crop-normalised units
 (1.0 = the crop side S). Every term is a masked mean; a term without any valid element is 0.
@@ -22,7 +22,7 @@ _EVAL = list(LANDMARKS_TO_EVAL)
 
 @dataclass
 class LossWeights:
-    """Weights of the loss terms (MODEL.md §3 defaults)."""
+    """Weights of the loss terms (spec/model.md §3 defaults)."""
 
     kp3d: float = 0.01  # per mm, mean Euclidean over the 19 evaluated landmarks
     kp3d_rel: float = 0.01  # per mm, same after removing each hand's centroid

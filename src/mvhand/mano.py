@@ -1,4 +1,4 @@
-"""MANO hand model as wrapped by the challenge toolkit (FORMATS.md §5, §7.5), without chumpy.
+"""MANO hand model as wrapped by the challenge toolkit (spec/formats.md §5, §7.5), without chumpy.
 
 Semantics are those of smplx ``MANO(use_pca=True, num_pca_comps=15, flat_hand_mean=False)``
 followed by the toolkit's fingertip vertices and canonical remapping:
@@ -49,11 +49,11 @@ __all__ = [
     "ManoModel",
 ]
 
-#: Fingertip vertex ids appended after the 16 joints: thumb, index, middle, ring, pinky (§5.4).
+#: Fingertip vertex ids appended after the 16 joints: thumb, index, middle, ring, pinky (spec/formats.md §5.4).
 MANO_TIP_VERTEX_IDS: tuple[int, ...] = (744, 320, 443, 554, 671)
-#: Index into [16 joints, 5 tips] for each of the 20 canonical landmarks (§5.4).
+#: Index into [16 joints, 5 tips] for each of the 20 canonical landmarks (spec/formats.md §5.4).
 MANO_TO_CANONICAL: tuple[int, ...] = (16, 17, 18, 19, 20, 0, 14, 15, 1, 2, 3, 4, 5, 6, 10, 11, 12, 7, 8, 9)
-#: Canonical landmarks used by the metrics: all but the wrist (index 5), §7.1.
+#: Canonical landmarks used by the metrics: all but the wrist (index 5), spec/formats.md §7.1.
 LANDMARKS_TO_EVAL: tuple[int, ...] = tuple(i for i in range(20) if i != 5)
 #: Parent of every MANO joint (wrist, index 1-3, middle 4-6, pinky 7-9, ring 10-12, thumb 13-15).
 MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
@@ -514,8 +514,8 @@ class ManoLayer(torch.nn.Module):
             betas: (B, 10) shape coefficients.
 
         Returns:
-            (B, 20, 3) canonical landmarks (§5.4), metres, float32 (also under autocast), differentiable
-            w.r.t. all inputs (autograd).
+            (B, 20, 3) canonical landmarks (spec/formats.md §5.4), metres, float32 (also under autocast),
+            differentiable w.r.t. all inputs (autograd).
         """
         pose, go, transl, betas = self._inputs(pose_pca, global_orient, transl, betas)
         B, nJ = pose.shape[0], NUM_JOINTS
@@ -593,7 +593,7 @@ def _side_index(side: Any) -> int:
 
 
 class ManoModel(torch.nn.Module):
-    """Both MANO layers as the toolkit builds them (left-hand shapedirs fix applied, §5.1).
+    """Both MANO layers as the toolkit builds them (left-hand shapedirs fix applied, spec/formats.md §5.1).
 
     Attributes:
         left: left-hand :class:`ManoLayer` (hand_side 0).
@@ -683,7 +683,7 @@ class ManoModel(torch.nn.Module):
         return self.per_side(hand_side, ManoLayer.landmarks, th, wx[:, :3], wx[:, 3:], be)
 
     def shape_vertices(self, betas: Any) -> torch.Tensor:
-        """§7.5 shape-metric mesh: left layer, θ_pca = 0 (mean hand), zero wrist_xform.
+        """spec/formats.md §7.5 shape-metric mesh: left layer, θ_pca = 0 (mean hand), zero wrist_xform.
 
         Args:
             betas: (B, 10) or (10,) shape coefficients.
@@ -700,7 +700,7 @@ class ManoModel(torch.nn.Module):
 
 
 def fix_left_shapedirs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, bool]:
-    """§5.1 left-hand shapedirs fix (smplx issue #48).
+    """spec/formats.md §5.1 left-hand shapedirs fix (smplx issue #48).
 
     If ``Σ |L[:, 0, :] − R[:, 0, :]| < 1`` (the left file ships the right hand's x components),
     negate ``L[:, 0, :]``.

@@ -1,4 +1,4 @@
-"""Reading MANO model pickles without running code from them (FORMATS.md §5, docs/reliability.md).
+"""Reading MANO model pickles without running code from them (spec/formats.md §5, docs/reliability.md).
 
 A pickle is a small program: unpickling calls whatever importable function its opcodes name, so a plain
 ``pickle.load`` of a ``MANO_RIGHT.pkl`` received from someone else — or of the ``mano/`` folder inside a

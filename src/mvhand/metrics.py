@@ -1,9 +1,9 @@
-"""Challenge metrics (FORMATS.md §7) and the local evaluator (§6.6).
+"""Challenge metrics (spec/formats.md §7) and the local evaluator (spec/formats.md §6.6).
 
 Pure maths first (per-landmark errors, MPJPE, PCK curve, normalised AUC, per-sequence and
 aggregate metrics), then the evaluator that reads a ground-truth archive and a submission archive.
 
-Precision follows the reference (§7.6): every per-sequence metric is computed in **float32 torch**
+Precision follows the reference (spec/formats.md §7.6): every per-sequence metric is computed in **float32 torch**
 (landmarks are scaled to millimetres *before* the subtraction, like the toolkit), the aggregation
 over sequences is float64 NumPy.
 """
@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Canonical landmark indices that are scored: all 20 minus the wrist (index 5). §7.1
+#: Canonical landmark indices that are scored: all 20 minus the wrist (index 5). spec/formats.md §7.1
 LANDMARKS_TO_EVAL: tuple[int, ...] = (0, 1, 2, 3, 4, *range(6, 20))
 #: Canonical fingertip indices (thumb, index, middle, ring, pinky) = first five of LANDMARKS_TO_EVAL.
 FINGERTIP_LANDMARKS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -116,7 +116,7 @@ def pck_curve(errors: Any, thresholds: Any = None) -> torch.Tensor:
 def normalized_auc(x: Any, y: Any, y_max: float = 1.0) -> float:
     """Trapezoidal area under ``y(x)`` divided by ``(x[-1] - x[0]) * y_max`` (float32, reference).
 
-    With ``y`` in percent and the reference's ``y_max = 1`` the result lies in [0, 100] (§7.2).
+    With ``y`` in percent and the reference's ``y_max = 1`` the result lies in [0, 100] (spec/formats.md §7.2).
 
     Args:
         x: (T,) abscissae (mm).
@@ -130,7 +130,7 @@ def normalized_auc(x: Any, y: Any, y_max: float = 1.0) -> float:
 
 
 def pck_auc(errors: Any, thresholds: Any = None) -> float:
-    """Normalised PCK AUC over [0, 50] mm, in [0, 100] (§7.2).
+    """Normalised PCK AUC over [0, 50] mm, in [0, 100] (spec/formats.md §7.2).
 
     Args:
         errors: errors of any shape (pooled), mm.
@@ -141,7 +141,7 @@ def pck_auc(errors: Any, thresholds: Any = None) -> float:
 
 
 def pose_metrics_from_landmarks(pred_landmarks: Any, gt_landmarks: Any) -> dict[str, float]:
-    """Pose-track metrics of one sequence from canonical landmarks (§7.2).
+    """Pose-track metrics of one sequence from canonical landmarks (spec/formats.md §7.2).
 
     Args:
         pred_landmarks: (N, 20, 3) predicted canonical landmarks, metres.
@@ -192,7 +192,7 @@ def compute_pose_metrics(
     betas: Any,
     gt_landmarks: Any,
 ) -> dict[str, float]:
-    """Pose-track metrics of one sequence from predicted MANO parameters (§7.2).
+    """Pose-track metrics of one sequence from predicted MANO parameters (spec/formats.md §7.2).
 
     Args:
         mano_model: object with ``landmarks_from_wrist_xform(theta (B,15), wrist_xform (B,6),
@@ -218,7 +218,7 @@ def compute_pose_metrics(
 def aggregate_pose_metrics(
     per_sequence: Sequence[dict[str, float]], weights: Sequence[int]
 ) -> dict[str, float]:
-    """Instance-weighted float64 average of per-sequence pose metrics (§7.3).
+    """Instance-weighted float64 average of per-sequence pose metrics (spec/formats.md §7.3).
 
     Args:
         per_sequence: one metrics dict per sequence.
@@ -244,7 +244,7 @@ def mpvpe(pred_vertices: Any, gt_vertices: Any) -> float:
 
 
 def compute_shape_metrics(mano_model: Any, pred_betas: Any, gt_betas: Any) -> dict[str, float]:
-    """Shape-track metric of one sequence (§7.5).
+    """Shape-track metric of one sequence (spec/formats.md §7.5).
 
     Both shapes are posed with the **left** layer, θ_pca = 0 (MANO mean pose) and a zero wrist
     transform; ``hand_side`` is ignored.
@@ -268,19 +268,19 @@ def compute_shape_metrics(mano_model: Any, pred_betas: Any, gt_betas: Any) -> di
 
 
 def aggregate_shape_metrics(per_sequence: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Plain (unweighted) float64 mean of per-sequence MPVPE (§7.5)."""
+    """Plain (unweighted) float64 mean of per-sequence MPVPE (spec/formats.md §7.5)."""
     if not per_sequence:
         raise ValueError("no sequence to aggregate")
     return {"MPVPE": float(np.mean([m["MPVPE"] for m in per_sequence]))}
 
 
 # ------------------------------------------------------------------------------------------------
-# Evaluator (§6.6): GT archive + submission archive → official result structure
+# Evaluator (spec/formats.md §6.6): GT archive + submission archive → official result structure
 # ------------------------------------------------------------------------------------------------
 
 
 def _group_stable(entries: Sequence[Any]) -> dict[str, list[Any]]:
-    """Group entries by sequence (first-appearance order), each stably sorted by frame_id (§6.3)."""
+    """Group entries by sequence (first-appearance order), each stably sorted by frame_id (spec/formats.md §6.3)."""
     groups: dict[str, list[Any]] = {}
     for e in entries:
         groups.setdefault(e.sequence_name, []).append(e)
@@ -466,7 +466,7 @@ def evaluate_archives_detailed(
     phase: str,
     mano_model: Any = None,
 ) -> tuple[dict, dict[str, dict[str, dict[str, float]]]]:
-    """Evaluate a submission archive against a GT archive (§6.6) and keep per-sequence values.
+    """Evaluate a submission archive against a GT archive (spec/formats.md §6.6) and keep per-sequence values.
 
     Args:
         gt_tar: GT archive (any tar compression) with ``gt_*_<ds>.json`` and ``mano/`` at its root.
@@ -539,7 +539,7 @@ def evaluate_archives_detailed(
 def evaluate_archives(
     gt_tar: str | os.PathLike, submission_tar: str | os.PathLike, phase: str, mano_model: Any = None
 ) -> dict:
-    """Evaluate like the challenge server (§6.6).
+    """Evaluate like the challenge server (spec/formats.md §6.6).
 
     Returns:
         ``{"result": [{"umetrack_test": {"MPJPE", "PCK_AUC", "FINGERTIP_PCK_AUC"}}, {"hot3d_test": {...}}]}``

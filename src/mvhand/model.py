@@ -1,7 +1,7 @@
 """Multi-view hand network: timm backbone → UV regressor → lifting MLP → split FTL → fusion → MANO heads.
 
-Data flow for B hands with V view slots (MODEL.md §2; all hands are right hands, left hands are mirrored
-by the data pipeline, §2.5)::
+Data flow for B hands with V view slots (spec/model.md §2; all hands are right hands, left hands are mirrored
+by the data pipeline, spec/model.md §2.5)::
 
     images (B, V, C, S, S) ──backbone (shared)──► feature map (B·V, D, h, w) + pooled f2d (B·V, D')
       ├─ UV head (soft-argmax heatmaps or regressor) ─► uv (B, V, 20, 2) crop px, conf (B, V, 20)
@@ -66,7 +66,7 @@ class HandNetConfig:
         in_chans: image channels fed to the backbone (1 = grey, 3 = grey replicated / RGB).
         n_points: N 3D feature points per branch and view.
         hidden: width of the lifting MLP and the heads.
-        uv_head: ``"heatmap"`` — integral regression (MODEL.md §2.2's stronger alternative,
+        uv_head: ``"heatmap"`` — integral regression (spec/model.md §2.2's stronger alternative,
             :class:`HeatmapUV`): the last feature map is brought to stride 8 with the backbone's own
             stride-16/8 maps as skips (7×7 → 28×28 for Hiera-base at 224 px, 3×3 → 12×12 for
             MobileNetV3 at 96 px), the 2D keypoint is the soft-argmax of 20 heatmaps and the confidence
@@ -370,7 +370,7 @@ def split_ftl(
     view_mask: torch.Tensor,
     focal_ref: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Parameter-free split feature transform layer (MODEL.md §2.3).
+    """Parameter-free split feature transform layer (spec/model.md §2.3).
 
     Args:
         p_inv: (B, V, N, 3) invariant-branch points in each crop camera's eye frame.
@@ -446,7 +446,7 @@ def heatmap_cell_centres(n: int, img_size: int, device=None, dtype=torch.float32
 
 
 class HeatmapUV(nn.Module):
-    """Integral-regression UV head (soft-argmax over heatmaps, MODEL.md §2.2).
+    """Integral-regression UV head (soft-argmax over heatmaps, spec/model.md §2.2).
 
     The backbone's last feature map (N, D, h, w) is projected to ``width`` channels and brought to a
     finer grid in 2× steps: with ``skip_chs`` (channels of the backbone's own stride-16 and stride-8

@@ -1,4 +1,4 @@
-"""Turn prediction tables into validated challenge submissions (FORMATS.md §6.1–6.4).
+"""Turn prediction tables into validated challenge submissions (spec/formats.md §6.1–6.4).
 
 Pose track: one entry per hand instance the evaluator expects (every hand with a non-empty crop dict in
 ``hand_crops.json``; left before right; HOT3D every 10th frame), taken from the (smoothed) prediction
@@ -216,7 +216,7 @@ def package_submissions(
         out_pose: output archive of the pose track.
         shape_predictions: dataset → prediction Parquet files whose sequences the shape file covers
             (the shape-test split, and also the pose-test split when the GT archive lists those
-            sequences' shapes, as a single organiser-style archive does, FORMATS.md §6.6).
+            sequences' shapes, as a single organiser-style archive does, spec/formats.md §6.6).
         shape_tars: dataset → tars of those sequences; ``out_shape``: output archive (optional).
         max_filled: largest fraction of expected pose instances filled from a neighbouring frame
             (:func:`pose_entries_from_predictions`).

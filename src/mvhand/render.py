@@ -17,7 +17,7 @@ Pipeline of :func:`render_view`:
    the ray angle), Gaussian read noise plus shot noise (a random window of a fixed noise bank), 8-bit
    quantisation.
 
-All lengths are metres, pixel coordinates follow FORMATS.md §3.2 (integer = pixel centre).
+All lengths are metres, pixel coordinates follow spec/formats.md §3.2 (integer = pixel centre).
 """
 
 from __future__ import annotations

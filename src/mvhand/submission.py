@@ -1,9 +1,9 @@
-"""Challenge submission and ground-truth files (FORMATS.md §6).
+"""Challenge submission and ground-truth files (spec/formats.md §6).
 
-* Result files ``result_pose_<ds>.json`` / ``result_shape_<ds>.json`` (§6.1, §6.2): dataclasses,
+* Result files ``result_pose_<ds>.json`` / ``result_shape_<ds>.json`` (spec/formats.md §6.1, §6.2): dataclasses,
   toolkit-identical writing (``json.dumps(list, indent=4)``), reading with clear errors,
-  validation against the instances the evaluator expects (§6.3), packing (§6.4).
-* Ground truth (§6.5): ``gt_landmarks_<ds>.json``, ``gt_shape_<ds>.json``, ``gt_pose_<ds>.json``
+  validation against the instances the evaluator expects (spec/formats.md §6.3), packing (spec/formats.md §6.4).
+* Ground truth (spec/formats.md §6.5): ``gt_landmarks_<ds>.json``, ``gt_shape_<ds>.json``, ``gt_pose_<ds>.json``
   built from annotated tars, packed with the MANO folder as ``mano/`` at the archive root.
 
 Datasets are ``"umetrack"`` and ``"hot3d"``; hand side 0 = left, 1 = right; metres / radians.
@@ -64,7 +64,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("umetrack", "hot3d")
-#: Frames kept by the GT writer (sample index i with i % N == 0): UmeTrack all, HOT3D every 10th (§6.3).
+#: Frames kept by the GT writer (sample index i with i % N == 0): UmeTrack all, HOT3D every 10th
+#: (spec/formats.md §6.3).
 DEFAULT_EVERY_N: dict[str, int] = {"umetrack": 1, "hot3d": 10}
 SIDES: tuple[str, ...] = ("left", "right")
 N_THETA, N_XFORM, N_BETA, N_LANDMARKS = 15, 6, 10, 20
@@ -90,7 +91,7 @@ def shape_result_name(dataset: str) -> str:
 
 
 def sequence_name_from_path(path: str | os.PathLike) -> str:
-    """Sequence name = tar file name up to the first dot (toolkit rule, §6.5)."""
+    """Sequence name = tar file name up to the first dot (toolkit rule, spec/formats.md §6.5)."""
     return Path(path).name.split(".", 1)[0]
 
 
@@ -106,7 +107,7 @@ def _floats(x: Any) -> list[float]:
 
 @dataclass
 class PoseEntry:
-    """One evaluated hand instance of a pose-track result file (§6.1).
+    """One evaluated hand instance of a pose-track result file (spec/formats.md §6.1).
 
     Attributes:
         sequence_name: tar stem (no split folder, no ``.tar``).
@@ -139,7 +140,7 @@ class PoseEntry:
 
 @dataclass
 class ShapeEntry:
-    """One shape-track entry (one per sequence, §6.2).
+    """One shape-track entry (one per sequence, spec/formats.md §6.2).
 
     Attributes:
         sequence_name: tar stem.
@@ -161,7 +162,7 @@ class ShapeEntry:
 
 @dataclass
 class LandmarkEntry:
-    """One ground-truth landmark entry of ``gt_landmarks_<ds>.json`` (§6.5).
+    """One ground-truth landmark entry of ``gt_landmarks_<ds>.json`` (spec/formats.md §6.5).
 
     Attributes:
         sequence_name: tar stem.
@@ -184,7 +185,7 @@ class LandmarkEntry:
 
 @dataclass
 class GroundTruth:
-    """Ground truth of one dataset (§6.5), in evaluator order.
+    """Ground truth of one dataset (spec/formats.md §6.5), in evaluator order.
 
     Attributes:
         dataset: ``"umetrack"`` or ``"hot3d"``.
@@ -277,11 +278,11 @@ def _as_name(v: Any, source: str, i: int) -> str:
 
 
 def parse_pose_results(data: bytes | str | list, source: str = "<pose results>") -> list[PoseEntry]:
-    """Parse a pose-track result file (§6.1) into entries (values kept as float64).
+    """Parse a pose-track result file (spec/formats.md §6.1) into entries (values kept as float64).
 
     Raises:
         InputError: not a JSON array, missing keys, non-numeric values, or the README's ``pose``
-            key instead of ``mano_theta`` (§9.1).
+            key instead of ``mano_theta`` (spec/formats.md §9 item 1).
     """
     out = []
     for i, obj in enumerate(_load_list(data, source)):
@@ -290,7 +291,7 @@ def parse_pose_results(data: bytes | str | list, source: str = "<pose results>")
                 source,
                 i,
                 "uses the key 'pose' for the MANO PCA coefficients; the challenge evaluator reads "
-                "'mano_theta' (the README example is wrong, FORMATS.md §9.1) and fails on 'pose'",
+                "'mano_theta' (the README example is wrong, spec/formats.md §9 item 1) and fails on 'pose'",
                 "rename 'pose' to 'mano_theta'",
             )
         side = _as_int(_get(obj, "hand_side", source, i), "hand_side", source, i)
@@ -307,7 +308,7 @@ def parse_pose_results(data: bytes | str | list, source: str = "<pose results>")
 
 
 def parse_shape_results(data: bytes | str | list, source: str = "<shape results>") -> list[ShapeEntry]:
-    """Parse a shape-track result / GT shape file (§6.2) into entries."""
+    """Parse a shape-track result / GT shape file (spec/formats.md §6.2) into entries."""
     out = []
     for i, obj in enumerate(_load_list(data, source)):
         out.append(
@@ -321,7 +322,7 @@ def parse_shape_results(data: bytes | str | list, source: str = "<shape results>
 
 
 def parse_landmark_entries(data: bytes | str | list, source: str = "<gt landmarks>") -> list[LandmarkEntry]:
-    """Parse ``gt_landmarks_<ds>.json`` (§6.5); every entry must hold 20×3 finite numbers."""
+    """Parse ``gt_landmarks_<ds>.json`` (spec/formats.md §6.5); every entry must hold 20×3 finite numbers."""
     out = []
     for i, obj in enumerate(_load_list(data, source)):
         raw = _get(obj, "landmarks", source, i)
@@ -389,7 +390,7 @@ def _every_n(dataset: str, every_n: int | None) -> int:
 
 
 def _kept_frames(tar_path: Path, n: int) -> Iterable[Any]:
-    """Frames of one tar (no images) whose sample index i satisfies i % n == 0 (§6.5 step 3)."""
+    """Frames of one tar (no images) whose sample index i satisfies i % n == 0 (spec/formats.md §6.5 step 3)."""
     from mvhand.dataset import iter_frames
 
     for i, frame in enumerate(iter_frames(tar_path, images=False)):
@@ -406,7 +407,7 @@ def _cropped_sides(frame: Any) -> list[int]:
 def expected_pose_instances(
     tar_paths: Iterable[str | os.PathLike], dataset: str, every_n: int | None = None
 ) -> list[Instance]:
-    """(sequence_name, frame_id, hand_side) the evaluator expects, in evaluator order (§6.3).
+    """(sequence_name, frame_id, hand_side) the evaluator expects, in evaluator order (spec/formats.md §6.3).
 
     Every hand with a non-empty ``hand_crops.json`` entry, left before right, in tar order; UmeTrack
     keeps every frame, HOT3D every 10th *sample index* (override with ``every_n``). Sequences come
@@ -443,7 +444,7 @@ def validate_pose_results(
     source: str | None = None,
     raise_error: bool = True,
 ) -> list[str]:
-    """Check pose entries against the instances the evaluator expects (§6.3).
+    """Check pose entries against the instances the evaluator expects (spec/formats.md §6.3).
 
     Checks: vector lengths (15/6), finite values, hand_side in {0, 1}, duplicates, missing and
     extra instances, and the order the evaluator relies on: per sequence, after a stable sort by
@@ -528,7 +529,7 @@ def validate_shape_results(
     source: str | None = None,
     raise_error: bool = True,
 ) -> list[str]:
-    """Check shape entries: exactly one finite 10-vector per expected sequence (§6.2).
+    """Check shape entries: exactly one finite 10-vector per expected sequence (spec/formats.md §6.2).
 
     Args:
         entries: parsed result entries.
@@ -585,7 +586,7 @@ def _write_tar_gz(out: str | os.PathLike, members: Mapping[str, bytes]) -> Path:
 
 
 def pack_submission(out_tar_gz: str | os.PathLike, files: Iterable[str | os.PathLike]) -> Path:
-    """Pack result files at the archive root of a gzip tar (§6.4), atomically and reproducibly.
+    """Pack result files at the archive root of a gzip tar (spec/formats.md §6.4), atomically and reproducibly.
 
     Args:
         out_tar_gz: destination, e.g. ``results/submission/pose_submission.tar.gz``.
@@ -736,7 +737,7 @@ def read_submission_archive(path: str | os.PathLike) -> dict[str, list[PoseEntry
 def _fk_landmarks(
     umetrack_model: Any, joint_angles: np.ndarray, T_world_from_wrist: np.ndarray, is_right: bool
 ) -> np.ndarray:
-    """Canonical UmeTrack landmarks (B, 20, 3) float32 m via :mod:`mvhand.umetrack` (float32 FK, §4.3)."""
+    """Canonical UmeTrack landmarks (B, 20, 3) float32 m by float32 FK (spec/formats.md §4.3, :mod:`mvhand.umetrack`)."""
     from mvhand.umetrack import canonical_landmarks, forward_kinematics
 
     lm = forward_kinematics(
@@ -751,7 +752,7 @@ def _fk_landmarks(
 def build_ground_truth(
     tar_paths: Iterable[str | os.PathLike], dataset: str, every_n: int | None = None
 ) -> GroundTruth:
-    """Build the GT of ``dataset`` from annotated tars like the toolkit's writer (§6.5).
+    """Build the GT of ``dataset`` from annotated tars like the toolkit's writer (spec/formats.md §6.5).
 
     For every kept frame (sample index ``i % every_n == 0``) and every hand with a non-empty crop
     dict (left first): a landmark entry (float32 UmeTrack FK of ``umetrack_pose`` with the
@@ -827,7 +828,7 @@ def build_ground_truth(
 def write_gt_archive(
     out_tar_gz: str | os.PathLike, gt_by_dataset: Mapping[str, GroundTruth], mano_dir: str | os.PathLike
 ) -> Path:
-    """Pack GT files of one or more datasets and the MANO folder (as ``mano/``) into a tar.gz (§6.5).
+    """Pack GT files of one or more datasets and the MANO folder (as ``mano/``) into a tar.gz (spec/formats.md §6.5).
 
     Args:
         out_tar_gz: destination (written atomically, reproducible bytes).

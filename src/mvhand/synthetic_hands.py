@@ -60,7 +60,7 @@ __all__ = [
 
 _M = np.diag([-1.0, 1.0, 1.0])
 _NONE = 255.0
-# §4.2 metadata (structure of the UmeTrack hand model)
+# spec/formats.md §4.2 metadata (structure of the UmeTrack hand model)
 _JOINT_FRAME_INDEX = [255, 2, 3, 4, 255, 5, 6, 7, 255, 8, 9, 10, 255, 11, 12, 13, 255, 14, 15, 16, 255, 0]
 _JOINT_PARENT = [255, 0, 1, 2, 255, 4, 5, 6, 255, 8, 9, 10, 255, 12, 13, 14, 255, 16, 17, 18, 255, 20]
 _JOINT_FIRST_CHILD = [1, 2, 3, 255, 5, 6, 7, 255, 9, 10, 11, 255, 13, 14, 15, 255, 17, 18, 19, 255, 21, 255]
@@ -189,7 +189,7 @@ def umetrack_profile_from_mano(mano_arrays: dict | None, betas: np.ndarray) -> d
         betas: (10,) shape coefficients.
 
     Returns:
-        Dict with exactly the 14 keys of FORMATS §2.5 (lengths in mm, JSON-serialisable).
+        Dict with exactly the 14 keys of spec/formats.md §2.5 (lengths in mm, JSON-serialisable).
     """
     arrays = _arrays(mano_arrays)
     betas = np.asarray(betas, float).reshape(10)

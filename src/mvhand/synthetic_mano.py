@@ -1,4 +1,4 @@
-"""Synthetic MANO-format hand model (MODEL.md §5.4, FORMATS.md §5).
+"""Synthetic MANO-format hand model (spec/model.md §5.4, spec/formats.md §5).
 
 No licensed MANO files can reach this machine, so mvhand ships a hand model of its own in the exact
 format of ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` (plain numpy, loadable by ``smplx`` and by
@@ -31,7 +31,7 @@ real data refuses it. Construction (all deterministic, < 1 s):
 Frames: the right MANO rest mesh is ``M·(p_local + o)`` with ``M = diag(−1, 1, 1)`` and the left one
 ``p_local + o``, where ``p_local`` is the UmeTrack-left-frame design and ``o`` = :data:`WRIST_OFFSET_LEFT`
 (the wrist is away from the origin). Hence the MANO rest axes of either side coincide with the
-UmeTrack wrist frame of that side (FORMATS §4.5), which :mod:`mvhand.synthetic_hands` relies on.
+UmeTrack wrist frame of that side (spec/formats.md §4.5), which :mod:`mvhand.synthetic_hands` relies on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Device (rig) frame (shared convention with :mod:`mvhand.synthetic_hands`): origin = centroid of the
 camera centres, +x = user's right, +y = down, +z = forward, metres. A camera's pose in the world is
-``T_world_from_camera = T_world_from_device @ T_device_from_camera`` (FORMATS.md §8.2); its eye frame
+``T_world_from_camera = T_world_from_device @ T_device_from_camera`` (spec/formats.md §8.2); its eye frame
 is OpenCV-like (+x right in the image, +y down, +z out of the lens).
 
 Layouts (nominal values; ``rng`` adds small per-headset jitter):
@@ -52,7 +52,7 @@ class RigCamera:
         label: calibration label; contains ``"rgb"`` iff the stream is RGB.
         serial_number: calibration serial string.
         width, height: image size in pixels.
-        model_type: ``projection_model_type`` (FORMATS.md §3.3).
+        model_type: ``projection_model_type`` (spec/formats.md §3.3).
         params: ``projection_params`` in JSON order (float64).
         T_device_from_camera: ``(4, 4)`` float64 pose of the eye frame in the device frame, metres.
         max_solid_angle: carried into the calibration (unused by readers).
@@ -81,7 +81,7 @@ class Rig:
         name: ``"umetrack"``, ``"aria"`` or ``"quest3"``.
         cameras: the rig's cameras.
         write_device_extrinsics: whether ``calibration.T_device_from_camera`` carries the mounting
-            (HOT3D) or the identity (as in the real UmeTrack files, FORMATS.md §2.2).
+            (HOT3D) or the identity (as in the real UmeTrack files, spec/formats.md §2.2).
     """
 
     name: str
@@ -190,9 +190,9 @@ def _build(
 
 
 # OVR62 [k1, k2, k3, k4, p1, p2, k5, k6]: radial terms of the magnitude of the real UmeTrack cameras
-# (monotonic θ_d(θ) up to 90°), tangential terms of FORMATS.md §3.6's test vector, k5 = k6 = 0.
+# (monotonic θ_d(θ) up to 90°), tangential terms of spec/formats.md §3.6's test vector, k5 = k6 = 0.
 _OVR62_DIST = [-0.02, 0.09, -0.06, 0.01, 0.00096, -0.00165, 0.0, 0.0]
-# Fisheye624 [k0..k5, p0, p1, s0..s3]: Quest 3 values of FORMATS.md §3.6, an Aria-RGB-like and an
+# Fisheye624 [k0..k5, p0, p1, s0..s3]: Quest 3 values of spec/formats.md §3.6, an Aria-RGB-like and an
 # Aria-SLAM-like set (all with θ_d(θ) monotonic beyond 85°).
 _F624_DIST = [0.044, -0.0449, 0.0161, -0.0109, 0.0035, -0.00052, 0.00048, -0.00005, 0.0, 0.0, 0.0, 0.0]
 _F624_RGB = [0.02, -0.01, 0.004, -0.001, 0.0, 0.0, 0.0006, -0.0003, -0.0004, 0.00007, 0.0003, -0.00002]
@@ -324,7 +324,7 @@ def hot3d_rig(device: str = "aria", rng: np.random.Generator | None = None) -> R
 def camera_json(
     cam: RigCamera, T_world_from_device: np.ndarray, write_device_extrinsics: bool = True
 ) -> dict:
-    """One ``cameras.json`` value (FORMATS.md §2.2) for a camera at a device pose.
+    """One ``cameras.json`` value (spec/formats.md §2.2) for a camera at a device pose.
 
     Args:
         cam: the rig camera.

@@ -1,4 +1,4 @@
-"""A whole synthetic UmeTrack-like / HOT3D-like dataset in the exact challenge layout (FORMATS.md §1).
+"""A whole synthetic UmeTrack-like / HOT3D-like dataset in the exact challenge layout (spec/formats.md §1).
 
 :func:`generate_dataset` writes::
 
@@ -6,14 +6,14 @@
     <out_root>/<dataset>/pose_test/*.tar                 stripped: no hands.json (HOT3D: no objects.json)
     <out_root>/<dataset>/shape_test/*.tar                stripped: also no __hand_shapes.json__
     <out_root>/<dataset>/test_annotations/{pose_test,shape_test}/*.tar   unstripped copies
-    <out_root>/<dataset>/gt.tar.gz                       challenge GT (§6.5) built from the unstripped tars
+    <out_root>/<dataset>/gt.tar.gz                       challenge GT (spec/formats.md §6.5) of the unstripped tars
     <out_root>/<dataset>/manifest.json                   sequences per split, seed, size, generator version
     <mano_dir>/MANO_{LEFT,RIGHT}.pkl                     synthetic MANO model (mvhand.synthetic_mano)
 
 Per sequence: a subject (MANO β + matching UmeTrack profile) and its motion come from
 :mod:`mvhand.synthetic_hands`, the headset from :mod:`mvhand.synthetic_rigs`, the images from
 :mod:`mvhand.render` (the MANO mesh of each present hand over a procedural room). ``hand_crops.json``
-follows FORMATS.md §3.11 (crop points = actual + neutral + open UmeTrack landmarks, look-at from the
+follows spec/formats.md §3.11 (crop points = actual + neutral + open UmeTrack landmarks, look-at from the
 source camera centre, ``fov = 2·atan(M / 0.95)``); a (hand, stream) gets a crop if ≥ 19 of the 21
 landmarks are in view (UmeTrack) or if the visibility (fraction of the 21 landmarks in front and inside
 the image) is > 0.1 (HOT3D). HOT3D ``hands.json`` also carries ``boxes_amodal`` (projected mesh box,
@@ -68,8 +68,8 @@ SIZES: dict[str, dict[str, dict[str, int]]] = {
 
 FPS = 30
 JPEG_QUALITY = 90
-UMETRACK_MIN_VISIBLE = 19  # of 21 landmarks (UmeTrack tracker rule, §3.11)
-HOT3D_MIN_VISIBILITY = 0.1  # hot3d clips README (§2.4)
+UMETRACK_MIN_VISIBLE = 19  # of 21 landmarks (UmeTrack tracker rule, spec/formats.md §3.11)
+HOT3D_MIN_VISIBILITY = 0.1  # hot3d clips README (spec/formats.md §2.4)
 HOT3D_GT_EVERY_N = 10
 
 
@@ -396,7 +396,7 @@ def _worker(args: tuple[SequenceJob, str, str]) -> dict:
 
 
 def strip_tar(src: Path, dst: Path, drop_suffixes: tuple[str, ...], drop_hand_shapes: bool) -> None:
-    """Copy a sequence tar without the members a public test tar lacks (FORMATS.md §1.1).
+    """Copy a sequence tar without the members a public test tar lacks (spec/formats.md §1.1).
 
     Args:
         src: unstripped tar.
@@ -557,7 +557,7 @@ def generate_dataset(
         gt_pose = build_ground_truth(pose_tars, dataset, every_n)
         gt_shape = build_ground_truth(shape_tars, dataset, every_n)
         # One organiser-style archive for both phases: the pose track scores with the GT betas of
-        # the pose-test sequences, so gt_shape lists both test splits (FORMATS.md §6.6); shape
+        # the pose-test sequences, so gt_shape lists both test splits (spec/formats.md §6.6); shape
         # submissions therefore cover the pose-test sequences too.
         gt = GroundTruth(
             dataset=dataset,

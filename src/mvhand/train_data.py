@@ -2,7 +2,7 @@
 
 One sample = one hand instance (sequence, frame, hand side) with up to V crops. All geometry stays exact:
 
-* **Flip (MODEL.md §2.5).** Left hands become right hands by mirroring the world with M = diag(−1, 1, 1):
+* **Flip (spec/model.md §2.5).** Left hands become right hands by mirroring the world with M = diag(−1, 1, 1):
   the stored crop is flipped horizontally (``cx → W − 1 − cx``), every crop pose becomes
   ``M₄ T M₄`` (a proper rigid transform), landmarks/root become ``M p`` and the MANO global rotation
   ``M R M``; PCA pose and betas are unchanged (the left MANO basis is the mirror of the right one).
@@ -13,7 +13,7 @@ One sample = one hand instance (sequence, frame, hand side) with up to V crops. 
   ``cv2.warpPerspective``; the crop pose becomes ``T_world_from_new = T_world_from_old · [R_δᵀ 0; 0 1]``.
   ``R_δ`` = roll about the optical axis · small look-at tilt; the focal is scaled for FOV jitter.
   Without augmentation ``R_δ = I`` and ``f_new = (S/2)/tan(fov/2)`` (the hand_crops.json field of view).
-* **Extrinsic translation noise (MODEL.md §2.4).** One offset δ ~ U(−a, a)³ per sample is added to
+* **Extrinsic translation noise (spec/model.md §2.4).** One offset δ ~ U(−a, a)³ per sample is added to
   every crop-camera centre and to the 3D targets (a shift of the world origin). The anchor (mean of the
   valid camera centres) is computed *before* the shift, so the network sees the offset between anchor
   and cameras; image-space quantities are unchanged.
@@ -75,7 +75,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "mano_wrist_xform",
     "n_visible",
 )
-MIRROR = np.diag([-1.0, 1.0, 1.0])  # M of MODEL.md §2.5
+MIRROR = np.diag([-1.0, 1.0, 1.0])  # M of spec/model.md §2.5
 _MIRROR4 = np.diag([-1.0, 1.0, 1.0, 1.0])
 _FIX = "re-create the crop cache with workflow/scripts/cache_crops.py"
 

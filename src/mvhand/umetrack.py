@@ -1,9 +1,9 @@
-"""UmeTrack hand model (FORMATS.md §2.5, §4): profile JSON, forward kinematics (NumPy and torch), mirroring.
+"""UmeTrack hand model (spec/formats.md §2.5, §4): profile JSON, forward kinematics (NumPy and torch), mirroring.
 
 The profile describes a **left** hand in its wrist ("hand") frame, metres after loading. A right hand is
-the reflection of the model's local x axis, applied inside FK as ``W' = W · diag(-1, 1, 1, 1)`` (§4.5).
+the reflection of the model's local x axis, applied inside FK as ``W' = W · diag(-1, 1, 1, 1)`` (spec/formats.md §4.5).
 
-Forward kinematics (§4.3), per joint ``j < 20``: ``L_j = [[R_j, c_j - R_j c_j], [0, 1]]`` with
+Forward kinematics (spec/formats.md §4.3), per joint ``j < 20``: ``L_j = [[R_j, c_j - R_j c_j], [0, 1]]`` with
 ``R_j = exp([θ_j a_j]x)``; frames ``F_0 = F_1 = W'``, ``F_{2+3f} = W' L_{4f} L_{4f+1}``,
 ``F_{3+3f} = F_{2+3f} L_{4f+2}``, ``F_{4+3f} = F_{3+3f} L_{4f+3}``; points are skinned with
 ``x' = Σ_k Ω[., k] (F_k [x; 1])``. The NumPy path runs in float32 with the reference's multiplication
@@ -44,7 +44,7 @@ NUM_LANDMARKS = 21  # UmeTrack order; the 21st is the palm centre
 NUM_CANONICAL_LANDMARKS = 20
 
 _MM_TO_M = np.float32(0.001)
-_FIX = "fix the UmeTrack hand-model dictionary (FORMATS.md §2.5)"
+_FIX = "fix the UmeTrack hand-model dictionary (spec/formats.md §2.5)"
 
 # key -> (required, kind); kind: "mm" float32 array scaled to metres, "f" float32 array, "i" int64 array,
 # "s" scalar. Order = the toolkit's dataclass field order.
@@ -84,7 +84,7 @@ def _mm_from_m(x_m: np.ndarray) -> np.ndarray:
 
 @dataclass(eq=False)
 class UmeTrackHandModel:
-    """UmeTrack hand profile, converted exactly as the toolkit's ``from_json`` does (FORMATS.md §2.5).
+    """UmeTrack hand profile, converted exactly as the toolkit's ``from_json`` does (spec/formats.md §2.5).
 
     Attributes:
         joint_rotation_axes: ``(J, 3)`` float32 unit axes in the hand frame (J = 22 in real data).
@@ -121,7 +121,7 @@ class UmeTrackHandModel:
         """Build the model from the profile dictionary (millimetres).
 
         Args:
-            d: the ``umetrack`` value of ``__hand_shapes.json__`` (keys of FORMATS.md §2.5 only).
+            d: the ``umetrack`` value of ``__hand_shapes.json__`` (keys of spec/formats.md §2.5 only).
 
         Raises:
             InputError: unknown or missing keys, wrong shapes, non-finite values, bad indices.
@@ -206,7 +206,7 @@ class UmeTrackHandModel:
             raise bad(f"joint_limits must be ({J}, 2), got {self.joint_limits.shape}")
 
     def to_json(self) -> dict[str, Any]:
-        """Profile dictionary in millimetres with the same key set as the one loaded (FORMATS.md §2.5).
+        """Profile dictionary in millimetres with the same key set as the one loaded (spec/formats.md §2.5).
 
         ``from_json(to_json())`` reproduces every array bit for bit (millimetre values are chosen so
         that the float32 mm → m conversion lands on the stored metres).
@@ -248,7 +248,7 @@ class UmeTrackHandModel:
 
 
 def landmark_skinning_matrix(model: UmeTrackHandModel) -> np.ndarray:
-    """``(21, 17)`` float32 landmark weights Ω (§4.3 step 5: assignment, zero-weight slots skipped)."""
+    """``(21, 17)`` float32 landmark weights Ω (spec/formats.md §4.3 step 5; zero-weight slots skipped)."""
     n, k = model.landmark_rest_bone_weights.shape
     omega = np.zeros((n, NUM_FRAMES), np.float32)
     for s in range(k):  # later slots overwrite earlier ones on a repeated index, as the toolkit does
@@ -318,7 +318,7 @@ def _skin(F: np.ndarray, omega: np.ndarray, points: np.ndarray) -> np.ndarray:
 def forward_kinematics(
     model: UmeTrackHandModel, joint_angles: np.ndarray, T_world_from_wrist: np.ndarray, is_right: Any
 ) -> np.ndarray:
-    """UmeTrack landmarks (FORMATS.md §4.3) in float32, batched and vectorised.
+    """UmeTrack landmarks (spec/formats.md §4.3) in float32, batched and vectorised.
 
     Args:
         model: hand profile (left hand, metres).

@@ -142,7 +142,7 @@ def data_root(wildcards):
 
 def section_settings(section):
     """The flat settings dict of one config section (rendered to flags with `stage_flags`)."""
-    return dict(config.get(section) or {})
+    return dict(config[section])
 
 
 def train_settings():

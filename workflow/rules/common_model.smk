@@ -7,13 +7,13 @@ MODEL_WORKFLOW_KEYS = frozenset({"variants", "splits", "gpus"})
 
 
 def model_variants():
-    """Variants to train (train.variants, default both)."""
-    return list((config.get("train") or {}).get("variants", MODEL_VARIANTS))
+    """Variants to train (train.variants)."""
+    return list(config["train"]["variants"])
 
 
 def predict_splits():
-    """Splits to predict (predict.splits, default pose_test, shape_test and val)."""
-    return list((config.get("predict") or {}).get("splits", PREDICT_SPLITS))
+    """Splits to predict (predict.splits)."""
+    return list(config["predict"]["splits"])
 
 
 def train_flags(wildcards):
@@ -22,7 +22,7 @@ def train_flags(wildcards):
     settings = {k: v for k, v in train_settings().items() if k not in MODEL_WORKFLOW_KEYS}
     if wildcards.variant == "baseline":
         settings["extrinsic_noise"] = 0.0
-    if train_gpus() == 0 and settings.get("device") != "cpu":
+    if train_gpus() == 0 and settings["device"] != "cpu":
         settings["device"] = "cpu"
     settings.pop("pretrained", None)
     settings["pretrained_file"] = train_pretrained_file()
@@ -33,10 +33,10 @@ def train_pretrained_file(wildcards=None):
     """Backbone weights read by train: train.pretrained_file, else the file the local rule
     `pretrained_weights` fetches for train.pretrained (resources/pretrained/<backbone>/<pretrained>.safetensors),
     else "" (random initialisation)."""
-    train = config.get("train") or {}
-    if train.get("pretrained_file"):
+    train = config["train"]
+    if train["pretrained_file"]:
         return train["pretrained_file"]
-    if train.get("pretrained"):
+    if train["pretrained"]:
         return f"resources/pretrained/{train['backbone']}/{train['pretrained']}.safetensors"
     return ""
 
@@ -59,8 +59,8 @@ def predict_flags(wildcards):
 def train_gpus():
     """GPUs of the train job (resource `gpu`): 0 with `train.device: cpu` or `train.gpus: 0`, else train.gpus
     (`gpus: 0` with `device: cuda` is refused by check_config)."""
-    train = config.get("train") or {}
-    return 0 if train.get("device", "auto") == "cpu" else int(train.get("gpus", 1))
+    train = config["train"]
+    return 0 if train["device"] == "cpu" else int(train["gpus"])
 
 
 def train_processes():
@@ -76,12 +76,12 @@ def train_launcher(wildcards):
 
 def train_threads():
     """torch CPU threads of each training process (train.threads; the rule's `threads`)."""
-    return int((config.get("train") or {}).get("threads", 2))
+    return int(config["train"]["threads"])
 
 
 def train_cpus():
     """CPUs of the train job (resource `cpus_per_task`): processes x (torch threads + DataLoader workers)."""
-    workers = int((config.get("train") or {}).get("num_workers", 2))
+    workers = int(config["train"]["num_workers"])
     return train_processes() * (train_threads() + workers)
 
 
@@ -92,17 +92,17 @@ def train_mem_mb():
 
 def predict_threads():
     """torch CPU threads of predict (predict.threads; the rule's `threads`)."""
-    return int((config.get("predict") or {}).get("threads", 2))
+    return int(config["predict"]["threads"])
 
 
 def predict_gpus():
     """GPUs of a predict job (resource `gpu`): 0 with `predict.device: cpu`, else 1."""
-    return 0 if (config.get("predict") or {}).get("device", "auto") == "cpu" else 1
+    return 0 if config["predict"]["device"] == "cpu" else 1
 
 
 def predict_cpus():
     """CPUs of a predict job (resource `cpus_per_task`): torch threads + DataLoader workers."""
-    return predict_threads() + int((config.get("predict") or {}).get("num_workers", 0))
+    return predict_threads() + int(config["predict"]["num_workers"])
 
 
 def train_crop_files(wildcards):

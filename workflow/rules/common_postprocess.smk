@@ -17,7 +17,7 @@ wildcard_constraints:
 
 def smooth_gpus():
     """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
-    return 0 if smooth_settings().get("device", "cpu") == "cpu" else 1
+    return 0 if smooth_settings()["device"] == "cpu" else 1
 
 
 def _split_dir(dataset, split):
@@ -26,7 +26,7 @@ def _split_dir(dataset, split):
 
 
 def _shape_splits(split):
-    """Prediction splits whose sequences the shape result file must cover (see FORMATS.md §6.6)."""
+    """Prediction splits whose sequences the shape result file must cover (see spec/formats.md §6.6)."""
     return ["val"] if split == "val" else ["pose_test", "shape_test"]
 
 

@@ -23,9 +23,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="sequence tar (challenge format)")
     p.add_argument("--output", required=True, help="Parquet crop cache to write")
-    p.add_argument("--crop-size", type=int, default=128, help="training crop side S, px")
-    p.add_argument("--fov-margin", type=float, default=1.25, help="field-of-view margin m >= 1 (tan scale)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the stored crops (1-100)")
+    d = CropSettings()
+    p.add_argument("--crop-size", type=int, default=d.crop_size, help="training crop side S, px")
+    p.add_argument(
+        "--fov-margin", type=float, default=d.fov_margin, help="field-of-view margin m >= 1 (tan scale)"
+    )
+    p.add_argument(
+        "--jpeg-quality", type=int, default=d.jpeg_quality, help="JPEG quality of the stored crops (1-100)"
+    )
     p.add_argument("--threads", type=int, default=1, help="worker processes (1: render in this process)")
     p.add_argument(
         "--dataset",

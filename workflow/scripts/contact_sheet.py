@@ -29,7 +29,7 @@ from mvhand.umetrack import forward_kinematics
 
 log = logging.getLogger("contact_sheet")
 
-# FORMATS.md §4.7 (UmeTrack landmark order: 0-4 tips, 5 wrist, 6-7 thumb, 8-19 finger joints).
+# spec/formats.md §4.7 (UmeTrack landmark order: 0-4 tips, 5 wrist, 6-7 thumb, 8-19 finger joints).
 SKELETON = [
     (5, 6), (6, 7), (7, 0),
     (5, 8), (8, 9), (9, 10), (10, 1),

@@ -1,4 +1,4 @@
-"""Evaluate a submission archive against a ground-truth archive like the challenge server (§6.6).
+"""Evaluate a submission archive against a ground-truth archive like the challenge server (spec/formats.md §6.6).
 
 Prints and writes ``{"result": [{"umetrack_test": {...}}, {"hot3d_test": {...}}]}``.
 

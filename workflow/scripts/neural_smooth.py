@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mvhand import smoothing as sm
-from mvhand.cli import run
+from mvhand.cli import default_of, run
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.packaging import read_prediction_table
 
@@ -39,27 +39,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, type=Path, help="smoothed prediction Parquet")
     p.add_argument("--method", choices=["raw", "neural", "online", "one_euro", "savgol"], default="neural")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--w-pose", type=float, default=0.5)
-    p.add_argument("--w-orient", type=float, default=0.5)
-    p.add_argument("--w-position", type=float, default=0.5)
-    p.add_argument("--w-2d", type=float, default=1.0)
-    p.add_argument("--position-unit", type=float, default=0.01, help="metres per optimiser unit of position")
+    neural, online = sm.NeuralSmoothConfig, sm.OnlineSmoothConfig
+    p.add_argument("--iterations", type=int, default=neural.iterations)
+    p.add_argument("--lr", type=float, default=neural.lr)
+    p.add_argument("--weight-decay", type=float, default=neural.weight_decay)
+    p.add_argument("--w-pose", type=float, default=neural.w_pose)
+    p.add_argument("--w-orient", type=float, default=neural.w_orient)
+    p.add_argument("--w-position", type=float, default=neural.w_position)
+    p.add_argument("--w-2d", type=float, default=neural.w_2d)
     p.add_argument(
-        "--min-conf", type=float, default=0.0, help="2D keypoints below this confidence are ignored"
+        "--position-unit",
+        type=float,
+        default=neural.position_unit,
+        help="metres per optimiser unit of position",
     )
-    p.add_argument("--max-gap", type=int, default=1, help="frame-id step that still counts as consecutive")
-    p.add_argument("--online-window", type=int, default=8)
-    p.add_argument("--online-free", type=int, default=2)
-    p.add_argument("--online-iterations", type=int, default=5)
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--one-euro-min-cutoff", type=float, default=4.0)
-    p.add_argument("--one-euro-beta", type=float, default=0.5)
-    p.add_argument("--savgol-window", type=int, default=9)
-    p.add_argument("--savgol-polyorder", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--min-conf",
+        type=float,
+        default=neural.min_conf,
+        help="2D keypoints below this confidence are ignored",
+    )
+    p.add_argument(
+        "--max-gap",
+        type=int,
+        default=default_of(sm.problem_from_predictions, "max_gap"),
+        help="frame-id step that still counts as consecutive",
+    )
+    p.add_argument("--online-window", type=int, default=online.window)
+    p.add_argument("--online-free", type=int, default=online.free)
+    p.add_argument("--online-iterations", type=int, default=online.iterations)
+    p.add_argument("--fps", type=float, default=default_of(sm.one_euro, "fps"))
+    p.add_argument("--one-euro-min-cutoff", type=float, default=default_of(sm.one_euro, "min_cutoff"))
+    p.add_argument("--one-euro-beta", type=float, default=default_of(sm.one_euro, "beta"))
+    p.add_argument("--savgol-window", type=int, default=default_of(sm.savitzky_golay, "window"))
+    p.add_argument("--savgol-polyorder", type=int, default=default_of(sm.savitzky_golay, "polyorder"))
+    p.add_argument("--device", default=neural.device, help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args(argv)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pack prediction tables into the challenge's submission archives (FORMATS.md §6).
+"""Pack prediction tables into the challenge's submission archives (spec/formats.md §6).
 
 Example::
 
@@ -51,7 +51,7 @@ def _tars(folders: list[str], keep: set[str] | None) -> list[Path]:
     return tars
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pose-predictions", action="append", required=True, metavar="DS=PARQUET")
     p.add_argument("--pose-tars", action="append", required=True, metavar="DS=SPLIT_DIR")
@@ -68,7 +68,11 @@ def main(argv=None) -> int:
         help="largest fraction of expected pose instances without a finite prediction that may be copied "
         f"from the nearest frame (default {MAX_FILLED_FRACTION}; more fails)",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if not 0.0 <= args.max_filled <= 1.0:
         raise InputError(None, f"--max-filled {args.max_filled} is not a fraction", "pass a value in [0, 1]")
     keep = None

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from mvhand.cli import setup_logging  # noqa: E402
+from mvhand.cli import default_of, setup_logging  # noqa: E402
 from mvhand.inference import predict, read_sequences_file  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
 
@@ -37,11 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--sequences-file", default=None, help="only these sequences (e.g. val_sequences.txt)")
     p.add_argument(
-        "--betas", choices=("pred", "gt"), default="gt", help="betas for wrist_xform (gt falls back to pred)"
+        "--betas",
+        choices=("pred", "gt"),
+        default=default_of(predict, "betas"),
+        help="betas for wrist_xform (gt falls back to pred)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=default_of(predict, "batch_size"))
+    p.add_argument("--device", default=default_of(predict, "device"), help="auto, cpu or cuda")
+    p.add_argument("--num-workers", type=int, default=default_of(predict, "num_workers"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     return p.parse_args(argv)
 

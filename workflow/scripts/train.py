@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     m.add_argument(
         "--pretrained-file",
-        default="",
+        default=d.pretrained_file,
         help="local timm weights of the backbone (offline; e.g. hiera_base_224)",
     )
     o = p.add_argument_group("optimisation")

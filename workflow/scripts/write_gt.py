@@ -1,8 +1,8 @@
-"""Build a ground-truth archive (FORMATS.md §6.5) from annotated challenge tars.
+"""Build a ground-truth archive (spec/formats.md §6.5) from annotated challenge tars.
 
 Every tar of the input folders contributes landmarks + MANO pose (pose track) and its betas (shape
 track). The evaluator scores the pose phase on the sequences of ``gt_landmarks`` (taking their betas
-from ``gt_shape``) and the shape phase on *every* sequence of ``gt_shape`` (§6.6). So one archive built
+from ``gt_shape``) and the shape phase on *every* sequence of ``gt_shape`` (spec/formats.md §6.6). So one archive built
 from pose_test + shape_test serves both phases only if shape submissions cover both splits; otherwise
 build one archive per phase (one ``--input-dir`` each).
 
