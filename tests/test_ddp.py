@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_data import make_crop_cache
+from fixtures import make_crop_cache
 
 from mvhand.mano import ManoModel
 from mvhand.synthetic_mano import write_synthetic_mano
