@@ -47,11 +47,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvhand.cameras import project_pinhole_torch
-from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
-from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.mano import ManoModel
-from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNet, HandNetConfig
 from mvhand.crop_stream import (
     CropIndex,
     OrderedStream,
@@ -60,6 +55,11 @@ from mvhand.crop_stream import (
     flatten_units,
     unit_eval_targets,
 )
+from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
+from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.mano import ManoModel
+from mvhand.metrics import LANDMARKS_TO_EVAL
+from mvhand.model import HandNet, HandNetConfig
 from mvhand.train_data import AugmentConfig, split_sequences
 
 __all__ = [
