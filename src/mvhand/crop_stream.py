@@ -77,7 +77,7 @@ class CropIndex:
 
     Attributes:
         files: the files, sorted by their first sequence name (then path).
-        units: one :class:`Unit` per row group.
+        units: one :class:`Unit` per row group holding at least one kept instance.
         offsets: ``(len(units) + 1,)`` cumulative instance counts: unit ``u`` holds global ids
             ``offsets[u] .. offsets[u + 1] − 1``.
 
@@ -178,7 +178,9 @@ class CropIndex:
                 continue
             own_hi = int(run_end[run_ids[hi - 1]])
             n_extra = int(np.searchsorted(starts, own_hi, side="left") - 1 - rg) if own_hi > hi else 0
-            units.append(Unit(fi, rg, own_lo - lo, n_extra, own_hi - hi, self._count(keys, own_lo, own_hi)))
+            count = self._count(keys, own_lo, own_hi)
+            if count:  # row groups without a kept instance are never read
+                units.append(Unit(fi, rg, own_lo - lo, n_extra, own_hi - hi, count))
         return units
 
     def unit_of(self, gid: int) -> tuple[int, int]:
