@@ -202,7 +202,8 @@ class CropIndex:
             raise InputError(path, "crop cache file disappeared while reading it", _FIX)
         try:
             pf = pq.ParquetFile(path)
-            t = pf.read_row_groups(list(range(unit.rg, unit.rg + 1 + unit.n_extra)), columns=cols)
+            rgs = list(range(unit.rg, unit.rg + 1 + unit.n_extra))
+            t = pf.read_row_groups(rgs, columns=cols, use_threads=False)  # loader workers are the parallelism
             n_own = pf.metadata.row_group(unit.rg).num_rows
         except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unusable file
             raise _read_error(path, exc) from exc
