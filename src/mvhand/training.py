@@ -21,7 +21,8 @@ only and are read with ``torch.load(weights_only=True)``: a model file from else
 
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
 (``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``; the batch size
-is per process and each rank reads its own slice of every epoch's sample order).
+is per process; each rank and each loader worker reads its own share of the crop cache,
+:mod:`mvhand.crop_stream`).
 """
 
 from __future__ import annotations
