@@ -2,7 +2,8 @@
 
 Builds one crop cache of generated rows (real JPEG crops — 160-px grey as UmeTrack, 280-px RGB as HOT3D —
 repeated with distinct sequence/frame ids, valid camera geometry and targets) in a temporary folder, takes
-three prefixes of its files as the three cache sizes (≈ 0.3, 1.5 and > 3 GiB of JPEG by default), and
+two prefixes of its files and the whole cache as the three sizes (≈ 0.3, 1.5 and > 3 GiB of JPEG; the
+largest has ≥ 500 files and ≥ 300k crops), and
 measures, each in a fresh subprocess (peak RSS = ``ru_maxrss``), with one thread per process:
 
 * the streaming training loader (:class:`mvhand.crop_stream.TrainStream`): peak RSS and augmented crops per
@@ -340,13 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         t_build = time.perf_counter() - t0
         cum = 0
         tiers: list[list[tuple[str, int, int]]] = []
-        for target in a.sizes_gib:
+        for target in a.sizes_gib[:2]:
             k = 0
             cum = 0
             while k < len(files) and cum < target * 2**30:
                 cum += files[k][2]
                 k += 1
             tiers.append(files[:k])
+        tiers.append(files)  # the largest: every file (≥ 500 files, ≥ 300k crops in the full run)
         model = root / "model.pt"
         write_model(model, mano_dir)
         rows = []
