@@ -9,7 +9,7 @@ measures, each in a fresh subprocess (peak RSS = ``ru_maxrss``), with one thread
 * the streaming training loader (:class:`mvhand.crop_stream.TrainStream`): peak RSS and augmented crops per
   CPU-second, at every size;
 * the in-memory loader (:class:`mvhand.train_data.CropDataset` + :class:`~mvhand.train_data.EpochSampler`, the
-  loader before the streaming one) on the smallest cache: the same two numbers;
+  loader before the streaming one) on the two smaller caches: the same two numbers;
 * a 2-process DDP run (gloo, CPU) of the streaming loader on the largest cache: per-rank peak RSS and
   crops per CPU-second;
 * ``predict`` (streaming in, ParquetWriter out) on a prefix of the smallest cache: peak RSS.
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes-gib", nargs=3, type=float, default=[0.3, 1.5, 3.2], help="three JPEG sizes (GiB)")
     p.add_argument("--quick", action="store_true", help="sizes 0.01/0.03/0.06 GiB, few batches, no report")
-    p.add_argument("--batches", type=int, default=40, help="timed batches of 16 hands per loader run")
+    p.add_argument("--batches", type=int, default=100, help="timed batches of 16 hands per loader run")
     p.add_argument(
         "--predict-files", type=int, default=12, help="files of the smallest cache given to predict"
     )
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         small = root / f"tier_{len(tiers[0])}.txt"
         mem = _run_child("memory", small, mano_dir, "--batches", str(a.batches))
         print(f"in-memory {len(tiers[0])} files: {mem}", flush=True)
+        mid = root / f"tier_{len(tiers[1])}.txt"
+        mem_mid = _run_child("memory", mid, mano_dir, "--batches", str(a.batches))
+        print(f"in-memory {len(tiers[1])} files: {mem_mid}", flush=True)
         big = root / f"tier_{len(tiers[2])}.txt"
         ddp = _run_child("ddp", big, mano_dir, "--batches", str(a.batches))
         print(f"ddp {len(tiers[2])} files: {ddp}", flush=True)
@@ -395,9 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         gib = sum(b for _, _, b in tier) / 2**30
         lines.append(f"| streaming | {gib:.2f} GiB | {len(tier)} | {sum(n for _, n, _ in tier)} | "
                      f"{r['index_s']:.1f} | {r['rss_mb']:.0f} | {rate(r):.0f} |")  # fmt: skip
-    gib0 = sum(b for _, _, b in tiers[0]) / 2**30
-    lines.append(f"| in-memory (before) | {gib0:.2f} GiB | {len(tiers[0])} | {sum(n for _, n, _ in tiers[0])} | "
-                 f"{mem['index_s']:.1f} | {mem['rss_mb']:.0f} | {rate(mem):.0f} |")  # fmt: skip
+    for tier, r in ((tiers[0], mem), (tiers[1], mem_mid)):
+        gib = sum(b for _, _, b in tier) / 2**30
+        lines.append(f"| in-memory (before) | {gib:.2f} GiB | {len(tier)} | {sum(n for _, n, _ in tier)} | "
+                     f"{r['index_s']:.1f} | {r['rss_mb']:.0f} | {rate(r):.0f} |")  # fmt: skip
     gib2 = sum(b for _, _, b in tiers[2]) / 2**30
     lines.append(f"| streaming, DDP 2 ranks (gloo), per rank | {gib2:.2f} GiB | {len(tiers[2])} | "
                  f"{sum(n for _, n, _ in tiers[2])} | – | {ddp['rss_mb']:.0f} | {rate(ddp) :.0f} |")  # fmt: skip
