@@ -42,7 +42,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mvhand.io_utils import InputError
 from mvhand.train_data import REQUIRED_COLUMNS, AugmentConfig, CropDataset, collate, instance_groups
 
-__all__ = ["CropIndex", "Unit", "TrainStream", "OrderedStream", "flatten_units", "shard_batches"]
+__all__ = [
+    "CropIndex",
+    "Unit",
+    "SampleSettings",
+    "TrainStream",
+    "OrderedStream",
+    "flatten_units",
+    "shard_batches",
+    "unit_eval_targets",
+]
 
 _FIX = "re-create the crop cache with workflow/scripts/cache_crops.py"
 _KEY_COLUMNS = ["sequence_name", "frame_id", "hand_side", "view_index"]

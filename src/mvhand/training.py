@@ -103,7 +103,8 @@ class TrainConfig:
         val_fraction: fraction of training sequences held out for validation.
         val_max_instances: cap on validation hand instances (0 = all).
         seed: global seed.
-        num_workers: DataLoader worker processes (persistent).
+        num_workers: DataLoader worker processes per rank (each reads its own share of the crop cache; started
+            anew every epoch; resuming requires the same count).
         device: "auto", "cpu" or "cuda".
         checkpoint_every: steps between checkpoints (a checkpoint is also written after every epoch).
         keep_checkpoints: checkpoints kept on disk.
