@@ -25,17 +25,19 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
+from mvhand.crop_stream import CropIndex, SampleSettings, TrainStream  # noqa: E402
 from mvhand.losses import compute_losses  # noqa: E402
 from mvhand.mano import ManoModel  # noqa: E402
 from mvhand.model import HandNet  # noqa: E402
-from mvhand.train_data import AugmentConfig, CropDataset, EpochSampler, collate  # noqa: E402
+from mvhand.train_data import AugmentConfig, CropDataset, collate  # noqa: E402
 from mvhand.training import _loader  # noqa: E402
 
 
-def loader_rate(ds: CropDataset, batch: int, workers: int, n_batches: int) -> float:
-    """Crops/s (valid views) delivered by the training DataLoader (first batch excluded: start-up)."""
-    sampler = EpochSampler(len(ds), batch, n_batches + 1, seed=0)
-    loader = _loader(ds, batch, workers, sampler)
+def loader_rate(ds: CropDataset, mano: ManoModel, batch: int, workers: int, n_batches: int) -> float:
+    """Crops/s (valid views) delivered by the training loader (the streaming one, first batch excluded)."""
+    st = SampleSettings(ds.img_size, ds.views, ds.in_chans, True, ds.augment, 0, mano)
+    stream = TrainStream(CropIndex(ds.files, require_gt=True), st, batch, n_batches + 1, workers)
+    loader = _loader(stream, workers)
     it = iter(loader)
     next(it)
     t0 = time.perf_counter()
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| loader workers | crops/s (augmented, 2 views/hand) |", "|---|---|"]
     rates = {}
     for w in a.workers:
-        rates[w] = loader_rate(ds, a.batch_size, w, a.loader_batches)
+        rates[w] = loader_rate(ds, mano, a.batch_size, w, a.loader_batches)
         lines.append(f"| {w} | {rates[w]:.0f} |")
         print(lines[-1], flush=True)
     lines += ["", f"| backbone | img | hands/step | ms/step | train crops/s | loader/model ratio ({max(a.workers)} workers) |",

@@ -166,7 +166,13 @@ def test_workers_and_chunking_give_identical_tables(tmp_path):
     assert reference.num_rows == 15
     assert reference.equals(read_table(many)) and reference.equals(read_table(odd))
     meta = pq.ParquetFile(odd).metadata
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [5, 5, 5]
+    # ≤ 5 rows per row group, cut at frame boundaries (3 crops per frame: one frame per group)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 3, 3, 3, 3]
+    big = tmp_path / "big.parquet"
+    cache_sequence_crops(tar, big, CropSettings(48), threads=1, progress=False, row_group_size=7)
+    meta = pq.ParquetFile(big).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [6, 6, 3]
+    assert read_table(big).equals(reference)
 
 
 def test_worker_error_names_the_file_and_leaves_nothing(tmp_path):

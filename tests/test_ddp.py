@@ -4,9 +4,10 @@ with the same global batch and resumes exactly under DDP (bf16 autocast on the C
 Equivalence needs a model and batch without per-rank statistics: no BatchNorm (``test_vit`` backbone and
 the ``regress`` UV head; BatchNorm normalises each rank's slice, as plain DDP does on GPUs too) and loss
 masks of equal counts on every rank (no augmentation, so no view dropout; every toy hand fully
-annotated). The global batch of a step is then the same samples in both runs (``EpochSampler`` gives
-rank ``r`` the ``r``-th slice of the single-process batch), and DDP's mean of the ranks' gradients equals
-the gradient of the whole batch up to float summation order.
+annotated). Each rank streams its own share of the crop cache (:class:`mvhand.crop_stream.TrainStream`),
+so the one-process reference reads, at every step, rank 0's and rank 1's batches concatenated
+(:class:`_BothRanks`); DDP's mean of the ranks' gradients then equals the gradient of that global batch up
+to float summation order.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import torch
 from fixtures import make_crop_cache
 
+from mvhand import crop_stream, training
 from mvhand.mano import ManoModel
 from mvhand.synthetic_mano import write_synthetic_mano
 from mvhand.training import TrainConfig, fit
@@ -43,6 +45,28 @@ def setup(tmp_path_factory):
         for i in range(3)
     ]
     return d, crops
+
+
+class _BothRanks(torch.utils.data.IterableDataset):
+    """In one process, the global batch of a 2-rank run: each step yields rank 0's and rank 1's batches of
+    :class:`~mvhand.crop_stream.TrainStream` (half the batch size each) concatenated. Stands in for
+    ``TrainStream`` inside :func:`mvhand.training.fit` (same signature)."""
+
+    def __init__(self, index, settings, batch_size, iters_per_epoch, num_workers=0, rank=0, world_size=1,
+                 shuffle_units=8):  # fmt: skip
+        assert (num_workers, rank, world_size) == (0, 0, 1) and batch_size % 2 == 0
+        self.ranks = [
+            crop_stream.TrainStream(index, settings, batch_size // 2, iters_per_epoch, 0, r, 2, shuffle_units)
+            for r in (0, 1)
+        ]
+
+    def set_epoch(self, epoch: int, start_iter: int = 0) -> None:
+        for s in self.ranks:
+            s.set_epoch(epoch, start_iter)
+
+    def __iter__(self):
+        for a, b in zip(*self.ranks, strict=True):
+            yield {k: torch.cat([a[k], b[k]]) for k in a}
 
 
 def _cfg(setup, out: Path, **kw) -> dict:
@@ -89,7 +113,9 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_ddp_two_ranks_equal_one_process_and_resume_exactly(setup, tmp_path):
     # one process, the global batch (2 ranks x 2 hands) in one step
     single = tmp_path / "single"
-    fit(TrainConfig(**_cfg(setup, single, batch_size=2 * PER_RANK_BATCH)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "TrainStream", _BothRanks)
+        fit(TrainConfig(**_cfg(setup, single, batch_size=2 * PER_RANK_BATCH)))
     # the train CLI under torchrun: 2 ranks (gloo), 2 hands each
     ddp = tmp_path / "ddp"
     _torchrun([str(REPO / "workflow" / "scripts" / "train.py"), *_cli_args(_cfg(setup, ddp))], tmp_path)
@@ -97,6 +123,7 @@ def test_ddp_two_ranks_equal_one_process_and_resume_exactly(setup, tmp_path):
         assert (ddp / name).is_file(), name
     w1, w2 = _weights(single), _weights(ddp)
     # 4 AdamW steps at lr 1e-3 move weights by up to ~4e-3; the two runs agree to float summation order
+    # (AdamW normalises gradients, so summation noise shows as up to ~3e-6 in the weights)
     last_move = _max_diff(w1, torch.load(sorted((single / "checkpoints").glob("ckpt_*.pt"))[0],
                                          weights_only=True)["model"])  # fmt: skip
     assert last_move > 1e-4  # training moved the weights (the comparison below is not vacuous)
@@ -105,7 +132,7 @@ def test_ddp_two_ranks_equal_one_process_and_resume_exactly(setup, tmp_path):
     key_bias = {k for k in w1 if k.endswith("attn.qkv.bias")}
     assert key_bias
     rest = set(w1) - key_bias
-    assert _max_diff({k: w1[k] for k in rest}, {k: w2[k] for k in rest}) < 2e-6
+    assert _max_diff({k: w1[k] for k in rest}, {k: w2[k] for k in rest}) < 1e-5  # wrong samples: ~5e-3
     assert _max_diff({k: w1[k] for k in key_bias}, {k: w2[k] for k in key_bias}) < 1e-4
     # the logged loss is the global batch's (the mean of the ranks' terms), not rank 0's slice
     assert _losses(ddp) == pytest.approx(_losses(single), rel=1e-5)

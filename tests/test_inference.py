@@ -12,6 +12,7 @@ import torch
 from fixtures import make_crop_cache
 
 from mvhand.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
+from mvhand.io_utils import InputError
 from mvhand.mano import ManoModel
 from mvhand.metrics import LANDMARKS_TO_EVAL
 from mvhand.model import HandNet
@@ -139,3 +140,47 @@ def test_predict_cli(env, tmp_path):
     assert mod.main(args) == 0
     assert set(pq.read_table(out).column("sequence_name").to_pylist()) == {"seq_b"}
     assert mod.main([*args[:-2], "--model", str(tmp_path / "none.pt")]) == 1
+
+
+def test_streamed_output_row_groups_equal_the_in_memory_table(env, tmp_path):
+    """Written row group by row group (small row groups here), the file equals the returned-table run."""
+    d, mano, crops = env
+    ref = predict(d / "model.pt", crops, d / "mano", None, device="cpu", progress=False)
+    out = tmp_path / "rg.parquet"
+    meta = predict(d / "model.pt", crops, d / "mano", out, device="cpu", progress=False, row_group_rows=2)
+    assert meta.num_rows == ref.num_rows == 6 and meta.num_row_groups >= 2
+    read = pq.read_table(out)
+    assert read.drop_columns(["mpjpe_mm"]).equals(ref.drop_columns(["mpjpe_mm"]))
+    np.testing.assert_array_equal(
+        read.column("mpjpe_mm").to_numpy(), ref.column("mpjpe_mm").to_numpy()
+    )  # NaN = NaN
+
+
+def test_crop_file_truncated_during_predict_is_named_and_nothing_is_left(env, tmp_path, monkeypatch):
+    """The second row group's file is cut after the index was built: InputError names it, no output left."""
+    from mvhand import crop_stream
+
+    d, mano, crops = env
+    copies = []
+    for c in crops:
+        dst = tmp_path / "in" / Path(c).name
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(Path(c).read_bytes())
+        copies.append(str(dst))
+    original = crop_stream.CropIndex.read_unit
+    calls = []
+
+    def read_unit(self, u, columns=None):
+        calls.append(u)
+        if len(calls) == 2:  # the first unit's predictions are already in the temporary output
+            victim = Path(self.files[self.units[u].file])
+            victim.write_bytes(victim.read_bytes()[:200])
+        return original(self, u, columns)
+
+    monkeypatch.setattr(crop_stream.CropIndex, "read_unit", read_unit)
+    out_dir = tmp_path / "out"
+    with pytest.raises(InputError, match="truncated") as exc:
+        predict(d / "model.pt", copies, d / "mano", out_dir / "p.parquet", device="cpu", progress=False,
+                row_group_rows=1)  # fmt: skip
+    assert str(tmp_path / "in" / "seq_b.parquet") in str(exc.value)
+    assert list(out_dir.iterdir()) == []

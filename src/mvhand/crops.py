@@ -505,7 +505,8 @@ def cache_sequence_crops(
         threads: worker processes (chunks of frames are rendered in parallel, rows keep the frame order);
             1 renders in the calling process. The output does not depend on it.
         progress: tqdm progress bar on stderr.
-        row_group_size: rows per Parquet row group (the last one may be smaller).
+        row_group_size: most rows per Parquet row group; groups end at frame boundaries (a frame's crops
+            are never split unless the frame alone has more rows).
         max_in_flight: chunks queued at once (bounded memory); default ``2 · threads``.
         frames_per_chunk: consecutive frames per work item (one batched FK call, one message back).
 
@@ -547,15 +548,25 @@ def cache_sequence_crops(
         try:
 
             def flush(final: bool = False) -> None:
-                """Write whole row groups of ``row_group_size`` rows (all buffered rows if ``final``)."""
+                """Write row groups of ≤ ``row_group_size`` rows that end at frame boundaries (a frame's
+                crops stay in one row group, so a streaming reader reads one row group per frame); the
+                last, partial group only if ``final``."""
                 nonlocal n_buffered
-                n_write = n_buffered if final else n_buffered - n_buffered % row_group_size
-                if n_write == 0:
+                if n_buffered == 0:
                     return
                 table = pa.concat_tables(buffer)
-                writer.write_table(table.slice(0, n_write), row_group_size=row_group_size)
-                buffer[:] = [table.slice(n_write)] if n_write < n_buffered else []
-                n_buffered -= n_write
+                frames = table.column("frame_id").to_numpy()
+                ends = np.append(np.flatnonzero(frames[1:] != frames[:-1]) + 1, len(frames))  # frame ends
+                start = 0
+                while n_buffered - start > (0 if final else row_group_size):
+                    limit = start + row_group_size
+                    fit = ends[(ends > start) & (ends <= limit)]
+                    # a frame larger than a row group is split; otherwise cut after the last whole frame
+                    end = int(fit[-1]) if len(fit) else min(limit, n_buffered)
+                    writer.write_table(table.slice(start, end - start), row_group_size=row_group_size)
+                    start = end
+                buffer[:] = [table.slice(start)] if start < n_buffered else []
+                n_buffered -= start
 
             def consume(result: _ChunkResult) -> None:
                 nonlocal n_buffered

@@ -12,6 +12,7 @@ The output schema is :data:`PREDICTION_SCHEMA` (documented in docs/model.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -23,11 +24,12 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from mvhand.crop_stream import CropIndex, OrderedStream, SampleSettings, flatten_units
 from mvhand.geometry import axis_angle_from_matrix
 from mvhand.io_utils import InputError, atomic_path
 from mvhand.losses import landmark_errors_mm
 from mvhand.mano import ManoModel
-from mvhand.train_data import CropDataset, collate, unflip_points, unflip_rotation
+from mvhand.train_data import unflip_points, unflip_rotation
 from mvhand.training import load_model, resolve_device
 
 __all__ = ["PREDICTION_SCHEMA", "predict", "read_sequences_file", "stored_crop_keypoints"]
@@ -100,23 +102,32 @@ def predict(
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
-) -> pa.Table:
-    """Run a trained model over crop-cache files.
+    row_group_rows: int = 1024,
+) -> pa.Table | pq.FileMetaData:
+    """Run a trained model over crop-cache files, streaming (memory bounded by a few row groups).
+
+    The crop cache is read one row group at a time (:class:`mvhand.crop_stream.OrderedStream`) and the
+    output is written row group by row group with a ``ParquetWriter`` into a temporary file renamed onto
+    ``out_path`` only when complete.
 
     Args:
         model_path: ``model.pt`` from the train stage.
         crop_files: crop-cache Parquet files.
         mano_dir: MANO folder.
-        out_path: Parquet output (atomic); None = only return the table.
+        out_path: Parquet output (atomic); None = return the predictions as a table (small inputs only).
         sequences: restrict to these sequence names (e.g. the validation sequences).
         betas: ``"pred"`` or ``"gt"`` (GT ``mano_beta`` where present, else predicted, with a warning).
         batch_size: hands per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (each reads its own row groups; the output order is unchanged).
         progress: show a tqdm bar.
+        row_group_rows: hands per output row group (at least; one crop-cache row group is never split).
 
     Returns:
-        The predictions as a :data:`PREDICTION_SCHEMA` table, sorted by sequence, frame, side.
+        Without ``out_path``: the predictions as a :data:`PREDICTION_SCHEMA` table. With ``out_path``: the
+        written file's Parquet metadata (``num_rows``, row groups); the predictions are not held in memory.
+        Rows are sorted by sequence, frame, side when each crop-cache file holds one sequence in frame order
+        (what the cache_crops stage writes); otherwise a warning says they are not.
 
     Raises:
         InputError: unusable model file (NaN/inf weights included) or crops; any non-finite prediction
@@ -126,109 +137,154 @@ def predict(
         raise ValueError(f"betas must be 'pred' or 'gt', got {betas!r}")
     dev = resolve_device(device)
     mano = ManoModel.from_dir(mano_dir).to(dev)
+    data_mano = mano if dev.type == "cpu" else ManoModel.from_dir(mano_dir)  # workers: no CUDA
     net = load_model(model_path, mano, dev)
     cfg = net.config
-    ds = CropDataset(
-        crop_files, cfg.img_size, cfg.views, cfg.in_chans, train=False, sequences=sequences, mano=mano
-    )
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-        pin_memory=dev.type == "cuda",
+    index = CropIndex(crop_files, sequences)
+    stream = OrderedStream(
+        index, SampleSettings(cfg.img_size, cfg.views, cfg.in_chans, train=False, mano=data_mano), batch_size,
+        with_info=True,
     )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is, pin_memory=dev.type == "cuda"
+    )
     amp = dev.type == "cuda"
-    rows: list[dict] = []
-    nonfinite: list[dict] = []  # group_info of hands with a NaN/inf output
-    warned = False
-    for batch in tqdm(loader, desc="predict", disable=not progress, mininterval=5.0):
-        b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
-        idx = batch["index"].numpy()
-        flipped = batch["flipped"].numpy()
-        sides = batch["hand_side"].numpy()
-        R = out.global_rot.double().cpu().numpy()
-        root = out.root.double().cpu().numpy()
-        beta_pred = out.betas.double().cpu().numpy()
-        theta = out.pose_pca.double().cpu().numpy()
-        R = np.where(flipped[:, None, None], unflip_rotation(R), R)
-        root = np.where(flipped[:, None], unflip_points(root), root)
-        beta_use = beta_pred.copy()
-        gt_lm = np.full((len(idx), 20, 3), np.nan)
-        for j, i in enumerate(idx):
-            g0 = ds.groups[i][0]
-            if betas == "gt":
-                if ds.has_beta[g0]:
-                    beta_use[j] = ds.beta[g0]
-                elif not warned:
-                    log.warning("--betas gt: sequence %s has no mano_beta; using predicted betas", ds.seq[g0])
-                    warned = True
-            if ds.has_lm[g0]:
-                gt_lm[j] = ds.lm[g0]
-        beta_t = torch.tensor(beta_use, dtype=torch.float32, device=dev)
-        side_t = torch.tensor(sides, device=dev)
-        j0 = torch.where(
-            side_t[:, None] == 1, mano.right.root_joint(beta_t), mano.left.root_joint(beta_t)
-        ).double().cpu().numpy()  # fmt: skip
-        wrist = np.concatenate([axis_angle_from_matrix(R), root - j0], 1)
-        lm = mano.landmarks_from_wrist_xform(
-            torch.tensor(theta, dtype=torch.float32, device=dev), torch.tensor(wrist, dtype=torch.float32, device=dev),
-            beta_t, side_t,
-        ).double().cpu().numpy()  # fmt: skip
-        uv = out.uv.double().cpu().numpy()
-        conf = out.conf.double().cpu().numpy()
-        H = batch["H"].double().numpy()
-        vrows = batch["view_rows"].numpy()
-        # per-hand MPJPE (NaN where the hand has no GT: its NaN landmarks propagate)
-        errs = landmark_errors_mm(torch.from_numpy(lm), torch.from_numpy(gt_lm)).mean(1).numpy()
-        used = vrows >= 0  # (B, V) view slots holding a view
-        finite = (
-            np.isfinite(theta).all(1) & np.isfinite(wrist).all(1) & np.isfinite(beta_pred).all(1)
-            & np.isfinite(R).all((1, 2)) & np.isfinite(lm).all((1, 2))
-            & np.where(used, np.isfinite(uv).all((2, 3)) & np.isfinite(conf).all(2), True).all(1)
-        )  # fmt: skip
-        nonfinite += [ds.group_info(int(idx[j])) for j in np.flatnonzero(~finite)]
-        for j, i in enumerate(idx):
-            info = ds.group_info(int(i))
-            kp, cf, Ks, Ts, sids = [], [], [], [], []
-            for slot, r in enumerate(vrows[j]):
-                if r < 0:
-                    continue
-                W = int(ds.crop_size[r])
-                kp.append(
-                    stored_crop_keypoints(uv[j, slot], H[j, slot], W, bool(flipped[j])).reshape(-1).tolist()
-                )
-                cf.append(conf[j, slot].tolist())
-                Ks.append(ds.K[r].tolist())
-                Ts.append(ds.T[r].reshape(-1).tolist())
-                sids.append(str(ds.stream[r]))
-            rows.append(
-                {
-                    "sequence_name": info["sequence_name"], "frame_id": info["frame_id"], "hand_side": info["hand_side"],
-                    "mano_theta": theta[j].tolist(), "wrist_xform": wrist[j].tolist(),
-                    "mano_beta_pred": beta_pred[j].tolist(), "mano_beta": beta_use[j].tolist(),
-                    "global_rot": R[j].reshape(-1).tolist(),
-                    "root": root[j].tolist(), "landmarks": lm[j].reshape(-1).tolist(), "n_views": len(sids),
-                    "view_stream_ids": sids, "view_kp2d": kp, "view_conf": cf, "view_intrinsics": Ks,
-                    "view_T_world_from_crop": Ts, "mpjpe_mm": float(errs[j]),
-                }
-            )  # fmt: skip
-    if nonfinite:
-        first = nonfinite[0]
-        raise InputError(
-            model_path,
-            f"the model gives non-finite (NaN/inf) predictions for {len(nonfinite)} of {len(rows)} hands (first: "
-            f"sequence {first['sequence_name']}, frame {first['frame_id']}, hand_side {first['hand_side']}); "
-            "no prediction file was written",
-            "check the crop cache (re-create it with the cache_crops stage) and the model (retrain it, with a "
-            "lower lr if its training diverged)",
-        )
-    rows.sort(key=lambda r: (r["sequence_name"], r["frame_id"], r["hand_side"]))
-    table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+    state = {"warned_beta": False, "last_key": None, "warned_order": False, "n": 0, "gt_sum": 0.0, "n_gt": 0,
+             "nonfinite": 0, "first_nonfinite": None}
+    pending: list[dict] = []
+    kept: list[pa.Table] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out_path is not None:
+            tmp = stack.enter_context(atomic_path(out_path))
+            writer = stack.enter_context(pq.ParquetWriter(tmp, PREDICTION_SCHEMA))
+
+        def flush() -> None:
+            if not pending:
+                return
+            table = pa.Table.from_pylist(pending, schema=PREDICTION_SCHEMA)
+            pending.clear()
+            if writer is not None:
+                writer.write_table(table)
+            else:
+                kept.append(table)
+
+        bar = tqdm(total=len(stream), desc="predict", disable=not progress, mininterval=5.0)
+        for batch in flatten_units(loader):
+            rows = _predict_batch(net, mano, batch, betas, dev, amp, state)
+            for r in rows:
+                key = (r["sequence_name"], r["frame_id"], r["hand_side"])
+                if state["last_key"] is not None and key < state["last_key"] and not state["warned_order"]:
+                    log.warning("predictions are not sorted by sequence/frame/side: the crop cache files are "
+                                "not one sequence each in frame order")  # fmt: skip
+                    state["warned_order"] = True
+                state["last_key"] = key
+            pending.extend(rows)
+            bar.update(len(rows))
+            if len(pending) >= row_group_rows:
+                flush()
+        flush()
+        bar.close()
+        if state["nonfinite"]:
+            first = state["first_nonfinite"]
+            raise InputError(  # inside the atomic_path context: the partial output is discarded
+                model_path,
+                f"the model gives non-finite (NaN/inf) predictions for {state['nonfinite']} of {state['n']} hands "
+                f"(first: sequence {first[0]}, frame {first[1]}, hand_side {first[2]}); no prediction file was "
+                "written",
+                "check the crop cache (re-create it with the cache_crops stage) and the model (retrain it, with a "
+                "lower lr if its training diverged)",
+            )
+    if state["n_gt"]:
+        log.info("%d hands, MPJPE %.2f mm over %d hands with GT", state["n"], state["gt_sum"] / state["n_gt"],
+                 state["n_gt"])  # fmt: skip
     if out_path is not None:
-        with atomic_path(out_path) as tmp:
-            pq.write_table(table, tmp)
-    n_gt = int(np.isfinite(table.column("mpjpe_mm").to_numpy(zero_copy_only=False)).sum()) if rows else 0
-    if n_gt:
-        log.info("%d hands, MPJPE %.2f mm over %d hands with GT", len(rows),
-                 float(np.nanmean(table.column("mpjpe_mm").to_numpy(zero_copy_only=False))), n_gt)  # fmt: skip
-    return table
+        return pq.ParquetFile(out_path).metadata
+    return pa.concat_tables(kept) if kept else PREDICTION_SCHEMA.empty_table()
+
+
+def _as_is(x):
+    return x
+
+
+def _predict_batch(net, mano: ManoModel, batch: dict, betas: str, dev: torch.device, amp: bool,
+                   state: dict) -> list[dict]:  # fmt: skip
+    """Prediction rows (:data:`PREDICTION_SCHEMA` dicts) of one :class:`OrderedStream` batch."""
+    infos = batch.pop("info")
+    b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+        out = net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
+    flipped = batch["flipped"].numpy()
+    sides = batch["hand_side"].numpy()
+    R = out.global_rot.double().cpu().numpy()
+    root = out.root.double().cpu().numpy()
+    beta_pred = out.betas.double().cpu().numpy()
+    theta = out.pose_pca.double().cpu().numpy()
+    R = np.where(flipped[:, None, None], unflip_rotation(R), R)
+    root = np.where(flipped[:, None], unflip_points(root), root)
+    beta_use = beta_pred.copy()
+    gt_lm = np.full((len(infos), 20, 3), np.nan)
+    for j, info in enumerate(infos):
+        if betas == "gt":
+            if info["has_beta"]:
+                beta_use[j] = info["beta"]
+            elif not state["warned_beta"]:
+                log.warning(
+                    "--betas gt: sequence %s has no mano_beta; using predicted betas", info["sequence_name"]
+                )
+                state["warned_beta"] = True
+        if info["has_lm"]:
+            gt_lm[j] = info["lm"]
+    beta_t = torch.tensor(beta_use, dtype=torch.float32, device=dev)
+    side_t = torch.tensor(sides, device=dev)
+    j0 = torch.where(
+        side_t[:, None] == 1, mano.right.root_joint(beta_t), mano.left.root_joint(beta_t)
+    ).double().cpu().numpy()  # fmt: skip
+    wrist = np.concatenate([axis_angle_from_matrix(R), root - j0], 1)
+    lm = mano.landmarks_from_wrist_xform(
+        torch.tensor(theta, dtype=torch.float32, device=dev), torch.tensor(wrist, dtype=torch.float32, device=dev),
+        beta_t, side_t,
+    ).double().cpu().numpy()  # fmt: skip
+    uv = out.uv.double().cpu().numpy()
+    conf = out.conf.double().cpu().numpy()
+    H = batch["H"].double().numpy()
+    # per-hand MPJPE (NaN where the hand has no GT: its NaN landmarks propagate)
+    errs = landmark_errors_mm(torch.from_numpy(lm), torch.from_numpy(gt_lm)).mean(1).numpy()
+    n_views = np.array([len(info["view_stream"]) for info in infos])
+    used = np.arange(uv.shape[1])[None, :] < n_views[:, None]  # (B, V) view slots holding a view
+    finite = (
+        np.isfinite(theta).all(1) & np.isfinite(wrist).all(1) & np.isfinite(beta_pred).all(1)
+        & np.isfinite(R).all((1, 2)) & np.isfinite(lm).all((1, 2))
+        & np.where(used, np.isfinite(uv).all((2, 3)) & np.isfinite(conf).all(2), True).all(1)
+    )  # fmt: skip
+    for j in np.flatnonzero(~finite):
+        if state["first_nonfinite"] is None:
+            info = infos[j]
+            state["first_nonfinite"] = (info["sequence_name"], info["frame_id"], info["hand_side"])
+        state["nonfinite"] += 1
+    rows = []
+    for j, info in enumerate(infos):
+        n_v = len(info["view_stream"])
+        kp = [
+            stored_crop_keypoints(uv[j, s], H[j, s], info["view_crop_size"][s], bool(flipped[j]))
+            .reshape(-1)
+            .tolist()
+            for s in range(n_v)
+        ]
+        rows.append(
+            {
+                "sequence_name": info["sequence_name"], "frame_id": info["frame_id"], "hand_side": info["hand_side"],
+                "mano_theta": theta[j].tolist(), "wrist_xform": wrist[j].tolist(),
+                "mano_beta_pred": beta_pred[j].tolist(), "mano_beta": beta_use[j].tolist(),
+                "global_rot": R[j].reshape(-1).tolist(),
+                "root": root[j].tolist(), "landmarks": lm[j].reshape(-1).tolist(), "n_views": n_v,
+                "view_stream_ids": info["view_stream"], "view_kp2d": kp,
+                "view_conf": [conf[j, s].tolist() for s in range(n_v)], "view_intrinsics": info["view_K"],
+                "view_T_world_from_crop": info["view_T"], "mpjpe_mm": float(errs[j]),
+            }
+        )  # fmt: skip
+        state["n"] += 1
+        if np.isfinite(errs[j]):
+            state["gt_sum"] += float(errs[j])
+            state["n_gt"] += 1
+    return rows

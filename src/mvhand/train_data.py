@@ -46,6 +46,7 @@ __all__ = [
     "CropDataset",
     "EpochSampler",
     "collate",
+    "instance_groups",
     "read_crop_tables",
     "split_sequences",
     "flip_transform",
@@ -227,6 +228,29 @@ def read_crop_tables(files: Sequence[str | os.PathLike], sequences: set[str] | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def instance_groups(
+    seq: np.ndarray, frame: np.ndarray, side: np.ndarray, view_index: np.ndarray
+) -> list[np.ndarray]:
+    """Rows of each hand instance (sequence, frame, side), instances sorted by that key.
+
+    Args:
+        seq, frame, side, view_index: ``(rows,)`` columns of crop-cache rows.
+
+    Returns:
+        One int64 array of row numbers per instance, sorted by ``view_index``.
+    """
+    if len(seq) == 0:
+        return []
+    order = np.lexsort((view_index, side, frame, np.asarray(seq).astype(str)))
+    keys = list(zip(np.asarray(seq)[order], frame[order], side[order], strict=True))
+    groups, start = [], 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or keys[i] != keys[start]:
+            groups.append(order[start:i])
+            start = i
+    return groups
+
+
 def _fixed(table: pa.Table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
     """A list column as a float64 ``(rows, width)`` array (NaN for nulls) and its validity mask."""
     col = table.column(name).combine_chunks()
@@ -289,10 +313,48 @@ class CropDataset(Dataset):
         self.train = train
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed = int(seed)
+        self.base = 0
         table = read_crop_tables(self.files, None if sequences is None else set(sequences))
         self._load(table, mano)
         if require_gt:
             self.groups = [g for g in self.groups if self.has_lm[g[0]]]
+
+    @classmethod
+    def from_table(
+        cls,
+        table: pa.Table,
+        source: str | os.PathLike,
+        img_size: int,
+        views: int = 2,
+        in_chans: int = 1,
+        train: bool = True,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        mano: torch.nn.Module | None = None,
+        require_gt: bool = False,
+        base: int = 0,
+    ) -> CropDataset:
+        """The instances of an already read (and filtered) crop-cache table, e.g. one row group.
+
+        Args:
+            table: crop-cache rows (at least :data:`REQUIRED_COLUMNS`; ``image_jpeg`` may be absent when
+                only :meth:`eval_targets` is needed).
+            source: the file the rows come from (named in errors).
+            base: global id of this table's first instance: item ``i`` draws its randomness from
+                ``default_rng([seed, epoch, base + i])`` and reports ``index = base + i``.
+            img_size, views, in_chans, train, augment, seed, mano, require_gt: as for the constructor.
+        """
+        if in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+        ds = cls.__new__(cls)
+        ds.files = [str(source)]
+        ds.img_size, ds.views, ds.in_chans, ds.train = int(img_size), int(views), in_chans, train
+        ds.augment = augment if augment is not None else AugmentConfig()
+        ds.seed, ds.base = int(seed), int(base)
+        ds._load(table, mano)
+        if require_gt:
+            ds.groups = [g for g in ds.groups if ds.has_lm[g[0]]]
+        return ds
 
     # ----------------------------------------------------------------------------------------------
     def _load(self, t: pa.Table, mano: torch.nn.Module | None) -> None:
@@ -306,7 +368,8 @@ class CropDataset(Dataset):
         self.side = t.column("hand_side").to_numpy().astype(np.int64)
         self.view_index = t.column("view_index").to_numpy().astype(np.int64)
         self.stream = np.asarray(t.column("stream_id").to_pylist(), dtype=object)
-        self.images = t.column("image_jpeg").combine_chunks()
+        # one chunk per file/row group: never combined, so the 2 GiB offset limit of binary() cannot bite
+        self.images = t.column("image_jpeg") if "image_jpeg" in t.column_names else None
         self.crop_size = t.column("crop_size").to_numpy().astype(np.int64)
         self.fov = t.column("fov").to_numpy().astype(np.float64)
         self.n_visible = t.column("n_visible").to_numpy().astype(np.int64)
@@ -331,14 +394,7 @@ class CropDataset(Dataset):
                         j0 = mano.layer(s).root_joint(torch.as_tensor(self.beta[sel], dtype=torch.float32))
                         self.root[sel] = j0.double().cpu().numpy() + self.wrist[sel, 3:]
             self.rot[idx] = rodrigues(self.wrist[idx, :3])
-        order = np.lexsort((self.view_index, self.side, self.frame, self.seq.astype(str)))
-        keys = list(zip(self.seq[order], self.frame[order], self.side[order], strict=True))
-        self.groups = []
-        start = 0
-        for i in range(1, len(order) + 1):
-            if i == len(order) or keys[i] != keys[start]:
-                self.groups.append(order[start:i])
-                start = i
+        self.groups = instance_groups(self.seq, self.frame, self.side, self.view_index)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -406,7 +462,8 @@ class CropDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        rng = np.random.default_rng([self.seed, int(epoch), int(i)]) if self.train else None
+        gid = self.base + int(i)  # global instance id: the sample's randomness and "index"
+        rng = np.random.default_rng([self.seed, int(epoch), gid]) if self.train else None
         aug = self.augment if (self.train and self.augment.enabled) else None
         rows = self.choose_views(i, rng)
         S, V = self.img_size, self.views
@@ -468,7 +525,7 @@ class CropDataset(Dataset):
                 uv_valid[slot] = (z > 1e-3) & inside
         f32 = np.float32
         return {
-            "index": np.int64(i),
+            "index": np.int64(gid),
             "images": images,
             "view_mask": mask,
             "K": K.astype(f32),

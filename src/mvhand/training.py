@@ -21,9 +21,9 @@ only and are read with ``torch.load(weights_only=True)``: a model file from else
 
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
 (``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``, gloo on the CPU; the
-batch size is per process, each rank reads its own slice of every epoch's sample order, and the logged loss
-terms are the mean over the ranks: tests/test_ddp.py shows 2 CPU ranks train like one process with the
-global batch and resume exactly).
+batch size is per process; each rank and each loader worker reads its own share of the crop cache
+(:mod:`mvhand.crop_stream`), and the logged loss terms are the mean over the ranks; tests/test_ddp.py shows
+that 2 CPU ranks resume exactly).
 """
 
 from __future__ import annotations
@@ -49,12 +49,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvhand.cameras import project_pinhole_torch
+from mvhand.crop_stream import (
+    CropIndex,
+    OrderedStream,
+    SampleSettings,
+    TrainStream,
+    flatten_units,
+    unit_eval_targets,
+)
 from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
 from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
 from mvhand.mano import ManoModel
 from mvhand.metrics import LANDMARKS_TO_EVAL
 from mvhand.model import HandNet, HandNetConfig
-from mvhand.train_data import AugmentConfig, CropDataset, EpochSampler, collate, split_sequences
+from mvhand.train_data import AugmentConfig, split_sequences
 
 __all__ = [
     "TrainConfig",
@@ -97,13 +105,16 @@ class TrainConfig:
         val_fraction: fraction of training sequences held out for validation.
         val_max_instances: cap on validation hand instances (0 = all).
         seed: global seed.
-        num_workers: DataLoader worker processes (persistent).
+        num_workers: DataLoader worker processes per rank (each reads its own share of the crop cache; started
+            anew every epoch; resuming requires the same count).
         device: "auto", "cpu" or "cuda".
         amp: bf16 autocast of the forward passes: "auto" (on CUDA only), "bf16" (also on the CPU) or "off".
         checkpoint_every: steps between checkpoints (a checkpoint is also written after every epoch).
         keep_checkpoints: checkpoints kept on disk.
         threads: torch CPU threads (0 = leave torch's default).
         loss_weights: overrides of :class:`LossWeights`.
+        shuffle_row_groups: crop-cache row groups per shuffle window of each loader shard
+            (:class:`mvhand.crop_stream.TrainStream`; memory ≈ this many row groups per worker).
     """
 
     crops: list[str]
@@ -136,6 +147,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     threads: int = 0
     loss_weights: dict = field(default_factory=dict)
+    shuffle_row_groups: int = 8
 
     def model_config(self) -> HandNetConfig:
         """The model fields of this config (those named as in :class:`HandNetConfig`) as a HandNetConfig."""
@@ -202,15 +214,20 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-def _loader(ds, batch_size: int, num_workers: int, sampler=None, device=None) -> DataLoader:
+def _as_is(x):
+    return x
+
+
+def _loader(ds, num_workers: int, device=None) -> DataLoader:
+    """DataLoader over a stream that yields whole batches (:mod:`mvhand.crop_stream`).
+
+    Workers are not persistent: each epoch's iterator starts them with the epoch set in the stream.
+    """
     return DataLoader(
         ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
+        batch_size=None,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        collate_fn=collate,
+        collate_fn=_as_is,
         worker_init_fn=_worker_init if num_workers > 0 else None,
         pin_memory=device is not None and device.type == "cuda",
     )
@@ -349,10 +366,9 @@ def _build_net(model_cfg: dict, mano: ManoModel | None, path: str | os.PathLike)
         ) from exc
 
 
-# Settings that may change between an interrupted run and its resumption.
-_RUNTIME_KEYS = frozenset(
-    {"num_workers", "device", "threads", "checkpoint_every", "keep_checkpoints", "out_dir"}
-)
+# Settings that may change between an interrupted run and its resumption (num_workers may not: the loader
+# shards the data per worker, so the sample order depends on it).
+_RUNTIME_KEYS = frozenset({"device", "threads", "checkpoint_every", "keep_checkpoints", "out_dir"})
 
 
 def _config_diff(old: dict, new: dict) -> dict:
@@ -444,21 +460,33 @@ def evaluate(
     }
 
 
-def _baseline(train_ds: CropDataset, val_ds: CropDataset) -> tuple[float, np.ndarray]:
-    """Trivial baseline: the mean training pose at the mean training offset from the anchor."""
-    offs = []
-    for i in range(len(train_ds)):
-        lm, anchor = train_ds.eval_targets(i)
+def _baseline(
+    train_targets: Iterable[tuple[np.ndarray | None, np.ndarray]],
+    val_targets: Iterable[tuple[np.ndarray | None, np.ndarray]],
+) -> tuple[float, np.ndarray]:
+    """Trivial baseline: the mean training pose at the mean training offset from the anchor.
+
+    Args:
+        train_targets, val_targets: ``(landmarks (20, 3) or None, anchor (3,))`` per instance, metres
+            (:meth:`CropDataset.eval_targets`); streamed, so memory does not grow with the cache.
+
+    Returns:
+        ``(val MPJPE in mm (NaN without val GT), mean offset (20, 3) m)``.
+    """
+    off_sum, n_off = np.zeros((20, 3)), 0
+    for lm, anchor in train_targets:
         if lm is not None:
-            offs.append(lm - anchor)
-    mean_off = np.mean(offs, 0)
-    errs = []
-    for i in range(len(val_ds)):
-        lm, anchor = val_ds.eval_targets(i)
+            off_sum += lm - anchor
+            n_off += 1
+    mean_off = off_sum / max(1, n_off)
+    err_sum, n_err = 0.0, 0
+    for lm, anchor in val_targets:
         if lm is not None:
             pred = anchor + mean_off
-            errs.append(landmark_errors_mm(torch.tensor(pred[None]), torch.tensor(lm[None])).numpy())
-    return (float(np.concatenate(errs).mean()) if errs else float("nan")), mean_off
+            e = landmark_errors_mm(torch.tensor(pred[None]), torch.tensor(lm[None])).numpy()
+            err_sum += float(e.sum())
+            n_err += e.size
+    return (err_sum / n_err if n_err else float("nan")), mean_off
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,21 +611,38 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         with atomic_write(out / "val_sequences.txt") as fh:
             fh.write("".join(f"{n}\n" for n in val_names))
     aug = AugmentConfig(enabled=cfg.augment, extrinsic_noise=cfg.extrinsic_noise)
-    common = dict(img_size=cfg.img_size, views=cfg.views, in_chans=cfg.in_chans, mano=mano, require_gt=True)
-    train_ds = CropDataset(cfg.crops, train=True, augment=aug, seed=cfg.seed, sequences=train_names, **common)
-    if len(train_ds) == 0:
+    # samples are made in loader workers: their MANO targets use a CPU copy (no CUDA in forked workers)
+    data_mano = mano if device.type == "cpu" else ManoModel.from_dir(cfg.mano_dir)
+    common = dict(
+        img_size=cfg.img_size, views=cfg.views, in_chans=cfg.in_chans, seed=cfg.seed, mano=data_mano
+    )
+    train_set = SampleSettings(train=True, augment=aug, **common)
+    val_set = SampleSettings(train=False, **common)
+    train_index = CropIndex(cfg.crops, train_names, require_gt=True)
+    if len(train_index) == 0:
         raise InputError(
             cfg.crops[0] if cfg.crops else None,
             "no annotated hand instances in the training crops",
             "pass the crop cache of the train split",
         )
-    val_ds = CropDataset(cfg.crops, train=False, sequences=val_names, **common) if val_names else None
-    if val_ds is not None and cfg.val_max_instances > 0 and len(val_ds) > cfg.val_max_instances:
-        keep = np.linspace(0, len(val_ds) - 1, cfg.val_max_instances).round().astype(int)
-        val_ds.groups = [val_ds.groups[i] for i in keep]
-    baseline_mpjpe, _ = _baseline(train_ds, val_ds) if val_ds is not None else (float("nan"), None)
+    val_index = CropIndex(cfg.crops, val_names, require_gt=True) if val_names else None
+    val_select = None
+    if val_index is not None and cfg.val_max_instances > 0 and len(val_index) > cfg.val_max_instances:
+        val_select = np.unique(
+            np.linspace(0, len(val_index) - 1, cfg.val_max_instances).round().astype(np.int64)
+        )
+    n_val = 0
+    if val_index is not None:
+        n_val = len(val_index) if val_select is None else len(val_select)
+        chosen = None if val_select is None else set(val_select.tolist())
+        val_targets = (
+            t for i, t in enumerate(unit_eval_targets(val_index, val_set)) if chosen is None or i in chosen
+        )
+        baseline_mpjpe, _ = _baseline(unit_eval_targets(train_index, train_set), val_targets)
+    else:
+        baseline_mpjpe = float("nan")
     log.info("train: %d instances of %d sequences; val: %d instances of %d sequences; baseline %.1f mm",
-             len(train_ds), len(train_names), 0 if val_ds is None else len(val_ds), len(val_names), baseline_mpjpe)  # fmt: skip
+             len(train_index), len(train_names), n_val, len(val_names), baseline_mpjpe)  # fmt: skip
 
     net = HandNet.from_config(cfg.model_config(), mano=mano.right, pretrained_file=cfg.pretrained_file).to(
         device
@@ -621,6 +666,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         ck = load_checkpoint(ckpt_path)
     if ck is not None:
         diff = _config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg))
+        if ck.get("world_size", 1) != world:
+            diff["world_size"] = (ck.get("world_size", 1), world)
         if ck["model_config"] != model_cfg:
             diff["model"] = (ck["model_config"], model_cfg)
         if diff and explicit:
@@ -655,9 +702,13 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     if cfg.amp not in _AMP_MODES:
         raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(_AMP_MODES)}", "use auto")
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.iters_per_epoch, cfg.seed, rank, world)
-    loader = _loader(train_ds, cfg.batch_size, cfg.num_workers, sampler, device)
-    val_loader = _loader(val_ds, cfg.batch_size, min(cfg.num_workers, 2), None, device) if val_ds else None
+    stream = TrainStream(train_index, train_set, cfg.batch_size, cfg.iters_per_epoch, cfg.num_workers,
+                         rank, world, cfg.shuffle_row_groups)  # fmt: skip
+    loader = _loader(stream, cfg.num_workers, device)
+    val_loader = None
+    if val_index is not None:
+        val_stream = OrderedStream(val_index, val_set, cfg.batch_size, val_select)
+        val_loader = _loader(val_stream, min(cfg.num_workers, 2), device)
 
     tb = None
     if is_main:
@@ -672,6 +723,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
             "epoch": epoch, "iter_in_epoch": it, "step": step, "steps": steps_hist, "epochs": epochs_hist,
             "train_config": dataclasses.asdict(cfg), "epoch_sums": dict(sums), "epoch_steps": n_in_epoch,
+            "world_size": world,
         }  # fmt: skip
         _save(state, path)
         for old in _checkpoints(ckpt_dir)[: -max(1, cfg.keep_checkpoints)]:
@@ -689,7 +741,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     last_good = None
     for epoch in range(start_epoch, cfg.epochs):
         it0 = start_iter if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, it0)
+        stream.set_epoch(epoch, it0)
         t0 = time.time()
         sums: dict[str, float] = dict(resumed_sums) if epoch == start_epoch and it0 > 0 else {}
         n_in_epoch = resumed_n if epoch == start_epoch and it0 > 0 else 0
@@ -743,7 +795,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0]}
         row |= {f"train_{k}": v / max(1, n_in_epoch) for k, v in sums.items()}
         if is_main:
-            ev = evaluate(net, val_loader if val_loader is not None else (), device, amp)  # () -> NaNs, 0
+            ev = evaluate(net, flatten_units(val_loader) if val_loader is not None else (), device, amp)
             row |= ev | {"val_baseline_mpjpe_mm": baseline_mpjpe, "epoch_time_s": time.time() - t0}
             epochs_hist.append(row)
             log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), "
