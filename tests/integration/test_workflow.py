@@ -261,6 +261,7 @@ def _fake_dataset(workdir: Path, names: dict[str, list[str]]) -> None:
         (root / split).mkdir(parents=True, exist_ok=True)
         for name in seqs:
             (root / split / f"{name}.tar").touch()
+    (root / "gt.tar.gz").touch()  # the synthetic world's test ground truth (read by eval_gt)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": names}))
     later = time.time() + 5

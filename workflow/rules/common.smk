@@ -186,9 +186,44 @@ def sequences_of(dataset, split):
     return list(read_manifest(dataset)["splits"].get(split, []))
 
 
+def dataset_tars(dataset, split):
+    """Sequence tars of one split (`<data_root>/<dataset>/<split>/<name>.tar`), as listed by the manifest.
+
+    Jobs that read the data take these tars as inputs, not the manifest: the download rewrites the
+    manifest on every run, and the tars keep their time stamps when the data did not change.
+    """
+    return [f"{DATA_ROOT}/{dataset}/{split}/{name}.tar" for name in sequences_of(dataset, split)]
+
+
+def dataset_file(dataset, name):
+    """`<data_root>/<dataset>/<name>`, a file the download writes beside the splits (e.g. gt.tar.gz of the
+    synthetic world), once the download has run."""
+    read_manifest(dataset)
+    return f"{DATA_ROOT}/{dataset}/{name}"
+
+
 def crop_files_for(dataset, split):
     """Crop-cache Parquet files of one dataset split (one per sequence)."""
     return [f"results/crops/{dataset}/{split}/{name}.parquet" for name in sequences_of(dataset, split)]
+
+
+def crop_list_file(dataset, split):
+    """List file of one dataset split's crop caches (rule crop_list; read by train/predict)."""
+    return f"results/crops/{dataset}/{split}.txt"
+
+
+def split_crop_files(wildcards):
+    """Input function of crop_list: the crop caches of {dataset}/{split}."""
+    return crop_files_for(wildcards.dataset, wildcards.split)
+
+
+def write_crop_list(path, files, log_path):
+    """Body of rule crop_list: write the list file (atomically) and a one-line log."""
+    from mvhand.io_utils import atomic_write, write_path_list
+
+    write_path_list(path, files)
+    with atomic_write(log_path) as fh:
+        fh.write(f"{path}: {len(files)} crop file(s)\n")
 
 
 def crop_files(wildcards):
