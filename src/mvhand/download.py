@@ -22,8 +22,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,9 +42,12 @@ __all__ = [
     "RemoteFile",
     "download_dataset",
     "download_huggingface",
+    "check_dataset_folder",
+    "dataset_kind",
     "download_pretrained",
     "hot3d_clip_paths",
     "link_local",
+    "local_dir_for",
     "read_manifest",
     "remote_file_index",
     "scan_splits",
@@ -305,6 +309,96 @@ def _map_challenge_layout(src_root: Path, dataset_dir: Path) -> tuple[dict[str, 
     return splits, {"links": _link_all(pairs)}
 
 
+_CLIP_TAR = re.compile(r"clip-\d+\.tar")
+
+
+def _first_tar(folder: Path) -> str | None:
+    """Name of one ``*.tar`` directly in ``folder`` (None if none; stops at the first, cheap at any size)."""
+    if not folder.is_dir():
+        return None
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.name.endswith(".tar"):
+                return entry.name
+    return None
+
+
+def dataset_kind(folder: str | os.PathLike) -> str | None:
+    """Which dataset a folder holds, from its layout: ``"hot3d"`` (``clip_splits.json``, HOT3D-Clips device
+    folders, or ``clip-<id>.tar`` sequences), ``"umetrack"`` (split folders with other tar names) or None
+    (no sequence found). Reads at most one directory entry per folder."""
+    folder = Path(folder)
+    if (folder / HOT3D_SPLITS_FILE).is_file():
+        return "hot3d"
+    for pair in HOT3D_DEVICE_DIRS.values():
+        for sub in pair:
+            if _first_tar(folder / sub):
+                return "hot3d"
+    for split in SPLITS:
+        name = _first_tar(folder / split)
+        if name:
+            return "hot3d" if _CLIP_TAR.fullmatch(name) else "umetrack"
+    return None
+
+
+def check_dataset_folder(dataset: str, folder: str | os.PathLike, key: str = "download.local_dir") -> None:
+    """Refuse one dataset's folder given for the other (it would be linked under the wrong name).
+
+    Raises:
+        InputError: naming the folder, what it holds and the ``key`` to fix.
+    """
+    kind = dataset_kind(folder)
+    if kind is not None and kind != dataset:
+        other = (
+            "UmeTrack (subject_* sequences)" if kind == "umetrack" else "HOT3D-Clips (clip-<id> sequences)"
+        )
+        raise InputError(
+            folder,
+            f"holds {other} data but is given as the {dataset} folder ({key})",
+            f"set `download.local_dir: {{{dataset}: <your {dataset} folder>, {kind}: {folder}}}`",
+        )
+
+
+def local_dir_for(
+    setting: str | Mapping[str, str] | None, dataset: str, datasets: Iterable[str] = DATASETS
+) -> str:
+    """The folder of ``dataset`` given the ``download.local_dir`` setting ("" if none is set).
+
+    Args:
+        setting: ``{dataset: folder}`` (one entry per dataset), or one folder: either a folder holding
+            ``<dataset>/`` sub-folders, or (only when one dataset is configured) that dataset's folder.
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        datasets: the configured datasets.
+
+    Returns:
+        The folder, normalised (a trailing slash does not change it).
+
+    Raises:
+        InputError: one folder holding a single dataset's files while two datasets are configured (it
+            cannot serve both): the fix names the per-dataset form.
+    """
+    if isinstance(setting, Mapping):
+        folder = str(setting.get(dataset) or "")
+        return os.path.normpath(folder) if folder else ""
+    folder = str(setting or "")
+    if not folder:
+        return ""
+    folder = os.path.normpath(folder)
+    if os.path.isdir(os.path.join(folder, dataset)):
+        return os.path.join(folder, dataset)
+    datasets = list(datasets)
+    kind = dataset_kind(folder)
+    if len(datasets) > 1 and kind is not None:
+        raise InputError(
+            "download.local_dir",
+            f"{folder} holds the files of one dataset ({kind}) but {len(datasets)} datasets are configured",
+            f"give one folder per dataset: `download.local_dir: {{{kind}: {folder}, "
+            f"{next(d for d in datasets if d != kind) if kind in datasets else datasets[0]}: <its folder>}}`, "
+            "or a folder holding umetrack/ and hot3d/",
+        )
+    return folder
+
+
 def link_local(
     dataset: str, local_dir: str | os.PathLike, dataset_dir: str | os.PathLike
 ) -> tuple[dict, dict]:
@@ -330,6 +424,7 @@ def link_local(
         )
     if (root / dataset).is_dir():
         root = root / dataset
+    check_dataset_folder(dataset, root)
     if (root / HOT3D_SPLITS_FILE).is_file():
         splits, info = _map_hot3d(root, Path(dataset_dir))
         layout = "hot3d-clips"

@@ -209,7 +209,9 @@ def read_path_list(path: str | os.PathLike) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise InputError(path, "list file not found", "re-run the workflow (rule crop_list writes it)") from None
+        raise InputError(
+            path, "list file not found", "re-run the workflow (rule crop_list writes it)"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(path, f"unreadable list file ({e})", "delete it and re-run the workflow") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

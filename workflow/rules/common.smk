@@ -117,17 +117,26 @@ def stage_flags(settings):
     return " ".join(parts)
 
 
-def download_settings():
-    """Settings of the download stage: the source plus only the keys that source uses."""
+def download_settings(dataset):
+    """Settings of the download stage of one dataset: the source plus only the keys that source uses
+    (`local_dir`: that dataset's folder, normalised, so that a trailing slash re-runs nothing)."""
+    from mvhand.download import local_dir_for
+
     settings = {"source": config["source"], "seed": config["seed"]}
     section = config["download"]
     if config["source"] == "synthetic":
         settings["size"] = section["size"]
     elif config["source"] == "huggingface":
         settings["verify"] = section["verify"]
+        settings["revision"] = section.get("revision", "")
     else:
-        settings["local_dir"] = section["local_dir"]
+        settings["local_dir"] = local_dir_for(section["local_dir"], dataset, DATASETS)
     return settings
+
+
+def download_flags(wildcards):
+    """Params function of download: its flags for {dataset}."""
+    return stage_flags(download_settings(wildcards.dataset))
 
 
 def crops_settings():

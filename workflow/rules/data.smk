@@ -20,7 +20,7 @@ checkpoint download:
     log:
         "logs/download/{dataset}.log",
     params:
-        flags=stage_flags(download_settings()),
+        flags=download_flags,
         output_dir=data_root,
         mano_dir=MANO_DIR,
     threads: 2  # the synthetic generator uses up to 2 processes
