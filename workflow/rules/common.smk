@@ -186,8 +186,41 @@ def read_manifest(dataset):
         dict with at least `splits: {split: [sequence names]}`.
     """
     path = checkpoints.download.get(dataset=dataset).output.manifest
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    stamp = os.stat(path).st_mtime_ns
+    cached = _MANIFESTS.get(path)
+    if cached is None or cached[0] != stamp:  # parsed once per version: input functions call this per job
+        with open(path, encoding="utf-8") as fh:
+            cached = _MANIFESTS[path] = (stamp, json.load(fh))
+    return cached[1]
+
+
+_MANIFESTS = {}  # manifest path -> (mtime_ns, parsed manifest)
+_SEQUENCE_INDEX = {}  # (manifest path, mtime_ns, split) -> {sequence: position in the split}
+
+
+def crops_group(wildcards):
+    """Job group of a cache_crops job (the rule's `group:`), for cluster runs.
+
+    With `group-components: crops=N` (the SLURM profile) the sequences of a dataset split are bundled N to a
+    group, by their position in the manifest (`crops-<dataset>-<split>-<k>`; 6,061 sequences -> 97 cluster
+    jobs with N = 64), and Snakemake runs each group as one cluster job. Without it (local runs): no group.
+
+    One group id per bundle, rather than one id for all with `group-components` merging them: Snakemake
+    (9.27) re-merges already merged groups each time it updates the DAG after a checkpoint (our download),
+    which turned 95 bundles of 64 into 2 groups of thousands of jobs.
+    """
+    size = workflow.group_settings.group_components.get("crops")
+    if not size:
+        return None
+    path = checkpoints.download.get(dataset=wildcards.dataset).output.manifest
+    key = (path, os.stat(path).st_mtime_ns, wildcards.split)
+    index = _SEQUENCE_INDEX.get(key)
+    if index is None:
+        names = sequences_of(wildcards.dataset, wildcards.split)
+        index = _SEQUENCE_INDEX[key] = {name: i for i, name in enumerate(names)}
+    groupid = f"crops-{wildcards.dataset}-{wildcards.split}-{index.get(wildcards.sequence, 0) // size}"
+    workflow.parent_groupids[groupid] = "crops"  # its group-components setting is that of `crops`
+    return groupid
 
 
 def sequences_of(dataset, split):

@@ -50,6 +50,9 @@ rule cache_crops:
     resources:
         mem_mb=2000,
         runtime=60,
+    # on SLURM (group-components in the profile): bundles of sequences per cluster job; common.smk
+    group:
+        crops_group
     conda:
         "../../envs/pipeline.yaml"
     shell:
