@@ -260,7 +260,7 @@ def split_crop_files(wildcards):
 
 
 def write_crop_list(path, files, log_path):
-    """Body of rule crop_list: write the list file (atomically) and a one-line log."""
+    """What the run block of crop_list does: write the list file (atomically) and a one-line log."""
     from mvhand.io_utils import atomic_write, write_path_list
 
     write_path_list(path, files)
