@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         slurm = None
         if a.slurm:
             sproc, scpu, swall = snakemake(
-                workdir, "-n", "--workflow-profile", str(REPO / "workflow/profiles/slurm"), "--cores", "512"
+                workdir, "-n", "--workflow-profile", str(REPO / "workflow/profiles/slurm")
             )
             sout = sproc.stdout + sproc.stderr
-            groups = len(re.findall(r"^group job \S+ \(jobs in lexicogr", sout, re.M))
-            slurm = (groups, job_counts(sout).get("cache_crops", 0), scpu, swall)
+            groups = set(re.findall(r"Group job (\S+) \(jobs in lexicogr", sout))
+            slurm = (len(groups), job_counts(sout).get("cache_crops", 0), scpu, swall)
 
     print(f"{n_seq} sequences: download (local, links) {dl_cpu:.1f} s CPU / {dl_wall:.1f} s wall")
     print(f"dry run -n -p: {cpu:.1f} s CPU, {wall:.1f} s wall, {sum(counts.values())} jobs {counts}")
