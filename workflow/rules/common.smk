@@ -8,6 +8,7 @@ import sys
 
 import yaml
 
+from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
 
 
@@ -212,7 +213,10 @@ def crops_group(wildcards):
     size = workflow.group_settings.group_components.get("crops")
     if not size:
         return None
-    path = checkpoints.download.get(dataset=wildcards.dataset).output.manifest
+    try:
+        path = checkpoints.download.get(dataset=wildcards.dataset).output.manifest
+    except IncompleteCheckpointException:  # a crop file asked for before the download: no bundle
+        return None
     key = (path, os.stat(path).st_mtime_ns, wildcards.split)
     index = _SEQUENCE_INDEX.get(key)
     if index is None:
