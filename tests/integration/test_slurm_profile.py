@@ -21,7 +21,7 @@ pytest.importorskip("snakemake_executor_plugin_slurm")
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 PAPER = yaml.safe_load((REPO / "presets" / "paper.yaml").read_text())
-LOCAL_RULES = {"download", "pretrained_weights", "submission"}
+LOCAL_RULES = {"download", "pretrained_weights", "submission", "crop_list"}
 AGGREGATORS = {"all", "crops", "downloads", "models", "predictions"}
 
 

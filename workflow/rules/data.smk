@@ -67,6 +67,10 @@ rule crop_list:
         crops_list="results/crops/{dataset}/{split}.txt",
     log:
         "logs/crop_list/{dataset}/{split}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
     wildcard_constraints:
         split="|".join(SPLITS),
     run:
