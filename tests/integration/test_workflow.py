@@ -345,6 +345,17 @@ def test_rerunning_download_with_unchanged_data_recrops_nothing(tmp_path):
     write_config(wd, dict(cfg, download={"local_dir": {"umetrack": f"{mine}/"}}), "slash.yaml")
     proc = run_snakemake(wd, "-n", "crops", configfile="slash.yaml")
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    # train and predict read the crop caches from list files (rule crop_list): short commands, same inputs
+    run_snakemake(wd, "--cores", "1", "results/crops/umetrack/train.txt")
+    listed = (wd / "results" / "crops" / "umetrack" / "train.txt").read_text().splitlines()
+    assert listed == [f"results/crops/umetrack/train/{name}.parquet" for name in names["train"]]
+    out = run_snakemake(wd, "-n", "-p", "results/predict/full/umetrack/pose_test.parquet").stdout
+    train_cmd = next(line for line in out.splitlines() if "scripts/train.py --" in line)
+    assert (
+        "--crops-list results/crops/umetrack/train.txt --mano-dir" in train_cmd
+        and ".parquet" not in train_cmd
+    )
+    assert "--crops-list results/crops/umetrack/pose_test.txt" in out
     # a changed tar is re-cropped, and only that one
     tar = mine / "train" / "subject_001_b.tar"
     later = time.time() + 5
