@@ -471,6 +471,9 @@ def test_revision_recorded_in_the_manifest_and_reused(hub, tmp_path):
     assert len(hub.info_calls) == 1
     assert hub.list_calls[-1]["revision"] == first and hub.snapshot_calls[-1]["revision"] == first
     assert read_manifest(data / "umetrack" / "manifest.json").info["revision"] == first
+    (data / "umetrack" / dl.STATE_NAME).unlink()  # the record lost: the manifest's commit is still used
+    download_dataset("huggingface", "umetrack", data, tmp_path / "mano")
+    assert len(hub.info_calls) == 1 and hub.snapshot_calls[-1]["revision"] == first
     # asking for main (or any revision) explicitly resolves it again and records the new commit
     m = download_dataset("huggingface", "umetrack", data, tmp_path / "mano", revision="main")
     assert hub.info_calls[-1]["revision"] == "main" and m.info["revision"] == "b" * 40
@@ -510,11 +513,12 @@ def test_resumed_download_hashes_only_new_files(hub, tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"clip-000001\.tar \(sha256 mismatch\)"):
         download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano")
     assert hashed == ["clip-000001.tar"]
-    # --force forgets the record: everything is hashed again
+    # --force forgets the verified files (everything is hashed again), not the commit
     hub.drop.clear()
     hashed.clear()
-    download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano", force=True)
-    assert len(hashed) == 7
+    first, hub.sha = hub.sha, "d" * 40
+    m = download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano", force=True)
+    assert len(hashed) == 7 and m.info["revision"] == first
 
 
 # --------------------------------------------------------------------------------------------------

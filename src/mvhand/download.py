@@ -650,6 +650,7 @@ def download_huggingface(
     force: bool = False,
     verify: str = "sha256",
     revision: str = "",
+    recorded_revision: str = "",
 ) -> tuple[dict[str, list[str]], dict]:
     """Download one dataset from the Hugging Face Hub into the challenge layout.
 
@@ -666,9 +667,12 @@ def download_huggingface(
         dataset: ``"umetrack"`` or ``"hot3d"``.
         dataset_dir: ``<output_dir>/<dataset>``.
         token: Hugging Face token (None: the login / ``HF_TOKEN``).
-        force: download again even if files exist (and hash everything again).
+        force: download again even if files exist and hash everything again (the commit stays the recorded
+            one unless ``revision`` is given).
         verify: see :func:`verify_files`.
         revision: commit sha, branch or tag ("": see above).
+        recorded_revision: the commit of an earlier complete download (its manifest's ``info.revision``),
+            used when ``revision`` is "" and the record holds none.
 
     Returns:
         ``(splits, info)`` for the manifest; ``info["revision"]`` is the commit sha fetched.
@@ -683,13 +687,14 @@ def download_huggingface(
             dataset_dir, f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded", _OFFLINE_FIX
         )
     state_path = dataset_dir / STATE_NAME
-    state = {} if force else _read_state(state_path)
+    state = _read_state(state_path)
     if state.get("repo_id") not in (None, repo_id):
         state = {}
-    verified: dict[str, list] = dict(state.get("verified") or {})
+    verified: dict[str, list] = {} if force else dict(state.get("verified") or {})
     sha = ""
     try:
-        sha = resolve_revision(repo_id, revision, str(state.get("revision") or ""), token)
+        recorded = str(state.get("revision") or "") or recorded_revision
+        sha = resolve_revision(repo_id, revision, recorded, token)
         if sha != state.get("revision"):
             log.info("%s: downloading commit %s", repo_id, sha)
         dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -818,6 +823,12 @@ def download_dataset(
     output_dir, mano_dir = Path(output_dir), Path(mano_dir)
     dataset_dir = output_dir / dataset
     manifest_path = dataset_dir / MANIFEST_NAME
+    previous_revision = ""
+    if source == "huggingface" and manifest_path.is_file():  # the commit an earlier download recorded
+        try:
+            previous_revision = str(read_manifest(manifest_path).info.get("revision") or "")
+        except InputError:
+            previous_revision = ""
     if source != "synthetic":
         manifest_path.unlink(missing_ok=True)  # the manifest marks a complete dataset: remove it first
     extra: dict = {}
@@ -825,7 +836,13 @@ def download_dataset(
         splits, info, extra = _synthetic(dataset, output_dir, mano_dir, seed, size, force, progress)
     elif source == "huggingface":
         splits, info = download_huggingface(
-            dataset, dataset_dir, token=token, force=force, verify=verify, revision=revision
+            dataset,
+            dataset_dir,
+            token=token,
+            force=force,
+            verify=verify,
+            revision=revision,
+            recorded_revision=previous_revision,
         )
     else:
         splits, info = link_local(dataset, local_dir or "", dataset_dir)
