@@ -883,6 +883,32 @@ def _full_config(**patch) -> dict:
     return cfg
 
 
+def test_local_dir_of_the_other_dataset_is_refused_at_planning_time(tmp_path):
+    from mvhand.workflow_config import config_problems
+
+    ume, hot = tmp_path / "ume", tmp_path / "hot"
+    (ume / "train").mkdir(parents=True)
+    (ume / "train" / "subject_000_separate_hand_000000.tar").touch()
+    (hot / "train_aria").mkdir(parents=True)
+    (hot / "train_aria" / "clip-000001.tar").touch()
+    (hot / "clip_splits.json").write_text("{}")
+
+    def problems(local_dir):
+        cfg = _full_config(source="local", download={"local_dir": local_dir}, evaluate={"split": "val"})
+        return config_problems(cfg, ("baseline", "full"))
+
+    assert problems({"umetrack": str(ume), "hot3d": str(hot)}) == []
+    swapped = problems({"umetrack": str(hot), "hot3d": str(ume)})
+    assert [p.path for p in swapped] == [str(hot), str(ume)]
+    assert "given as the umetrack folder (download.local_dir.umetrack)" in str(swapped[0])
+    assert "set `download.local_dir: {umetrack: <your umetrack folder>, hot3d: " in str(swapped[0])
+    missing = problems({"umetrack": str(ume)})
+    assert [p.path for p in missing] == ["download.local_dir.hot3d"] and "hot3d" in missing[0].fix
+    # one dataset's folder as a plain string cannot serve both datasets
+    (plain,) = problems(str(ume))
+    assert plain.path == "download.local_dir" and "{umetrack: " in plain.fix
+
+
 def test_synthetic_mano_with_real_data_is_refused(tmp_path, mano_dir):
     from mvhand.workflow_config import config_problems
 

@@ -149,8 +149,16 @@ def predict(
         stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is, pin_memory=dev.type == "cuda"
     )
     amp = dev.type == "cuda"
-    state = {"warned_beta": False, "last_key": None, "warned_order": False, "n": 0, "gt_sum": 0.0, "n_gt": 0,
-             "nonfinite": 0, "first_nonfinite": None}
+    state = {
+        "warned_beta": False,
+        "last_key": None,
+        "warned_order": False,
+        "n": 0,
+        "gt_sum": 0.0,
+        "n_gt": 0,
+        "nonfinite": 0,
+        "first_nonfinite": None,
+    }
     pending: list[dict] = []
     kept: list[pa.Table] = []
     with contextlib.ExitStack() as stack:

@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sha256",
         help="check of downloaded files against the repository metadata (--source huggingface)",
     )
+    p.add_argument(
+        "--revision",
+        default="",
+        help="Hugging Face commit sha, branch or tag (default: the commit an earlier run recorded, else main's)",
+    )
     p.add_argument("--force", action="store_true", help="regenerate / download again")
     p.add_argument("--token", default=None, help="Hugging Face token (default: `hf auth login` or $HF_TOKEN)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token or os.environ.get("HF_TOKEN") or None,
             verify=args.verify,
             progress=not args.no_progress,
+            revision=args.revision,
         )
     except InputError as e:
         logging.error("%s", e)
