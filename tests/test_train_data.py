@@ -27,8 +27,6 @@ from mvhand.train_data import (
     split_sequences,
 )
 
-NO_AUG = AugmentConfig(enabled=False, extrinsic_noise=0.0)
-
 
 @pytest.fixture(scope="module")
 def mano(tmp_path_factory):
