@@ -32,12 +32,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mvhand.cameras import project_pinhole
-from mvhand.dataset import SequenceWriter
-from mvhand.geometry import axis_angle_from_matrix, rodrigues
-from mvhand.mano import MANO_PARENTS, ManoModel
-from mvhand.submission import expected_pose_instances
-from mvhand.train_data import AugmentConfig
+from mvhand.formats.sequence import SequenceWriter
+from mvhand.formats.submission import expected_pose_instances
+from mvhand.geometry.cameras import project_pinhole
+from mvhand.geometry.mano import MANO_PARENTS, ManoModel
+from mvhand.geometry.transforms import axis_angle_from_matrix, rodrigues
+from mvhand.model.data import AugmentConfig
 
 DATA = Path(__file__).resolve().parent / "data"
 

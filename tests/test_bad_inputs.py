@@ -48,8 +48,8 @@ from fixtures import (
     write_toy_tar,
 )
 
-from mvhand.dataset import dumps_json
-from mvhand.submission import (
+from mvhand.formats.sequence import dumps_json
+from mvhand.formats.submission import (
     build_ground_truth,
     expected_pose_instances,
     pack_submission,
@@ -246,7 +246,7 @@ def test_cache_crops(tmp_path, caplog, capsys, name):
 
 
 def test_cache_crops_oversize_member_is_refused_unread(tmp_path, caplog, capsys, monkeypatch):
-    import mvhand.dataset as ds
+    import mvhand.formats.sequence as ds
 
     monkeypatch.setattr(ds, "MAX_MEMBER_BYTES", 100_000)  # stands for 256 MiB: a real 640x480 JPEG is ~40 kB
     big = raw_sequence(tmp_path / "big.tar", image=lambda k, sid: jpeg_image(480, 640, k) + b"\0" * 200_000)
@@ -327,7 +327,7 @@ def test_cache_crops_killed_leaves_no_process_and_reruns_cleanly(tmp_path, sig):
 def crop_cache(tmp_path_factory, mano_dir):
     from fixtures import make_crop_cache
 
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     d = tmp_path_factory.mktemp("train_bad")
     mano = ManoModel.from_dir(mano_dir)
@@ -425,7 +425,7 @@ def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache,
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, crop_cache, mano_dir) -> Path:
-    from mvhand.training import TrainConfig, fit
+    from mvhand.model.training import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("predict_bad") / "train"
     cfg = TrainConfig(crops=[str(c) for c in crop_cache], mano_dir=str(mano_dir), out_dir=str(out),
@@ -456,7 +456,7 @@ def test_predict_nonfinite_predictions(
     tmp_path, caplog, capsys, crop_cache, mano_dir, trained_model, monkeypatch
 ):
     """Finite weights, but one hand's output is NaN (e.g. an overflow): refused, naming model and hand."""
-    from mvhand.model import HandNet
+    from mvhand.model.network import HandNet
 
     forward = HandNet.forward
     calls = []
@@ -700,7 +700,7 @@ def test_evaluate_gt_archive_whose_mano_file_carries_a_payload(tmp_path, caplog,
 
 
 def test_evaluate_oversize_member_is_refused_unread(tmp_path, caplog, capsys, toy, monkeypatch):
-    import mvhand.submission as sub_mod
+    import mvhand.formats.submission as sub_mod
 
     monkeypatch.setattr(sub_mod, "MAX_ARCHIVE_MEMBER_BYTES", 1 << 20)  # stands for 512 MiB
     gt = build_ground_truth(toy["pose_tars"], "umetrack")

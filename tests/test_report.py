@@ -1,4 +1,4 @@
-"""Unit tests of mvhand.report: known scores in, known Table 1 (markdown, TSV, JSON) out."""
+"""Unit tests of mvhand.post.report: known scores in, known Table 1 (markdown, TSV, JSON) out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from mvhand.report import CandidateScores, table1, table1_rows, write_report
+from mvhand.post.report import CandidateScores, table1, table1_rows, write_report
 
 HEAD = [
     "method",

@@ -12,8 +12,8 @@ import re
 import pytest
 from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
 
-from mvhand.metrics import evaluate_archives
-from mvhand.submission import read_submission_archive
+from mvhand.formats.submission import read_submission_archive
+from mvhand.post.metrics import evaluate_archives
 
 pytestmark = pytest.mark.slow
 

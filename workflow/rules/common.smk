@@ -11,6 +11,8 @@ import yaml
 from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
 
+from mvhand.constants import DATASETS as CHALLENGE_DATASETS
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -36,7 +38,7 @@ shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.e
 
 
 wildcard_constraints:
-    dataset="|".join(("umetrack", "hot3d")),
+    dataset="|".join(CHALLENGE_DATASETS),
     split="|".join(ALL_SPLITS),
     sequence=r"[^/]+",
 

@@ -13,7 +13,8 @@ import os
 import sys
 
 from mvhand.cli import exit_on_sigterm, setup_logging
-from mvhand.download import DATASETS, SOURCES, download_dataset
+from mvhand.constants import DATASETS
+from mvhand.download import SOURCES, download_dataset
 from mvhand.io_utils import InputError
 
 

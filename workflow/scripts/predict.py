@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from mvhand.cli import add_file_list_arguments, default_of, listed_files, setup_logging  # noqa: E402
-from mvhand.inference import predict, read_sequences_file  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
+from mvhand.model.inference import predict, read_sequences_file  # noqa: E402
 
 log = logging.getLogger("predict")
 

@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mvhand.cli import add_file_list_arguments, listed_files, setup_logging  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
-from mvhand.losses import LossWeights  # noqa: E402
-from mvhand.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
+from mvhand.model.losses import LossWeights  # noqa: E402
+from mvhand.model.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
 
 log = logging.getLogger("train")
 
