@@ -32,6 +32,7 @@ _TRAIN_FIELDS = (
     "backbone", "img_size", "views", "in_chans", "n_points", "hidden", "position_mode", "uv_head",
     "pretrained_file", "batch_size", "epochs", "iters_per_epoch", "lr", "weight_decay", "warmup_iters",
     "extrinsic_noise", "val_fraction", "val_max_instances", "seed", "num_workers", "device", "checkpoint_every",
+    "amp", "shuffle_row_groups",
 )  # fmt: skip
 _NEURAL_FIELDS = (
     "iterations", "lr", "weight_decay", "w_pose", "w_orient", "w_position", "w_2d", "position_unit", "min_conf",

@@ -15,9 +15,9 @@ import scipy.sparse
 import torch
 from fixtures import FLOAT_KEYS, make_mano_arrays
 
+from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.geometry import mano
 from mvhand.geometry.mano import (
-    LANDMARKS_TO_EVAL,
     MANO_PARENTS,
     MANO_TIP_VERTEX_IDS,
     MANO_TO_CANONICAL,
@@ -599,9 +599,11 @@ def test_landmarks_float32_under_autocast(model):
     torch.testing.assert_close(lm, ref, atol=0, rtol=0)
 
 
-def test_landmarks_to_eval_matches_metrics():
-    metrics = pytest.importorskip("mvhand.post.metrics")
-    assert tuple(metrics.LANDMARKS_TO_EVAL) == LANDMARKS_TO_EVAL
+def test_landmarks_to_eval_is_every_canonical_landmark_but_the_wrist():
+    """spec/formats.md §7: 19 of the 20 canonical landmarks are scored; the wrist (canonical index 5, MANO
+    joint 0 through MANO_TO_CANONICAL) is not."""
+    assert LANDMARKS_TO_EVAL == tuple(i for i in range(20) if i != 5)
+    assert MANO_TO_CANONICAL[5] == 0  # the canonical wrist is MANO's root joint
 
 
 def test_gradients_finite_at_zero_pose(model):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.formats.submission import (
     GroundTruth,
     LandmarkEntry,
@@ -22,7 +23,6 @@ from mvhand.formats.submission import (
 from mvhand.io_utils import InputError
 from mvhand.post.metrics import (
     FINGERTIP_LANDMARKS,
-    LANDMARKS_TO_EVAL,
     PCK_THRESHOLDS_MM,
     aggregate_pose_metrics,
     aggregate_shape_metrics,

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from mvhand.cli import add_file_list_arguments, listed_files, setup_logging  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
 from mvhand.model.losses import LossWeights  # noqa: E402
-from mvhand.model.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
+from mvhand.model.training import AMP_MODES, TrainConfig, TrainingDivergedError, fit  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -81,8 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"overrides of the loss weights ({', '.join(f'{k}={v:g}' for k, v in LossWeights().to_dict().items())})",
     )
     r = p.add_argument_group("runtime")
-    r.add_argument("--num-workers", type=int, default=d.num_workers)
+    r.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per rank")
+    r.add_argument(
+        "--shuffle-row-groups", type=int, default=d.shuffle_row_groups,
+        help="crop-cache row groups per shuffle window of each loader worker",
+    )  # fmt: skip
     r.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    r.add_argument("--amp", default=d.amp, choices=AMP_MODES,
+                   help="bf16 autocast: auto (CUDA only), bf16 (also on the CPU) or off")  # fmt: skip
     r.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
     r.add_argument(
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints"
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, lr=a.lr, weight_decay=a.weight_decay,
         warmup_iters=a.warmup_iters, extrinsic_noise=a.extrinsic_noise, augment=not a.no_augment,
         val_fraction=a.val_fraction, val_max_instances=a.val_max_instances, seed=a.seed,
-        num_workers=a.num_workers, device=a.device, checkpoint_every=a.checkpoint_every, threads=a.threads,
+        num_workers=a.num_workers, shuffle_row_groups=a.shuffle_row_groups, device=a.device, amp=a.amp,
+        checkpoint_every=a.checkpoint_every, threads=a.threads,
         loss_weights=loss_weights,
     )  # fmt: skip
     try:

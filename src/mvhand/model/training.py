@@ -65,6 +65,7 @@ from mvhand.model.stream import (
 )
 
 __all__ = [
+    "AMP_MODES",
     "TrainConfig",
     "TrainingDivergedError",
     "FitResult",
@@ -78,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _EVAL_KP = list(LANDMARKS_TO_EVAL)
-_AMP_MODES = ("auto", "bf16", "off")
+AMP_MODES = ("auto", "bf16", "off")
 _CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 MODEL_FORMAT = "mvhand.handnet/1"
 
@@ -699,8 +700,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         ddp_net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if cfg.amp not in _AMP_MODES:
-        raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(_AMP_MODES)}", "use auto")
+    if cfg.amp not in AMP_MODES:
+        raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(AMP_MODES)}", "use auto")
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     stream = TrainStream(train_index, train_set, cfg.batch_size, cfg.iters_per_epoch, cfg.num_workers,
                          rank, world, cfg.shuffle_row_groups)  # fmt: skip
