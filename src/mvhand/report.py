@@ -74,7 +74,7 @@ def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathL
             raise InputError(
                 arc,
                 "holds no gt_*_<dataset>.json and no mano/ files",
-                "pass a ground-truth archive (write_gt.py)",
+                "pass a ground-truth archive (tools/write_gt.py)",
             )
         for name, data in files.items():
             if name.startswith("mano/") and name in members:
