@@ -49,8 +49,8 @@ from fixtures import (
     write_toy_tar,
 )
 
-from mvhand.dataset import dumps_json
-from mvhand.submission import (
+from mvhand.formats.sequence import dumps_json
+from mvhand.formats.submission import (
     build_ground_truth,
     expected_pose_instances,
     pack_submission,
@@ -248,7 +248,7 @@ def test_cache_crops(tmp_path, caplog, capsys, name):
 
 
 def test_cache_crops_oversize_member_is_refused_unread(tmp_path, caplog, capsys, monkeypatch):
-    import mvhand.dataset as ds
+    import mvhand.formats.sequence as ds
 
     monkeypatch.setattr(ds, "MAX_MEMBER_BYTES", 100_000)  # stands for 256 MiB: a real 640x480 JPEG is ~40 kB
     big = raw_sequence(tmp_path / "big.tar", image=lambda k, sid: jpeg_image(480, 640, k) + b"\0" * 200_000)
@@ -329,7 +329,7 @@ def test_cache_crops_killed_leaves_no_process_and_reruns_cleanly(tmp_path, sig):
 def crop_cache(tmp_path_factory, mano_dir):
     from fixtures import make_crop_cache
 
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     d = tmp_path_factory.mktemp("train_bad")
     mano = ManoModel.from_dir(mano_dir)
@@ -427,7 +427,7 @@ def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache,
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, crop_cache, mano_dir) -> Path:
-    from mvhand.training import TrainConfig, fit
+    from mvhand.model.training import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("predict_bad") / "train"
     cfg = TrainConfig(crops=[str(c) for c in crop_cache], mano_dir=str(mano_dir), out_dir=str(out),
@@ -458,7 +458,7 @@ def test_predict_nonfinite_predictions(
     tmp_path, caplog, capsys, crop_cache, mano_dir, trained_model, monkeypatch
 ):
     """Finite weights, but one hand's output is NaN (e.g. an overflow): refused, naming model and hand."""
-    from mvhand.model import HandNet
+    from mvhand.model.network import HandNet
 
     forward = HandNet.forward
     calls = []
@@ -702,7 +702,7 @@ def test_evaluate_gt_archive_whose_mano_file_carries_a_payload(tmp_path, caplog,
 
 
 def test_evaluate_oversize_member_is_refused_unread(tmp_path, caplog, capsys, toy, monkeypatch):
-    import mvhand.submission as sub_mod
+    import mvhand.formats.submission as sub_mod
 
     monkeypatch.setattr(sub_mod, "MAX_ARCHIVE_MEMBER_BYTES", 1 << 20)  # stands for 512 MiB
     gt = build_ground_truth(toy["pose_tars"], "umetrack")
@@ -883,6 +883,32 @@ def _full_config(**patch) -> dict:
         else:
             cfg[key] = value
     return cfg
+
+
+def test_local_dir_of_the_other_dataset_is_refused_at_planning_time(tmp_path):
+    from mvhand.workflow_config import config_problems
+
+    ume, hot = tmp_path / "ume", tmp_path / "hot"
+    (ume / "train").mkdir(parents=True)
+    (ume / "train" / "subject_000_separate_hand_000000.tar").touch()
+    (hot / "train_aria").mkdir(parents=True)
+    (hot / "train_aria" / "clip-000001.tar").touch()
+    (hot / "clip_splits.json").write_text("{}")
+
+    def problems(local_dir):
+        cfg = _full_config(source="local", download={"local_dir": local_dir}, evaluate={"split": "val"})
+        return config_problems(cfg, ("baseline", "full"))
+
+    assert problems({"umetrack": str(ume), "hot3d": str(hot)}) == []
+    swapped = problems({"umetrack": str(hot), "hot3d": str(ume)})
+    assert [p.path for p in swapped] == [str(hot), str(ume)]
+    assert "given as the umetrack folder (download.local_dir.umetrack)" in str(swapped[0])
+    assert "set `download.local_dir: {umetrack: <your umetrack folder>, hot3d: " in str(swapped[0])
+    missing = problems({"umetrack": str(ume)})
+    assert [p.path for p in missing] == ["download.local_dir.hot3d"] and "hot3d" in missing[0].fix
+    # one dataset's folder as a plain string cannot serve both datasets
+    (plain,) = problems(str(ume))
+    assert plain.path == "download.local_dir" and "{umetrack: " in plain.fix
 
 
 def test_synthetic_mano_with_real_data_is_refused(tmp_path, mano_dir):

@@ -129,3 +129,30 @@ def test_writers_on_a_really_full_file_system(tiny_fs):
     with pytest.raises(InputError, match="no space left"), atomic_path(tiny_fs / "b.parquet") as tmp:
         pq.write_table(table, tmp, compression="none")
     assert list(tiny_fs.iterdir()) == []
+
+
+def test_path_lists_round_trip_and_errors(tmp_path):
+    from mvhand.cli import listed_files
+    from mvhand.io_utils import InputError, read_path_list, write_path_list
+
+    paths = [f"results/crops/umetrack/train/s{i:04d}.parquet" for i in range(5000)] + [
+        "/abs/with space.parquet"
+    ]
+    listing = write_path_list(tmp_path / "train.txt", paths)
+    assert read_path_list(listing) == paths  # order kept, spaces kept
+    assert [p.name for p in tmp_path.iterdir()] == ["train.txt"]  # written atomically: no temporary left
+    (tmp_path / "hand.txt").write_text("# written by hand\n\n  a.parquet  \nb.parquet\n")
+    assert read_path_list(tmp_path / "hand.txt") == ["a.parquet", "b.parquet"]
+    # files on the command line first, then the lists, duplicates dropped
+    assert listed_files(["b.parquet", "x.parquet"], [str(tmp_path / "hand.txt")], "crops") == [
+        "b.parquet",
+        "x.parquet",
+        "a.parquet",
+    ]
+    with pytest.raises(InputError, match=r"missing\.txt: list file not found \(re-run the workflow"):
+        listed_files([], [str(tmp_path / "missing.txt")], "crops")
+    with pytest.raises(InputError, match=r"give --crops FILE\.\.\. or --crops-list LIST"):
+        listed_files([], [], "crops")
+    with pytest.raises(ValueError, match="line break"):
+        write_path_list(tmp_path / "bad.txt", ["a\nb.parquet"])
+    assert not (tmp_path / "bad.txt").exists()

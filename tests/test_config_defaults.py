@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvhand import smoothing as sm
-from mvhand.crops import CropSettings
-from mvhand.inference import predict
-from mvhand.losses import LossWeights
-from mvhand.packaging import pose_entries_from_predictions
-from mvhand.training import TrainConfig
+from mvhand.formats.crop_cache import CropSettings
+from mvhand.model.inference import predict
+from mvhand.model.losses import LossWeights
+from mvhand.model.training import TrainConfig
+from mvhand.post import smoothing as sm
+from mvhand.post.packaging import pose_entries_from_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))

@@ -75,10 +75,14 @@ def _make_hot3d_remote(root: Path) -> Path:
 
 
 class FakeHub:
-    """Serves a local folder like the Hub: list_repo_tree(expand=True) metadata + snapshot_download."""
+    """Serves a local folder like the Hub: dataset_info (the commit of a revision), list_repo_tree metadata
+    (refusing ``expand``, whose pages hold 50 entries) and snapshot_download. Every call is recorded."""
 
     def __init__(self, remotes: dict[str, Path]):
         self.remotes = remotes
+        self.sha = "a" * 40  # current commit of main
+        self.info_calls: list[dict] = []
+        self.list_calls: list[dict] = []
         self.snapshot_calls: list[dict] = []
         self.drop: set[str] = set()  # files the "network" fails to deliver
         self.truncate: set[str] = set()
@@ -87,7 +91,14 @@ class FakeHub:
 
     # HfApi(token=...) factory
     def api(self, token=None):
-        return SimpleNamespace(list_repo_tree=self.list_repo_tree)
+        return SimpleNamespace(list_repo_tree=self.list_repo_tree, dataset_info=self.dataset_info)
+
+    def dataset_info(self, repo_id, *, revision=None, token=None, **kwargs):
+        self.info_calls.append({"repo_id": repo_id, "revision": revision})
+        if self.error is not None:
+            raise self.error
+        assert repo_id in self.remotes
+        return SimpleNamespace(id=repo_id, sha=revision if revision and len(revision) == 40 else self.sha)
 
     def list_repo_tree(
         self,
@@ -100,7 +111,8 @@ class FakeHub:
         repo_type=None,
         token=None,
     ):
-        assert repo_type == "dataset" and recursive and expand
+        assert repo_type == "dataset" and recursive and not expand
+        self.list_calls.append({"repo_id": repo_id, "revision": revision})
         if self.error is not None:
             raise self.error
         root = self.remotes[repo_id]
@@ -129,7 +141,9 @@ class FakeHub:
         **kwargs,
     ):
         assert repo_type == "dataset" and local_dir is not None
-        self.snapshot_calls.append({"repo_id": repo_id, "allow_patterns": list(allow_patterns)})
+        self.snapshot_calls.append(
+            {"repo_id": repo_id, "allow_patterns": list(allow_patterns), "revision": kwargs.get("revision")}
+        )
         if self.error is not None:
             raise self.error
         root = self.remotes[repo_id]
@@ -140,6 +154,8 @@ class FakeHub:
             if rel in self.drop:
                 continue
             dst = Path(local_dir) / rel
+            if dst.is_file() and dst.stat().st_size == p.stat().st_size and not force_download:
+                continue  # like the Hub client: a file already downloaded is kept (time stamp too)
             dst.parent.mkdir(parents=True, exist_ok=True)
             data = p.read_bytes()
             if rel in self.truncate:
@@ -358,10 +374,10 @@ def _fake_generator(calls):
 
 
 def test_synthetic_source_and_rerun(tmp_path, monkeypatch):
-    import mvhand.synthetic_world
+    import mvhand.synthetic.world
 
     calls: list[dict] = []
-    monkeypatch.setattr(mvhand.synthetic_world, "generate_dataset", _fake_generator(calls))
+    monkeypatch.setattr(mvhand.synthetic.world, "generate_dataset", _fake_generator(calls))
     m = download_dataset("synthetic", "hot3d", tmp_path / "data", tmp_path / "mano", seed=3, size="tiny")
     assert m.splits["train"] == ["hot3d_train_0", "hot3d_train_1"]
     d = json.loads((tmp_path / "data" / "hot3d" / "manifest.json").read_text())
@@ -376,9 +392,9 @@ def test_synthetic_source_and_rerun(tmp_path, monkeypatch):
 
 
 def test_synthetic_never_overwrites_other_data(tmp_path, monkeypatch):
-    import mvhand.synthetic_world
+    import mvhand.synthetic.world
 
-    monkeypatch.setattr(mvhand.synthetic_world, "generate_dataset", _fake_generator([]))
+    monkeypatch.setattr(mvhand.synthetic.world, "generate_dataset", _fake_generator([]))
     real = tmp_path / "data" / "umetrack" / "train"
     real.mkdir(parents=True)
     (real / "precious.tar").write_bytes(b"real data")
@@ -423,9 +439,127 @@ def test_stage_script(hub, tmp_path, caplog):
         "sha256",
         "--no-progress",
     ]
-    assert script.main(args) == 0
-    assert (tmp_path / "data" / "umetrack" / "manifest.json").is_file()
+    assert script.main(args + ["--revision", "b" * 40]) == 0
+    assert read_manifest(tmp_path / "data" / "umetrack" / "manifest.json").info["revision"] == "b" * 40
     hub.error = errors.GatedRepoError("restricted", response=_response())
     with caplog.at_level(logging.ERROR):
         assert script.main(args + ["--force"]) == 1
     assert "hf auth login" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------------
+# At scale: one listing per dataset, a pinned and recorded revision, a resumed download hashes only new files
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["umetrack", "hot3d"])
+def test_repository_listed_once_at_one_commit(hub, tmp_path, dataset):
+    m = download_dataset("huggingface", dataset, tmp_path / "data", tmp_path / "mano")
+    assert hub.list_calls == [{"repo_id": HF_REPOS[dataset], "revision": hub.sha}]  # once, no expand
+    assert {c["revision"] for c in hub.snapshot_calls} == {hub.sha}
+    assert m.info["revision"] == hub.sha
+
+
+def test_revision_recorded_in_the_manifest_and_reused(hub, tmp_path):
+    data = tmp_path / "data"
+    first = hub.sha
+    download_dataset("huggingface", "umetrack", data, tmp_path / "mano")
+    assert read_manifest(data / "umetrack" / "manifest.json").info["revision"] == first
+    assert len(hub.info_calls) == 1 and hub.info_calls[0]["revision"] is None  # main, resolved once
+    hub.sha = "b" * 40  # the repository moved on
+    download_dataset("huggingface", "umetrack", data, tmp_path / "mano")  # a re-run: the recorded commit
+    assert len(hub.info_calls) == 1
+    assert hub.list_calls[-1]["revision"] == first and hub.snapshot_calls[-1]["revision"] == first
+    assert read_manifest(data / "umetrack" / "manifest.json").info["revision"] == first
+    (data / "umetrack" / dl.STATE_NAME).unlink()  # the record lost: the manifest's commit is still used
+    download_dataset("huggingface", "umetrack", data, tmp_path / "mano")
+    assert len(hub.info_calls) == 1 and hub.snapshot_calls[-1]["revision"] == first
+    # asking for main (or any revision) explicitly resolves it again and records the new commit
+    m = download_dataset("huggingface", "umetrack", data, tmp_path / "mano", revision="main")
+    assert hub.info_calls[-1]["revision"] == "main" and m.info["revision"] == "b" * 40
+    assert hub.snapshot_calls[-1]["revision"] == "b" * 40
+    pinned = "c" * 40
+    assert (
+        download_dataset("huggingface", "umetrack", data, tmp_path / "mano", revision=pinned).info["revision"]
+        == pinned
+    )
+
+
+def test_resumed_download_hashes_only_new_files(hub, tmp_path, monkeypatch):
+    hashed: list[str] = []
+    digest = dl._file_digest
+
+    def counting(path, algo, prefix=b""):
+        hashed.append(Path(path).name)
+        return digest(path, algo, prefix)
+
+    monkeypatch.setattr(dl, "_file_digest", counting)
+    hub.drop.add("test_quest3/clip-000005.tar")  # the connection breaks before this clip
+    with pytest.raises(InputError, match="partial download"):
+        download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano")
+    assert "clip-000005.tar" not in hashed and len(hashed) == 6  # clip_splits.json + 5 clips verified
+    hub.drop.clear()
+    hashed.clear()
+    m = download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano")
+    assert hashed == ["clip-000005.tar"] and m.n_sequences == 6  # only the new file
+    # a verified file that changes afterwards (same size, new bytes and time stamp) is hashed again
+    hashed.clear()
+    clip = tmp_path / "data" / "hot3d" / "_hf" / "train_aria" / "clip-000001.tar"
+    data = clip.read_bytes()
+    clip.unlink()  # hard-linked into train/: write a new file
+    clip.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))
+    hub.drop.add("train_aria/clip-000001.tar")  # snapshot_download keeps the local file as it is
+    with pytest.raises(InputError, match=r"clip-000001\.tar \(sha256 mismatch\)"):
+        download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano")
+    assert hashed == ["clip-000001.tar"]
+    # --force forgets the verified files (everything is hashed again), not the commit
+    hub.drop.clear()
+    hashed.clear()
+    first, hub.sha = hub.sha, "d" * 40
+    m = download_dataset("huggingface", "hot3d", tmp_path / "data", tmp_path / "mano", force=True)
+    assert len(hashed) == 7 and m.info["revision"] == first
+
+
+# --------------------------------------------------------------------------------------------------
+# download.local_dir per dataset, and the layout check
+# --------------------------------------------------------------------------------------------------
+
+
+def test_local_dir_per_dataset_and_plain_string(tmp_path):
+    ume = _make_umetrack_remote(tmp_path / "ume")
+    hot = _make_hot3d_remote(tmp_path / "hot")
+    both = {"umetrack": str(ume) + "/", "hot3d": str(hot)}
+    assert dl.local_dir_for(both, "umetrack") == str(ume)  # normalised: a trailing slash changes nothing
+    assert dl.local_dir_for(both, "hot3d") == str(hot)
+    assert dl.local_dir_for({"hot3d": str(hot)}, "umetrack") == ""
+    # one folder holding umetrack/ and hot3d/: unambiguous
+    parent = tmp_path / "all"
+    (parent).mkdir()
+    os.symlink(ume, parent / "umetrack")
+    os.symlink(hot, parent / "hot3d")
+    assert dl.local_dir_for(str(parent), "hot3d") == str(parent / "hot3d")
+    # one dataset's folder: fine for that dataset alone, refused when both are configured
+    assert dl.local_dir_for(str(ume), "umetrack", ["umetrack"]) == str(ume)
+    with pytest.raises(InputError, match=r"holds the files of one dataset \(umetrack\).*hot3d: <its folder>"):
+        dl.local_dir_for(str(ume), "umetrack", ["umetrack", "hot3d"])
+
+
+def test_one_datasets_folder_is_refused_for_the_other(tmp_path):
+    ume = _make_umetrack_remote(tmp_path / "ume")
+    hot = _make_hot3d_remote(tmp_path / "hot")
+    assert dl.dataset_kind(ume) == "umetrack" and dl.dataset_kind(hot) == "hot3d"
+    with pytest.raises(
+        InputError, match=r"ume: holds UmeTrack .* given as the hot3d folder.*hot3d: <your hot3d"
+    ):
+        download_dataset("local", "hot3d", tmp_path / "data", tmp_path / "mano", local_dir=ume)
+    with pytest.raises(InputError, match=r"hot: holds HOT3D-Clips .* given as the umetrack folder"):
+        download_dataset("local", "umetrack", tmp_path / "data", tmp_path / "mano", local_dir=hot)
+    assert not (tmp_path / "data" / "hot3d").exists() and not (tmp_path / "data" / "umetrack").exists()
+    # HOT3D already in the challenge layout (clip-<id>.tar in split folders) is recognised as HOT3D
+    mapped = download_dataset("local", "hot3d", tmp_path / "data", tmp_path / "mano", local_dir=hot)
+    assert dl.dataset_kind(tmp_path / "data" / "hot3d") == "hot3d" and mapped.n_sequences == 6
+    with pytest.raises(InputError, match="given as the umetrack folder"):
+        download_dataset(
+            "local", "umetrack", tmp_path / "d2", tmp_path / "mano", local_dir=tmp_path / "data" / "hot3d"
+        )

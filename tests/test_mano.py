@@ -1,4 +1,4 @@
-"""Tests for mvhand.mano: loader (chumpy-free), smplx equivalence, landmark-only path, shapedirs fix."""
+"""Tests for mvhand.geometry.mano: loader (chumpy-free), smplx equivalence, landmark-only path, shapedirs fix."""
 
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ import scipy.sparse
 import torch
 from fixtures import FLOAT_KEYS, make_mano_arrays
 
-from mvhand import mano
-from mvhand.geometry import rodrigues
-from mvhand.io_utils import InputError
-from mvhand.mano import (
+from mvhand.geometry import mano
+from mvhand.geometry.mano import (
     LANDMARKS_TO_EVAL,
     MANO_PARENTS,
     MANO_TIP_VERTEX_IDS,
@@ -26,6 +24,8 @@ from mvhand.mano import (
     ManoModel,
     load_mano_pkl,
 )
+from mvhand.geometry.transforms import rodrigues
+from mvhand.io_utils import InputError
 
 smplx = pytest.importorskip("smplx")
 
@@ -600,7 +600,7 @@ def test_landmarks_float32_under_autocast(model):
 
 
 def test_landmarks_to_eval_matches_metrics():
-    metrics = pytest.importorskip("mvhand.metrics")
+    metrics = pytest.importorskip("mvhand.post.metrics")
     assert tuple(metrics.LANDMARKS_TO_EVAL) == LANDMARKS_TO_EVAL
 
 
@@ -614,13 +614,13 @@ def test_gradients_finite_at_zero_pose(model):
 
 
 # --------------------------------------------------------------------------------------------------
-# The project's synthetic MANO-format model (mvhand.synthetic_mano), when present
+# The project's synthetic MANO-format model (mvhand.synthetic.mano_model), when present
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def synthetic(request) -> tuple[Path, ManoModel]:
-    pytest.importorskip("mvhand.synthetic_mano")
+    pytest.importorskip("mvhand.synthetic.mano_model")
     return request.getfixturevalue("mano_dir"), request.getfixturevalue("mano_model")
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of mvhand.report: known scores in, known Table 1 (markdown, TSV, JSON) out; the README's
+"""Unit tests of mvhand.post.report: known scores in, known Table 1 (markdown, TSV, JSON) out; the README's
 results block rendered from known report tables, spliced into a README, and tools/readme_results.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mvhand.io_utils import InputError
-from mvhand.report import (
+from mvhand.post.report import (
     README_BEGIN,
     README_END,
     SHAPE_HEAD,

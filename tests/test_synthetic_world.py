@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator (mvhand.synthetic_world) on the "tiny" size."""
+"""Tests of the synthetic dataset generator (mvhand.synthetic.world) on the "tiny" size."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from mvhand import synthetic_world as sw
-from mvhand.cameras import count_visible, crop_camera, warp_image
-from mvhand.dataset import SequenceWriter, iter_frames, list_sequences, read_hand_shapes
+from mvhand.formats.sequence import SequenceWriter, iter_frames, list_sequences, read_hand_shapes
+from mvhand.geometry.cameras import count_visible, crop_camera, warp_image
+from mvhand.geometry.mano import ManoModel
+from mvhand.geometry.umetrack import forward_kinematics
 from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.render import render_view
-from mvhand.umetrack import forward_kinematics
+from mvhand.synthetic import world as sw
+from mvhand.synthetic.render import render_view
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_unmarked_synthetic_mano_of_an_older_version_is_replaceable(tmp_path):
     import pickle
 
     from mvhand.mano_pickle import SYNTHETIC_MARKER_KEY, is_synthetic_mano
-    from mvhand.synthetic_mano import build_synthetic_mano, write_synthetic_mano
+    from mvhand.synthetic.mano_model import build_synthetic_mano, write_synthetic_mano
 
     current = write_synthetic_mano(tmp_path / "new")["right"].read_bytes()
     arrays = build_synthetic_mano()["right"]

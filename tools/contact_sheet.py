@@ -2,7 +2,7 @@
 
 Reads a (train) tar of ``<data-root>/<dataset>/<split>/``, computes the GT landmarks with UmeTrack
 forward kinematics (``hands.json`` + ``__hand_shapes.json__``), draws them on every stream image and on
-the perspective crops of ``hand_crops.json`` (warped with ``mvhand.cameras.warp_image``), and writes a
+the perspective crops of ``hand_crops.json`` (warped with ``mvhand.geometry.cameras.warp_image``), and writes a
 PNG atomically.
 
 Example::
@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mvhand.cameras import crop_camera, warp_image
 from mvhand.cli import setup_logging
-from mvhand.dataset import iter_frames, list_sequences, read_hand_shapes
+from mvhand.formats.sequence import iter_frames, list_sequences, read_hand_shapes
+from mvhand.geometry.cameras import crop_camera, warp_image
+from mvhand.geometry.umetrack import forward_kinematics
 from mvhand.io_utils import InputError, atomic_path
-from mvhand.umetrack import forward_kinematics
 
 log = logging.getLogger("contact_sheet")
 

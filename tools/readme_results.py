@@ -1,7 +1,7 @@
 """Render README.md's results block from the pipeline's own report (``table1.tsv``, ``shape.tsv``).
 
 The block lies between the lines ``<!-- results:begin -->`` and ``<!-- results:end -->``; everything else in
-the README is left as it is. The rendering is :func:`mvhand.report.readme_results`.
+the README is left as it is. The rendering is :func:`mvhand.post.report.readme_results`.
 
 Example (after a default run)::
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.io_utils import InputError, atomic_write
-from mvhand.report import readme_results_from, splice_block
+from mvhand.post.report import readme_results_from, splice_block
 
 log = logging.getLogger("readme_results")
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from mvhand.cli import run
+from mvhand.constants import DATASETS
+from mvhand.formats.submission import DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 from mvhand.io_utils import InputError
-from mvhand.submission import DATASETS, DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 
 log = logging.getLogger("write_gt")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import logging
@@ -11,9 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mvhand.io_utils import InputError
+from mvhand.io_utils import InputError, read_path_list
 
-__all__ = ["default_of", "exit_on_sigterm", "run", "setup_logging"]
+__all__ = ["add_file_list_arguments", "default_of", "exit_on_sigterm", "listed_files", "run", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -84,3 +85,34 @@ def run(main: Callable[[list[str] | None], int], name: str, argv: list[str] | No
     except (InputError, ValueError, FileNotFoundError) as exc:
         logging.getLogger(name).error("%s", exc)
         return 1
+
+
+def add_file_list_arguments(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    """Add ``--<name> FILE...`` (files on the command line) and ``--<name>-list LIST...`` (list files, one
+    path per line, :func:`mvhand.io_utils.write_path_list`) to a stage parser; read both with
+    :func:`listed_files`. The workflow passes list files, so that ``snakemake -n -p`` prints a short
+    command however many files a stage reads; both stay usable by hand."""
+    parser.add_argument(f"--{name}", nargs="+", default=[], metavar="FILE", help=what)
+    parser.add_argument(
+        f"--{name}-list",
+        nargs="+",
+        default=[],
+        metavar="LIST",
+        help=f"list files naming more of them, one path per line ({what})",
+    )
+
+
+def listed_files(files: list[str], lists: list[str], flag: str) -> list[str]:
+    """The files given directly, then those named by each list file, in order (duplicates dropped).
+
+    Raises:
+        InputError: a list file is missing/unreadable, or no file at all is given (``flag`` names the
+            options in the message).
+    """
+    out = list(files)
+    for path in lists:
+        out.extend(read_path_list(path))
+    out = list(dict.fromkeys(out))
+    if not out:
+        raise InputError(None, f"no input file: give --{flag} FILE... or --{flag}-list LIST...", None)
+    return out

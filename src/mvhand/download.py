@@ -2,7 +2,7 @@
 
 Sources:
 
-* ``synthetic``: :func:`mvhand.synthetic_world.generate_dataset` (no network).
+* ``synthetic``: :func:`mvhand.synthetic.world.generate_dataset` (no network).
 * ``huggingface``: UmeTrack from ``facebook/hand_tracking_challenge_umetrack`` (already in the challenge
   layout), HOT3D-Clips from ``bop-benchmark/hot3d`` (``train_aria/``, ``train_quest3/``, ``test_aria/``,
   ``test_quest3/`` + ``clip_splits.json``), mapped onto ``{train, pose_test, shape_test}`` with
@@ -22,30 +22,36 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mvhand.constants import DATASETS
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.mano_pickle import is_synthetic_mano
 
 __all__ = [
-    "DATASETS",
     "HF_REPOS",
     "HOT3D_SPLIT_MAP",
     "MANIFEST_NAME",
     "SOURCES",
     "SPLITS",
+    "STATE_NAME",
     "Manifest",
     "RemoteFile",
     "download_dataset",
     "download_huggingface",
+    "check_dataset_folder",
+    "dataset_kind",
     "download_pretrained",
     "hot3d_clip_paths",
     "link_local",
+    "local_dir_for",
     "read_manifest",
     "remote_file_index",
+    "resolve_revision",
     "scan_splits",
     "verify_files",
     "write_manifest",
@@ -54,7 +60,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "huggingface", "local")
-DATASETS = ("umetrack", "hot3d")
 SPLITS = ("train", "pose_test", "shape_test")
 MANIFEST_NAME = "manifest.json"
 HF_REPOS = {"umetrack": "facebook/hand_tracking_challenge_umetrack", "hot3d": "bop-benchmark/hot3d"}
@@ -63,6 +68,8 @@ HOT3D_SPLIT_MAP = {"train": "train", "test_ht_pose": "pose_test", "test_ht_shape
 HOT3D_DEVICE_DIRS = {"Aria": ("train_aria", "test_aria"), "Quest3": ("train_quest3", "test_quest3")}
 HOT3D_SPLITS_FILE = "clip_splits.json"
 HOT3D_HF_SUBDIR = "_hf"  # raw mirror of bop-benchmark/hot3d inside <output_dir>/hot3d/
+# <output_dir>/<dataset>/STATE_NAME: the commit being downloaded and the files already verified
+STATE_NAME = ".mvhand_download.json"
 UMETRACK_PATTERNS = tuple(f"{split}/*.tar" for split in SPLITS)
 
 _LOGIN_FIX = (
@@ -105,7 +112,8 @@ class Manifest:
 
 @dataclass
 class RemoteFile:
-    """One file of a Hugging Face repository, as listed by ``HfApi.list_repo_tree(expand=True)``.
+    """One file of a Hugging Face repository, as listed by ``HfApi.list_repo_tree`` (sizes and LFS hashes come
+    without ``expand``, which would cut the pages from 1000 to 50 entries).
 
     Attributes:
         path: path inside the repository.
@@ -305,6 +313,96 @@ def _map_challenge_layout(src_root: Path, dataset_dir: Path) -> tuple[dict[str, 
     return splits, {"links": _link_all(pairs)}
 
 
+_CLIP_TAR = re.compile(r"clip-\d+\.tar")
+
+
+def _first_tar(folder: Path) -> str | None:
+    """Name of one ``*.tar`` directly in ``folder`` (None if none; stops at the first, cheap at any size)."""
+    if not folder.is_dir():
+        return None
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.name.endswith(".tar"):
+                return entry.name
+    return None
+
+
+def dataset_kind(folder: str | os.PathLike) -> str | None:
+    """Which dataset a folder holds, from its layout: ``"hot3d"`` (``clip_splits.json``, HOT3D-Clips device
+    folders, or ``clip-<id>.tar`` sequences), ``"umetrack"`` (split folders with other tar names) or None
+    (no sequence found). Reads at most one directory entry per folder."""
+    folder = Path(folder)
+    if (folder / HOT3D_SPLITS_FILE).is_file():
+        return "hot3d"
+    for pair in HOT3D_DEVICE_DIRS.values():
+        for sub in pair:
+            if _first_tar(folder / sub):
+                return "hot3d"
+    for split in SPLITS:
+        name = _first_tar(folder / split)
+        if name:
+            return "hot3d" if _CLIP_TAR.fullmatch(name) else "umetrack"
+    return None
+
+
+def check_dataset_folder(dataset: str, folder: str | os.PathLike, key: str = "download.local_dir") -> None:
+    """Refuse one dataset's folder given for the other (it would be linked under the wrong name).
+
+    Raises:
+        InputError: naming the folder, what it holds and the ``key`` to fix.
+    """
+    kind = dataset_kind(folder)
+    if kind is not None and kind != dataset:
+        other = (
+            "UmeTrack (subject_* sequences)" if kind == "umetrack" else "HOT3D-Clips (clip-<id> sequences)"
+        )
+        raise InputError(
+            folder,
+            f"holds {other} data but is given as the {dataset} folder ({key})",
+            f"set `download.local_dir: {{{dataset}: <your {dataset} folder>, {kind}: {folder}}}`",
+        )
+
+
+def local_dir_for(
+    setting: str | Mapping[str, str] | None, dataset: str, datasets: Iterable[str] = DATASETS
+) -> str:
+    """The folder of ``dataset`` given the ``download.local_dir`` setting ("" if none is set).
+
+    Args:
+        setting: ``{dataset: folder}`` (one entry per dataset), or one folder: either a folder holding
+            ``<dataset>/`` sub-folders, or (only when one dataset is configured) that dataset's folder.
+        dataset: ``"umetrack"`` or ``"hot3d"``.
+        datasets: the configured datasets.
+
+    Returns:
+        The folder, normalised (a trailing slash does not change it).
+
+    Raises:
+        InputError: one folder holding a single dataset's files while two datasets are configured (it
+            cannot serve both): the fix names the per-dataset form.
+    """
+    if isinstance(setting, Mapping):
+        folder = str(setting.get(dataset) or "")
+        return os.path.normpath(folder) if folder else ""
+    folder = str(setting or "")
+    if not folder:
+        return ""
+    folder = os.path.normpath(folder)
+    if os.path.isdir(os.path.join(folder, dataset)):
+        return os.path.join(folder, dataset)
+    datasets = list(datasets)
+    kind = dataset_kind(folder)
+    if len(datasets) > 1 and kind is not None:
+        raise InputError(
+            "download.local_dir",
+            f"{folder} holds the files of one dataset ({kind}) but {len(datasets)} datasets are configured",
+            f"give one folder per dataset: `download.local_dir: {{{kind}: {folder}, "
+            f"{next(d for d in datasets if d != kind) if kind in datasets else datasets[0]}: <its folder>}}`, "
+            "or a folder holding umetrack/ and hot3d/",
+        )
+    return folder
+
+
 def link_local(
     dataset: str, local_dir: str | os.PathLike, dataset_dir: str | os.PathLike
 ) -> tuple[dict, dict]:
@@ -330,6 +428,7 @@ def link_local(
         )
     if (root / dataset).is_dir():
         root = root / dataset
+    check_dataset_folder(dataset, root)
     if (root / HOT3D_SPLITS_FILE).is_file():
         splits, info = _map_hot3d(root, Path(dataset_dir))
         layout = "hot3d-clips"
@@ -391,18 +490,20 @@ def _hf_error(e: Exception, repo_id: str, where: Path, what: str = "dataset") ->
 
 
 def remote_file_index(
-    repo_id: str, patterns: Iterable[str], token: str | None = None
+    repo_id: str, patterns: Iterable[str], token: str | None = None, revision: str | None = None
 ) -> dict[str, RemoteFile]:
     """Files of a dataset repository matching ``patterns`` (fnmatch), with sizes and checksums.
 
-    Uses ``HfApi().list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True)``.
+    One recursive ``HfApi().list_repo_tree(repo_id, repo_type="dataset", recursive=True, revision=...)``
+    (1000 entries a page; no ``expand``, whose pages hold 50).
     """
     import huggingface_hub
 
     patterns = list(patterns)
     api = huggingface_hub.HfApi(token=token)
     out = {}
-    for entry in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True, token=token):
+    tree = api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, revision=revision, token=token)
+    for entry in tree:
         size = getattr(entry, "size", None)
         if size is None:  # a folder
             continue
@@ -416,6 +517,37 @@ def remote_file_index(
     return out
 
 
+def resolve_revision(repo_id: str, requested: str, recorded: str, token: str | None = None) -> str:
+    """The commit sha to download: ``recorded`` (an earlier download's) when nothing is ``requested``,
+    else the commit that ``requested`` (sha, branch or tag; "" = main) names now on the Hub."""
+    if not requested and recorded:
+        return recorded
+    import huggingface_hub
+
+    info = huggingface_hub.HfApi(token=token).dataset_info(repo_id, revision=requested or None, token=token)
+    sha = getattr(info, "sha", None)
+    if not sha:
+        raise InputError(
+            None, f"the Hub gave no commit for {repo_id}@{requested or 'main'}", "re-run the download"
+        )
+    return str(sha)
+
+
+def _read_state(path: Path) -> dict:
+    """The download record (:data:`STATE_NAME`): ``{"revision": sha, "verified": {path: [size, mtime_ns,
+    digest]}}``; ``{}`` if missing or unreadable (then everything is checked again)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_state(path: Path, state: dict) -> None:
+    with atomic_write(path) as fh:
+        json.dump(state, fh, indent=0, sort_keys=True)
+
+
 def _file_digest(path: Path, algo: str, prefix: bytes = b"") -> str:
     h = hashlib.new(algo)
     h.update(prefix)
@@ -425,13 +557,21 @@ def _file_digest(path: Path, algo: str, prefix: bytes = b"") -> str:
     return h.hexdigest()
 
 
-def verify_files(root: str | os.PathLike, expected: dict[str, RemoteFile], mode: str = "sha256") -> None:
+def verify_files(
+    root: str | os.PathLike,
+    expected: dict[str, RemoteFile],
+    mode: str = "sha256",
+    verified: dict[str, list] | None = None,
+) -> None:
     """Check downloaded files against the repository metadata.
 
     Args:
         root: local folder mirroring the repository.
         expected: path in repo -> :class:`RemoteFile`.
         mode: ``"sha256"`` (size + LFS sha256 / git blob sha1), ``"size"`` or ``"none"``.
+        verified: record of files already hashed, ``{path: [size, mtime_ns, expected digest]}``, updated in
+            place: a file whose size, modification time and expected digest match its entry is not hashed
+            again (a resumed download hashes only what is new or changed).
 
     Raises:
         InputError: missing or short files (partial download), or size/checksum mismatches. Files with a
@@ -440,26 +580,29 @@ def verify_files(root: str | os.PathLike, expected: dict[str, RemoteFile], mode:
     if mode == "none":
         return
     root = Path(root)
+    verified = {} if verified is None else verified
     missing, short, bad = [], [], []
     for rel, rf in sorted(expected.items()):
         p = root / rel
         if not p.is_file():
             missing.append(rel)
             continue
-        size = p.stat().st_size
+        st = p.stat()
+        size = st.st_size
         if size != rf.size:
             (short if size < rf.size else bad).append(f"{rel} ({size} of {rf.size} bytes)")
             continue
         if mode != "sha256":
             continue
-        if rf.sha256 and _file_digest(p, "sha256") != rf.sha256.lower():
+        digest = (rf.sha256 or rf.blob_id or "").lower()
+        if not digest or verified.get(rel) == [size, st.st_mtime_ns, digest]:
+            continue
+        if rf.sha256 and _file_digest(p, "sha256") != digest:
             bad.append(f"{rel} (sha256 mismatch)")
-        elif (
-            not rf.sha256
-            and rf.blob_id
-            and _file_digest(p, "sha1", b"blob %d\0" % size) != rf.blob_id.lower()
-        ):
+        elif not rf.sha256 and _file_digest(p, "sha1", b"blob %d\0" % size) != digest:
             bad.append(f"{rel} (git blob id mismatch)")
+        else:
+            verified[rel] = [size, st.st_mtime_ns, digest]
     if missing or short:
         first = (missing + short)[0]
         raise InputError(
@@ -470,7 +613,9 @@ def verify_files(root: str | os.PathLike, expected: dict[str, RemoteFile], mode:
         )
     if bad:
         for item in bad:
-            (root / item.split(" (")[0]).unlink(missing_ok=True)
+            rel = item.split(" (")[0]
+            verified.pop(rel, None)
+            (root / rel).unlink(missing_ok=True)
         raise InputError(
             root,
             f"{len(bad)} downloaded file(s) do not match the repository metadata (first: {bad[0]}); they were deleted",
@@ -478,13 +623,18 @@ def verify_files(root: str | os.PathLike, expected: dict[str, RemoteFile], mode:
         )
 
 
-def _snapshot(repo_id: str, local_dir: Path, patterns: list[str], token: str | None, force: bool) -> None:
+def _snapshot(
+    repo_id: str, local_dir: Path, patterns: list[str], token: str | None, force: bool, revision: str
+) -> None:
     import huggingface_hub
 
-    log.info("snapshot_download %s (%d pattern(s)) -> %s", repo_id, len(patterns), local_dir)
+    log.info(
+        "snapshot_download %s@%s (%d pattern(s)) -> %s", repo_id, revision[:12], len(patterns), local_dir
+    )
     huggingface_hub.snapshot_download(
         repo_id=repo_id,
         repo_type="dataset",
+        revision=revision,
         allow_patterns=patterns,
         local_dir=str(local_dir),
         token=token,
@@ -498,6 +648,8 @@ def download_huggingface(
     token: str | None = None,
     force: bool = False,
     verify: str = "sha256",
+    revision: str = "",
+    recorded_revision: str = "",
 ) -> tuple[dict[str, list[str]], dict]:
     """Download one dataset from the Hugging Face Hub into the challenge layout.
 
@@ -505,15 +657,24 @@ def download_huggingface(
     ``clip_splits.json``, then exactly the clips of the hand-tracking splits into ``dataset_dir/_hf/``
     (the repository layout), hard-linked into ``dataset_dir/<split>/clip-XXXXXX.tar``.
 
+    The repository is listed once (one recursive listing without ``expand``) at one commit: ``revision``,
+    or, when it is "", the commit recorded by an earlier run in ``dataset_dir/`` :data:`STATE_NAME`, else
+    the current commit of main. That record also holds the files already verified, so a resumed download
+    hashes only what is new.
+
     Args:
         dataset: ``"umetrack"`` or ``"hot3d"``.
         dataset_dir: ``<output_dir>/<dataset>``.
         token: Hugging Face token (None: the login / ``HF_TOKEN``).
-        force: download again even if files exist.
+        force: download again even if files exist and hash everything again (the commit stays the recorded
+            one unless ``revision`` is given).
         verify: see :func:`verify_files`.
+        revision: commit sha, branch or tag ("": see above).
+        recorded_revision: the commit of an earlier complete download (its manifest's ``info.revision``),
+            used when ``revision`` is "" and the record holds none.
 
     Returns:
-        ``(splits, info)`` for the manifest.
+        ``(splits, info)`` for the manifest; ``info["revision"]`` is the commit sha fetched.
 
     Raises:
         InputError: offline, gated/unauthorised, network failure, partial download, checksum mismatch.
@@ -524,30 +685,47 @@ def download_huggingface(
         raise InputError(
             dataset_dir, f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded", _OFFLINE_FIX
         )
+    state_path = dataset_dir / STATE_NAME
+    state = _read_state(state_path)
+    if state.get("repo_id") not in (None, repo_id):
+        state = {}
+    verified: dict[str, list] = {} if force else dict(state.get("verified") or {})
+    sha = ""
     try:
+        recorded = str(state.get("revision") or "") or recorded_revision
+        sha = resolve_revision(repo_id, revision, recorded, token)
+        if sha != state.get("revision"):
+            log.info("%s: downloading commit %s", repo_id, sha)
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        _write_state(state_path, {"repo_id": repo_id, "revision": sha, "verified": verified})
         if dataset == "umetrack":
             patterns = list(UMETRACK_PATTERNS)
-            index = remote_file_index(repo_id, patterns, token)
+            index = remote_file_index(repo_id, patterns, token, sha)
             if not index:
                 raise InputError(
                     dataset_dir,
-                    f"{repo_id} lists no file matching {patterns}",
-                    "check the repository layout / revision",
+                    f"{repo_id}@{sha} lists no file matching {patterns}",
+                    "check the repository layout / download.revision",
                 )
-            _snapshot(repo_id, dataset_dir, patterns, token, force)
-            verify_files(dataset_dir, index, verify)
+            _snapshot(repo_id, dataset_dir, patterns, token, force, sha)
+            verify_files(dataset_dir, index, verify, verified)
             splits = {
                 split: sorted(Path(p).stem for p in index if p.startswith(f"{split}/")) for split in SPLITS
             }
-            return splits, {"repo_id": repo_id, "files": len(index)}
+            return splits, {"repo_id": repo_id, "revision": sha, "files": len(index)}
         mirror = dataset_dir / HOT3D_HF_SUBDIR
-        meta = remote_file_index(repo_id, [HOT3D_SPLITS_FILE], token)
-        _snapshot(repo_id, mirror, [HOT3D_SPLITS_FILE], token, force)
-        verify_files(mirror, meta, verify)
+        folders = sorted({sub + "/*.tar" for pair in HOT3D_DEVICE_DIRS.values() for sub in pair})
+        listing = remote_file_index(repo_id, [HOT3D_SPLITS_FILE, *folders], token, sha)
+        meta = {k: v for k, v in listing.items() if k == HOT3D_SPLITS_FILE}
+        if not meta:
+            raise InputError(
+                dataset_dir, f"{repo_id}@{sha} has no {HOT3D_SPLITS_FILE}", "check download.revision"
+            )
+        _snapshot(repo_id, mirror, [HOT3D_SPLITS_FILE], token, force, sha)
+        verify_files(mirror, meta, verify, verified)
         mapping = _clip_mapping(mirror / HOT3D_SPLITS_FILE)
         wanted = sorted({rel for split in SPLITS for rel in mapping[split].values()})
-        folders = sorted({rel.split("/")[0] + "/*.tar" for rel in wanted})
-        index = {k: v for k, v in remote_file_index(repo_id, folders, token).items() if k in set(wanted)}
+        index = {k: listing[k] for k in wanted if k in listing}
         absent = [rel for rel in wanted if rel not in index]
         if absent:
             raise InputError(
@@ -555,14 +733,17 @@ def download_huggingface(
                 f"{len(absent)} clip(s) of clip_splits.json are not in {repo_id} (first: {absent[0]})",
                 "report it upstream; or use `source: local` with a complete copy",
             )
-        _snapshot(repo_id, mirror, wanted, token, force)
-        verify_files(mirror, index, verify)
+        _snapshot(repo_id, mirror, wanted, token, force, sha)
+        verify_files(mirror, index, verify, verified)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - every hub/network failure becomes an actionable message
         raise _hf_error(e, repo_id, dataset_dir) from e
+    finally:
+        if sha:  # what was verified so far survives a failure: the re-run hashes only the rest
+            _write_state(state_path, {"repo_id": repo_id, "revision": sha, "verified": verified})
     splits, info = _map_hot3d(mirror, dataset_dir)
-    return splits, {"repo_id": repo_id, "files": len(index), **info}
+    return splits, {"repo_id": repo_id, "revision": sha, "files": len(index), **info}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -573,7 +754,7 @@ def download_huggingface(
 def _synthetic(
     dataset: str, output_dir: Path, mano_dir: Path, seed: int, size: str, force: bool, progress: bool
 ) -> tuple[dict[str, list[str]], dict, dict]:
-    from mvhand.synthetic_world import generate_dataset
+    from mvhand.synthetic.world import generate_dataset
 
     dataset_dir = output_dir / dataset
     if not force and dataset_dir.is_dir() and any(dataset_dir.iterdir()):
@@ -610,6 +791,7 @@ def download_dataset(
     token: str | None = None,
     verify: str = "sha256",
     progress: bool = True,
+    revision: str = "",
 ) -> Manifest:
     """Fetch/generate/link one dataset into ``<output_dir>/<dataset>/`` and write its manifest last.
 
@@ -624,6 +806,8 @@ def download_dataset(
         token: Hugging Face token.
         verify: Hugging Face file check (:func:`verify_files`).
         progress: progress bars.
+        revision: Hugging Face commit sha, branch or tag; "" = the recorded commit, else main's
+            (:func:`download_huggingface`).
 
     Returns:
         The written :class:`Manifest`.
@@ -638,13 +822,27 @@ def download_dataset(
     output_dir, mano_dir = Path(output_dir), Path(mano_dir)
     dataset_dir = output_dir / dataset
     manifest_path = dataset_dir / MANIFEST_NAME
+    previous_revision = ""
+    if source == "huggingface" and manifest_path.is_file():  # the commit an earlier download recorded
+        try:
+            previous_revision = str(read_manifest(manifest_path).info.get("revision") or "")
+        except InputError:
+            previous_revision = ""
     if source != "synthetic":
         manifest_path.unlink(missing_ok=True)  # the manifest marks a complete dataset: remove it first
     extra: dict = {}
     if source == "synthetic":
         splits, info, extra = _synthetic(dataset, output_dir, mano_dir, seed, size, force, progress)
     elif source == "huggingface":
-        splits, info = download_huggingface(dataset, dataset_dir, token=token, force=force, verify=verify)
+        splits, info = download_huggingface(
+            dataset,
+            dataset_dir,
+            token=token,
+            force=force,
+            verify=verify,
+            revision=revision,
+            recorded_revision=previous_revision,
+        )
     else:
         splits, info = link_local(dataset, local_dir or "", dataset_dir)
     if not any(splits.values()):
@@ -693,7 +891,7 @@ def download_pretrained(name: str, out: str | os.PathLike, token: str | None = N
     import huggingface_hub
     from huggingface_hub import errors
 
-    from mvhand.model import pretrained_hub_repo, read_backbone_weights
+    from mvhand.model.network import pretrained_hub_repo, read_backbone_weights
 
     out = Path(out)
     try:

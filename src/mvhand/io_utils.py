@@ -9,7 +9,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -19,8 +19,10 @@ __all__ = [
     "atomic_write",
     "disk_full_error",
     "pyplot",
+    "read_path_list",
     "save_figure",
     "sweep_stale_temps",
+    "write_path_list",
 ]
 
 
@@ -181,6 +183,39 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         kwargs.setdefault("encoding", "utf-8")
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+def write_path_list(path: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> Path:
+    """Write a list file (atomically): one path per line, in the given order; returns ``path``.
+
+    List files let a stage read thousands of inputs (``--crops-list``) with a short command line. Paths
+    are written as given: relative ones are relative to the directory the reading stage runs in (the
+    workflow's working directory), like paths on a command line.
+    """
+    with atomic_write(path) as fh:
+        for p in paths:
+            text = os.fspath(p)
+            if "\n" in text:
+                raise ValueError(f"{text!r}: a path in a list file cannot hold a line break")
+            fh.write(text + "\n")
+    return Path(path)
+
+
+def read_path_list(path: str | os.PathLike) -> list[str]:
+    """Paths of a list file written by :func:`write_path_list` (blank lines and ``#`` comments skipped).
+
+    Raises:
+        InputError: the list file is missing or unreadable (named, with the fix).
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(
+            path, "list file not found", "re-run the workflow (rule crop_list writes it)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"unreadable list file ({e})", "delete it and re-run the workflow") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def pyplot():

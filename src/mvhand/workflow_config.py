@@ -6,7 +6,8 @@ any job runs — with the key named and the fix — instead of hours later, or n
 unknown variant made the default target print "Nothing to be done" and keep a stale report).
 
 Checked: every number is finite (YAML ``.nan`` / ``.inf`` pass the schema's ranges); candidates and
-``evaluate.val_variant`` name trained variants; ``source: local`` has an existing ``download.local_dir``;
+``evaluate.val_variant`` name trained variants; ``source: local`` has an existing ``download.local_dir`` for
+every dataset that holds that dataset (not the other one);
 ``evaluate.split: pose_test`` only with the synthetic world (the real test ground truth is private);
 ``train.pretrained_file`` exists when set; ``train.gpus: 0`` is not combined with ``train.device: cuda``;
 Savitzky–Golay and online-smoothing settings that cannot work;
@@ -88,23 +89,7 @@ def config_problems(config: Mapping[str, Any], variants: Iterable[str]) -> list[
 
     source = config.get("source", "synthetic")
     if source == "local":
-        local = str((config.get("download") or {}).get("local_dir") or "")
-        if not local:
-            out.append(
-                InputError(
-                    "download.local_dir",
-                    "is empty but `source: local` reads the data from it",
-                    "set it to the folder holding your copy of the dataset(s), or choose another source",
-                )
-            )
-        elif not os.path.isdir(local):
-            out.append(
-                InputError(
-                    "download.local_dir",
-                    f"{local!r} is not a folder",
-                    "point it at the folder holding your copy of the dataset(s)",
-                )
-            )
+        out.extend(_local_dir_problems(config))
     if source != "synthetic" and evaluate.get("split") == "pose_test":
         out.append(
             InputError(
@@ -157,6 +142,60 @@ def config_problems(config: Mapping[str, Any], variants: Iterable[str]) -> list[
                 f"use online_free <= {win}",
             )
         )
+    return out
+
+
+def _local_dir_problems(config: Mapping[str, Any]) -> list[InputError]:
+    """``source: local``: every configured dataset has an existing folder holding that dataset (not the other)."""
+    from mvhand.download import check_dataset_folder, local_dir_for
+
+    setting = (config.get("download") or {}).get("local_dir") or ""
+    datasets = list(config.get("datasets") or [])
+    per_dataset = isinstance(setting, Mapping)
+    if not per_dataset and not setting:
+        return [
+            InputError(
+                "download.local_dir",
+                "is empty but `source: local` reads the data from it",
+                "set it to the folder holding your copy of the dataset(s), as "
+                "`{umetrack: <folder>, hot3d: <folder>}`, or choose another source",
+            )
+        ]
+    if not per_dataset and not os.path.isdir(str(setting)):
+        return [
+            InputError(
+                "download.local_dir",
+                f"{setting!r} is not a folder",
+                "point it at the folder holding your copy of the dataset(s)",
+            )
+        ]
+    out: list[InputError] = []
+    for dataset in datasets:
+        key = f"download.local_dir.{dataset}" if per_dataset else "download.local_dir"
+        try:
+            folder = local_dir_for(setting, dataset, datasets)
+        except InputError as exc:
+            return [exc]
+        if not folder:
+            out.append(
+                InputError(
+                    key,
+                    f"is empty but `source: local` reads the {dataset} data from it",
+                    f"set `download.local_dir: {{{dataset}: <folder of your {dataset} copy>}}` (one entry per "
+                    "dataset), or choose another source",
+                )
+            )
+        elif not os.path.isdir(folder):
+            out.append(
+                InputError(
+                    key, f"{folder!r} is not a folder", f"point it at the folder holding your {dataset} copy"
+                )
+            )
+        else:
+            try:
+                check_dataset_folder(dataset, folder, key)
+            except InputError as exc:
+                out.append(exc)
     return out
 
 

@@ -105,18 +105,26 @@ class PlannedJob:
     threads: int
     resources: dict[str, str]
     wildcards: str = ""
+    group: str = ""  # id of the group job it belongs to ("" if none)
 
 
 def planned_jobs(output: str) -> list[PlannedJob]:
     """Parse the job blocks of `snakemake -n` output (``rule X:`` / ``localrule X:`` … ``resources: k=v, …``)."""
     jobs: list[PlannedJob] = []
     current: PlannedJob | None = None
+    indent = ""
+    group = ""
     for line in output.splitlines():
-        head = re.fullmatch(r"(local)?(?:checkpoint|rule) (\w+):", line.strip())
-        if head and not line.startswith(" "):
-            current = PlannedJob(head.group(2), bool(head.group(1)), 1, {})
+        head = re.fullmatch(r"( {4})?(local)?(?:checkpoint|rule) (\w+):", line)
+        group_head = re.search(r"Group job (\S+) \(jobs in lexicogr\. order\):", line)
+        if group_head:  # the member jobs of a group job follow, indented by 4
+            group, current = group_head.group(1), None
+        elif head and (not head.group(1) or group):
+            indent = head.group(1) or ""
+            group = group if indent else ""  # a job at column 0 ends the group job's list
+            current = PlannedJob(head.group(3), bool(head.group(2)), 1, {}, group=group)
             jobs.append(current)
-        elif current is not None and line.startswith("    "):
+        elif current is not None and line.startswith(indent + "    "):
             key, _, value = line.strip().partition(": ")
             if key == "threads":
                 current.threads = int(value)

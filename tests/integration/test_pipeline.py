@@ -12,9 +12,9 @@ import re
 import pytest
 from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
 
-from mvhand.metrics import evaluate_archives
-from mvhand.report import readme_results_from
-from mvhand.submission import read_submission_archive
+from mvhand.formats.submission import read_submission_archive
+from mvhand.post.metrics import evaluate_archives
+from mvhand.post.report import readme_results_from
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ pytest.importorskip("snakemake_executor_plugin_slurm")
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 PAPER = yaml.safe_load((REPO / "presets" / "paper.yaml").read_text())
-LOCAL_RULES = {"download", "pretrained_weights", "submission"}
+LOCAL_RULES = {"download", "pretrained_weights", "submission", "crop_list"}
 AGGREGATORS = {"all", "crops", "downloads", "models", "predictions"}
 
 
@@ -201,3 +201,49 @@ def test_pretrained_weights_rule_runs_on_the_submit_host_from_the_hub_cache(tmp_
     assert not (tmp_path / "submitted").exists()  # ran on the submit host
     fetched = load_file(str(tmp_path / target))
     assert fetched.keys() == source.keys() and all(torch.equal(fetched[k], source[k]) for k in source)
+
+
+def test_cache_crops_jobs_are_bundled_into_group_jobs(tmp_path):
+    """With the profile, the cache_crops jobs of each dataset split go to SLURM 64 to a group job (ids by
+    position in the manifest); without it (local runs) there is no group. The profile's numbers agree."""
+    import json
+    import math
+    import os
+    import time
+
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    size = dict(item.split("=") for item in profile["group-components"])["crops"]
+    size, cores = int(size), int(profile["cores"])
+    assert (size, cores) == (64, 16)  # the numbers of docs/workflow.md, "Cluster"
+    assert "groups" not in profile  # a `groups:` entry would replace the rule's per-bundle group ids
+    names = {
+        "train": [f"s{i:03d}" for i in range(2 * size + 2)],
+        "pose_test": ["p0"],
+        "shape_test": ["q0", "q1"],
+    }
+    root = tmp_path / "resources" / "data" / "umetrack"
+    for split, seqs in names.items():
+        (root / split).mkdir(parents=True)
+        for name in seqs:
+            (root / split / f"{name}.tar").touch()
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": names}))
+    later = time.time() + 5  # newer than the scripts: the download counts as done
+    os.utime(manifest, (later, later))
+    write_config(tmp_path, {**TINY_PIPELINE, "datasets": ["umetrack"]})
+    proc = run_snakemake(tmp_path, "-n", "--workflow-profile", str(PROFILE), "--", "crops")
+    jobs = [j for j in planned_jobs(proc.stdout) if j.rule == "cache_crops"]
+    assert len(jobs) == sum(map(len, names.values()))
+    members: dict[str, list[str]] = {}
+    for job in jobs:
+        members.setdefault(job.group, []).append(job.wildcards)
+    expected = {
+        f"crops-umetrack-{split}-{k}": min(size, len(seqs) - k * size)
+        for split, seqs in names.items()
+        for k in range(math.ceil(len(seqs) / size))
+    }
+    assert {g: len(m) for g, m in members.items()} == expected  # 64 + 64 + 2 train, 1 pose_test, 2 shape_test
+    second = sorted(w.rsplit("sequence=", 1)[1] for w in members["crops-umetrack-train-1"])
+    assert second == [f"s{i:03d}" for i in range(size, 2 * size)]  # bundles follow the manifest's order
+    local = run_snakemake(tmp_path, "-n", "--", "crops")
+    assert {j.group for j in planned_jobs(local.stdout) if j.rule == "cache_crops"} == {""}

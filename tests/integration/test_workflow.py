@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from _wf import REPO, TINY_CONFIG, copy_workdir, job_counts, run_snakemake, write_config
 
-from mvhand.cameras import crop_camera, warp_image_reference
-from mvhand.crops import CROP_SCHEMA, decode_crop_jpeg
-from mvhand.dataset import iter_frames
-from mvhand.umetrack import canonical_landmarks, forward_kinematics
+from mvhand.formats.crop_cache import CROP_SCHEMA, decode_crop_jpeg
+from mvhand.formats.sequence import iter_frames
+from mvhand.geometry.cameras import crop_camera, warp_image_reference
+from mvhand.geometry.umetrack import canonical_landmarks, forward_kinematics
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _manifest(workdir: Path, dataset: str) -> dict:
 
 def _check_sequence_against_independent_crops(tar: Path, parquet: Path, crop_size: int, margin: float) -> int:
     """Re-render every crop of a sequence independently (Pillow decode + reference warp) and compare."""
-    from mvhand.dataset import read_hand_shapes
+    from mvhand.formats.sequence import read_hand_shapes
 
     table = pq.read_table(parquet)
     assert table.schema.equals(CROP_SCHEMA, check_metadata=False)
@@ -261,6 +261,7 @@ def _fake_dataset(workdir: Path, names: dict[str, list[str]]) -> None:
         (root / split).mkdir(parents=True, exist_ok=True)
         for name in seqs:
             (root / split / f"{name}.tar").touch()
+    (root / "gt.tar.gz").touch()  # the synthetic world's test ground truth (read by eval_gt)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": names}))
     later = time.time() + 5
@@ -300,3 +301,64 @@ def test_key_order_and_explicit_defaults_do_not_change_commands(tmp_path):
     assert outs[0] == outs[1]
     train = outs[0]["logs/train/full.log 2>&1"]
     assert "--epochs 2 " in train and "--lr 0.002 " in train and "--loss-weights heatmap=0.1 uv=3.0" in train
+
+
+def test_rerunning_download_with_unchanged_data_recrops_nothing(tmp_path):
+    """cache_crops reads its own tar, not the manifest: a forced re-run of `download` (which rewrites the
+    manifest), a dry run that forces it, or a trailing slash in download.local_dir re-crops nothing."""
+    mine = tmp_path / "mine"
+    names = {"train": ["subject_000_a", "subject_001_b"], "pose_test": ["subject_014_c"], "shape_test": ["subject_090_d"]}  # fmt: skip
+    for split, seqs in names.items():
+        (mine / split).mkdir(parents=True)
+        for name in seqs:
+            (mine / split / f"{name}.tar").write_bytes(name.encode())
+    wd = tmp_path / "wf"
+    cfg = dict(
+        TINY_CONFIG,
+        datasets=["umetrack"],
+        source="local",
+        download={"local_dir": {"umetrack": str(mine)}},
+        evaluate={"split": "val"},  # real data has no test ground truth
+    )
+    write_config(wd, cfg)
+    run_snakemake(
+        wd, "--cores", "1", "downloads"
+    )  # the real download stage: links the tars, writes the manifest
+    manifest = wd / "resources" / "data" / "umetrack" / "manifest.json"
+    assert _manifest(wd, "umetrack")["splits"] == names
+    for split, seqs in names.items():  # crop caches as cache_crops leaves them: newer than their tars
+        for name in seqs:
+            out = wd / "results" / "crops" / "umetrack" / split / f"{name}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.touch()
+    assert "Nothing to be done" in run_snakemake(wd, "-n", "crops").stdout
+    before = manifest.stat().st_mtime_ns
+    run_snakemake(wd, "--cores", "1", "--forcerun", "download", "--", "downloads")
+    assert manifest.stat().st_mtime_ns > before  # the manifest was written again, with the same sequences
+    assert _manifest(wd, "umetrack")["splits"] == names
+    proc = run_snakemake(wd, "-n", "crops")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    proc = run_snakemake(wd, "-n", "--forcerun", "download", "--", "crops")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts.get("download") == 1 and "cache_crops" not in counts, counts
+    # the same folder written with a trailing slash: the download's command is unchanged
+    write_config(wd, dict(cfg, download={"local_dir": {"umetrack": f"{mine}/"}}), "slash.yaml")
+    proc = run_snakemake(wd, "-n", "crops", configfile="slash.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    # train and predict read the crop caches from list files (rule crop_list): short commands, same inputs
+    run_snakemake(wd, "--cores", "1", "results/crops/umetrack/train.txt")
+    listed = (wd / "results" / "crops" / "umetrack" / "train.txt").read_text().splitlines()
+    assert listed == [f"results/crops/umetrack/train/{name}.parquet" for name in names["train"]]
+    out = run_snakemake(wd, "-n", "-p", "results/predict/full/umetrack/pose_test.parquet").stdout
+    train_cmd = next(line for line in out.splitlines() if "scripts/train.py --" in line)
+    assert (
+        "--crops-list results/crops/umetrack/train.txt --mano-dir" in train_cmd
+        and ".parquet" not in train_cmd
+    )
+    assert "--crops-list results/crops/umetrack/pose_test.txt" in out
+    # a changed tar is re-cropped, and only that one
+    tar = mine / "train" / "subject_001_b.tar"
+    later = time.time() + 5
+    os.utime(tar, (later, later))
+    counts = job_counts(run_snakemake(wd, "-n", "crops").stdout)
+    assert counts == {"cache_crops": 1, "crops": 1}, counts

@@ -8,7 +8,10 @@ import sys
 
 import yaml
 
+from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
+
+from mvhand.constants import DATASETS as CHALLENGE_DATASETS
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -35,7 +38,7 @@ shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.e
 
 
 wildcard_constraints:
-    dataset="|".join(("umetrack", "hot3d")),
+    dataset="|".join(CHALLENGE_DATASETS),
     split="|".join(ALL_SPLITS),
     sequence=r"[^/]+",
 
@@ -117,17 +120,26 @@ def stage_flags(settings):
     return " ".join(parts)
 
 
-def download_settings():
-    """Settings of the download stage: the source plus only the keys that source uses."""
+def download_settings(dataset):
+    """Settings of the download stage of one dataset: the source plus only the keys that source uses
+    (`local_dir`: that dataset's folder, normalised, so that a trailing slash re-runs nothing)."""
+    from mvhand.download import local_dir_for
+
     settings = {"source": config["source"], "seed": config["seed"]}
     section = config["download"]
     if config["source"] == "synthetic":
         settings["size"] = section["size"]
     elif config["source"] == "huggingface":
         settings["verify"] = section["verify"]
+        settings["revision"] = section.get("revision", "")
     else:
-        settings["local_dir"] = section["local_dir"]
+        settings["local_dir"] = local_dir_for(section["local_dir"], dataset, DATASETS)
     return settings
+
+
+def download_flags(wildcards):
+    """Params function of download: its flags for {dataset}."""
+    return stage_flags(download_settings(wildcards.dataset))
 
 
 def crops_settings():
@@ -177,8 +189,44 @@ def read_manifest(dataset):
         dict with at least `splits: {split: [sequence names]}`.
     """
     path = checkpoints.download.get(dataset=dataset).output.manifest
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    stamp = os.stat(path).st_mtime_ns
+    cached = _MANIFESTS.get(path)
+    if cached is None or cached[0] != stamp:  # parsed once per version: input functions call this per job
+        with open(path, encoding="utf-8") as fh:
+            cached = _MANIFESTS[path] = (stamp, json.load(fh))
+    return cached[1]
+
+
+_MANIFESTS = {}  # manifest path -> (mtime_ns, parsed manifest)
+_SEQUENCE_INDEX = {}  # (manifest path, mtime_ns, split) -> {sequence: position in the split}
+
+
+def crops_group(wildcards):
+    """Job group of a cache_crops job (the rule's `group:`), for cluster runs.
+
+    With `group-components: crops=N` (the SLURM profile) the sequences of a dataset split are bundled N to a
+    group, by their position in the manifest (`crops-<dataset>-<split>-<k>`; 6,061 sequences -> 97 cluster
+    jobs with N = 64), and Snakemake runs each group as one cluster job. Without it (local runs): no group.
+
+    One group id per bundle, rather than one id for all with `group-components` merging them: Snakemake
+    (9.27) re-merges already merged groups each time it updates the DAG after a checkpoint (our download),
+    which turned 95 bundles of 64 into 2 groups of thousands of jobs.
+    """
+    size = workflow.group_settings.group_components.get("crops")
+    if not size:
+        return None
+    try:
+        path = checkpoints.download.get(dataset=wildcards.dataset).output.manifest
+    except IncompleteCheckpointException:  # a crop file asked for before the download: no bundle
+        return None
+    key = (path, os.stat(path).st_mtime_ns, wildcards.split)
+    index = _SEQUENCE_INDEX.get(key)
+    if index is None:
+        names = sequences_of(wildcards.dataset, wildcards.split)
+        index = _SEQUENCE_INDEX[key] = {name: i for i, name in enumerate(names)}
+    groupid = f"crops-{wildcards.dataset}-{wildcards.split}-{index.get(wildcards.sequence, 0) // size}"
+    workflow.parent_groupids[groupid] = "crops"  # its group-components setting is that of `crops`
+    return groupid
 
 
 def sequences_of(dataset, split):
@@ -186,9 +234,44 @@ def sequences_of(dataset, split):
     return list(read_manifest(dataset)["splits"].get(split, []))
 
 
+def dataset_tars(dataset, split):
+    """Sequence tars of one split (`<data_root>/<dataset>/<split>/<name>.tar`), as listed by the manifest.
+
+    Jobs that read the data take these tars as inputs, not the manifest: the download rewrites the
+    manifest on every run, and the tars keep their time stamps when the data did not change.
+    """
+    return [f"{DATA_ROOT}/{dataset}/{split}/{name}.tar" for name in sequences_of(dataset, split)]
+
+
+def dataset_file(dataset, name):
+    """`<data_root>/<dataset>/<name>`, a file the download writes beside the splits (e.g. gt.tar.gz of the
+    synthetic world), once the download has run."""
+    read_manifest(dataset)
+    return f"{DATA_ROOT}/{dataset}/{name}"
+
+
 def crop_files_for(dataset, split):
     """Crop-cache Parquet files of one dataset split (one per sequence)."""
     return [f"results/crops/{dataset}/{split}/{name}.parquet" for name in sequences_of(dataset, split)]
+
+
+def crop_list_file(dataset, split):
+    """List file of one dataset split's crop caches (rule crop_list; read by train/predict)."""
+    return f"results/crops/{dataset}/{split}.txt"
+
+
+def split_crop_files(wildcards):
+    """Input function of crop_list: the crop caches of {dataset}/{split}."""
+    return crop_files_for(wildcards.dataset, wildcards.split)
+
+
+def write_crop_list(path, files, log_path):
+    """What the run block of crop_list does: write the list file (atomically) and a one-line log."""
+    from mvhand.io_utils import atomic_write, write_path_list
+
+    write_path_list(path, files)
+    with atomic_write(log_path) as fh:
+        fh.write(f"{path}: {len(files)} crop file(s)\n")
 
 
 def crop_files(wildcards):

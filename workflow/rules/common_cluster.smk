@@ -11,6 +11,7 @@ from mvhand.cluster import SINFO_FORMAT, JobRequest, parse_sinfo_nodes, requests
 # what to change when a rule's request is too large for every node
 CLUSTER_FIXES = {
     "cache_crops": "lower crops.threads",
+    "cache_crops (group)": "lower `cores` in the SLURM profile (CPUs and memory of a bundle of cache_crops jobs)",
     "train": "lower train.threads / train.num_workers (CPUs = processes x (threads + num_workers)) or train.gpus",
     "predict": "lower predict.threads / predict.num_workers, or set predict.device: cpu",
     "neural_smooth": "set smooth.device: cpu",
@@ -22,14 +23,21 @@ def slurm_requests():
     submits them), plus cache_crops from the config (its jobs appear only once the download has run)."""
     largest = {"cache_crops": JobRequest("cache_crops", int(config["crops"]["threads"]))}
     for job in workflow.dag.needrun_jobs():
-        if job.is_local or job.is_group():
+        if job.is_local:
             continue
-        req = JobRequest(
-            job.rule.name,
-            int(job.resources.get("cpus_per_task") or job.threads),
-            int(job.resources.get("mem_mb") or 0),
-            int(job.resources.get("gpu") or 0),
-        )
+        group = workflow.dag.get_job_group(job)
+        if group is not None:  # a bundle of cache_crops jobs: one SLURM job asking for what they use together
+            req = JobRequest(
+                f"{job.rule.name} (group)", int(group.resources.get("_cores") or 1),
+                int(group.resources.get("mem_mb") or 0), int(group.resources.get("gpu") or 0),
+            )  # fmt: skip
+        else:
+            req = JobRequest(
+                job.rule.name,
+                int(job.resources.get("cpus_per_task") or job.threads),
+                int(job.resources.get("mem_mb") or 0),
+                int(job.resources.get("gpu") or 0),
+            )
         old = largest.get(req.rule)
         largest[req.rule] = req if old is None else JobRequest(req.rule, *(max(a, b) for a, b in zip(
             (old.cpus, old.mem_mb, old.gpus), (req.cpus, req.mem_mb, req.gpus))))  # fmt: skip

@@ -113,10 +113,20 @@ def train_crop_files(wildcards):
     return files
 
 
+def train_crop_lists(wildcards):
+    """Input function: the list files of the train-split crop caches (one per dataset; rule crop_list)."""
+    return [crop_list_file(dataset, "train") for dataset in DATASETS]
+
+
 def predict_crop_files(wildcards):
     """Input function: crop caches read by predict (val = the train split's caches)."""
     split = "train" if wildcards.split == "val" else wildcards.split
     return crop_files_for(wildcards.dataset, split)
+
+
+def predict_crop_list(wildcards):
+    """Input function: the list file of the crop caches read by predict (val = the train split's)."""
+    return crop_list_file(wildcards.dataset, "train" if wildcards.split == "val" else wildcards.split)
 
 
 def predict_sequences_flag(wildcards, input):

@@ -31,16 +31,23 @@ def _shape_splits(split):
 
 
 def package_inputs(wildcards):
-    """Input function of package_submission: smoothed pose predictions, shape predictions, manifests."""
+    """Input function of package_submission: smoothed pose predictions and shape predictions (the tars it
+    reads: package_tars)."""
     inputs = {}
     for ds in DATASETS:
         inputs[f"pose_{ds}"] = f"results/smooth/{wildcards.variant}/{wildcards.method}/{ds}/{wildcards.split}.parquet"
         for s in _shape_splits(wildcards.split):
             inputs[f"shape_{ds}_{s}"] = f"results/predict/{wildcards.variant}/{ds}/{s}.parquet"
-        inputs[f"manifest_{ds}"] = f"{DATA_ROOT}/{ds}/manifest.json"
     if wildcards.split == "val":
         inputs["sequences"] = f"results/train/{wildcards.variant}/val_sequences.txt"
     return inputs
+
+
+def package_tars(wildcards):
+    """Input function of package_submission: the sequence tars of the splits it reads (not the manifest:
+    see dataset_tars). A separate input item, so that the others stay named while the download runs."""
+    splits = dict.fromkeys([wildcards.split, *_shape_splits(wildcards.split)])
+    return [tar for ds in DATASETS for s in splits for tar in dataset_tars(ds, "train" if s == "val" else s)]
 
 
 def package_flags(wildcards, input):
@@ -59,11 +66,17 @@ def package_flags(wildcards, input):
 
 
 def eval_gt_inputs(wildcards):
-    """Input function of eval_gt: the shipped GT archives (test splits) or the held-out sequences."""
-    inputs = {f"manifest_{ds}": f"{DATA_ROOT}/{ds}/manifest.json" for ds in DATASETS}
-    if wildcards.split == "val":
-        inputs["sequences"] = f"results/train/{config['evaluate']['val_variant']}/val_sequences.txt"
-    return inputs
+    """Input function of eval_gt: the held-out sequences (val; the data it reads: eval_gt_data)."""
+    if wildcards.split != "val":
+        return {}
+    return {"sequences": f"results/train/{config['evaluate']['val_variant']}/val_sequences.txt"}
+
+
+def eval_gt_data(wildcards):
+    """Input function of eval_gt: the shipped GT archives (test splits) or the training tars (val)."""
+    if wildcards.split != "val":
+        return [dataset_file(ds, "gt.tar.gz") for ds in DATASETS]
+    return [tar for ds in DATASETS for tar in dataset_tars(ds, "train")]
 
 
 def eval_gt_flags(wildcards, input):

@@ -1,11 +1,15 @@
-# Data stages: download (checkpoint: writes the sequence manifest) and cache_crops (one Parquet crop
-# cache per sequence). Aggregator targets: `downloads`, `crops`.
+# Data stages: download (checkpoint: writes the sequence manifest), cache_crops (one Parquet crop
+# cache per sequence) and crop_list (the list of a split's crop files, read by train and predict so that
+# their command lines stay short). Aggregator targets: `downloads`, `crops`.
+# cache_crops reads only its own tar: the manifest is read at planning time (sequences_of), never as a job
+# input, so a re-run of `download` that rewrites the manifest with the same sequences re-crops nothing.
 
 
 localrules:
     download,
     downloads,
     crops,
+    crop_list,
 
 
 checkpoint download:
@@ -16,7 +20,7 @@ checkpoint download:
     log:
         "logs/download/{dataset}.log",
     params:
-        flags=stage_flags(download_settings()),
+        flags=download_flags,
         output_dir=data_root,
         mano_dir=MANO_DIR,
     threads: 2  # the synthetic generator uses up to 2 processes
@@ -33,7 +37,6 @@ checkpoint download:
 rule cache_crops:
     input:
         script=script_path("cache_crops.py"),
-        manifest=rules.download.output.manifest,
         tar=f"{DATA_ROOT}/{{dataset}}/{{split}}/{{sequence}}.tar",
     output:
         crops="results/crops/{dataset}/{split}/{sequence}.parquet",
@@ -47,11 +50,31 @@ rule cache_crops:
     resources:
         mem_mb=2000,
         runtime=60,
+    # on SLURM (group-components in the profile): bundles of sequences per cluster job; common.smk
+    group:
+        crops_group
     conda:
         "../../envs/pipeline.yaml"
     shell:
         "python {input.script} --input {input.tar:q} --output {output.crops:q}"
         " --dataset {wildcards.dataset} --threads {threads} {params.flags} > {log} 2>&1"
+
+
+rule crop_list:
+    input:
+        crops=split_crop_files,
+    output:
+        crops_list="results/crops/{dataset}/{split}.txt",
+    log:
+        "logs/crop_list/{dataset}/{split}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    wildcard_constraints:
+        split="|".join(SPLITS),
+    run:
+        write_crop_list(output.crops_list, input.crops, log[0])
 
 
 rule downloads:

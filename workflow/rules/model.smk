@@ -34,7 +34,9 @@ rule pretrained_weights:
 rule train:
     input:
         script=script_path("train.py"),
+        # the files train reads: the crop caches, named by the list files that its command carries
         crops=train_crop_files,
+        crops_lists=train_crop_lists,
         pretrained=train_pretrained_input,
     output:
         model="results/train/{variant}/model.pt",
@@ -61,7 +63,7 @@ rule train:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python {params.launcher}{input.script} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        "python {params.launcher}{input.script} --crops-list {input.crops_lists:q} --mano-dir {params.mano_dir:q}"
         " --out-dir {params.out_dir:q} --threads {threads} {params.flags} > {log} 2>&1"
 
 
@@ -71,6 +73,7 @@ rule predict:
         model=rules.train.output.model,
         val_sequences=rules.train.output.val_sequences,
         crops=predict_crop_files,
+        crops_list=predict_crop_list,
     output:
         predictions="results/predict/{variant}/{dataset}/{split}.parquet",
     log:
@@ -93,7 +96,7 @@ rule predict:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python {input.script} --model {input.model:q} --crops {input.crops:q} --mano-dir {params.mano_dir:q}"
+        "python {input.script} --model {input.model:q} --crops-list {input.crops_list:q} --mano-dir {params.mano_dir:q}"
         " --out {output.predictions:q} --threads {threads} {params.sequences} {params.flags} > {log} 2>&1"
 
 

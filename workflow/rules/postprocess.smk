@@ -13,7 +13,6 @@ rule neural_smooth:
     input:
         script=script_path("neural_smooth.py"),
         predictions="results/predict/{variant}/{dataset}/{split}.parquet",
-        manifest=rules.download.output.manifest,
     output:
         table="results/smooth/{variant}/{method}/{dataset}/{split}.parquet",
         stats="results/smooth/{variant}/{method}/{dataset}/{split}.json",
@@ -39,6 +38,7 @@ rule neural_smooth:
 rule package_submission:
     input:
         unpack(package_inputs),
+        tars=package_tars,
         script=script_path("package_submission.py"),
     output:
         pose="results/submission/{split}/{variant}-{method}/pose_submission.tar.gz",
@@ -60,6 +60,7 @@ rule package_submission:
 rule eval_gt:
     input:
         unpack(eval_gt_inputs),
+        data=eval_gt_data,
         script=script_path("eval_gt.py"),
     output:
         gt="results/evaluate/{split}/gt.tar.gz",

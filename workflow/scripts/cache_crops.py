@@ -15,7 +15,8 @@ import time
 
 from mvhand._process import tune_allocator
 from mvhand.cli import exit_on_sigterm, setup_logging
-from mvhand.crops import CropSettings, cache_sequence_crops
+from mvhand.constants import DATASETS
+from mvhand.formats.crop_cache import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 
 
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="worker processes (1: render in this process)")
     p.add_argument(
         "--dataset",
-        choices=("umetrack", "hot3d"),
+        choices=DATASETS,
         default=None,
         help="dataset of the sequence (for messages only)",
     )

@@ -13,7 +13,8 @@ import os
 import sys
 
 from mvhand.cli import exit_on_sigterm, setup_logging
-from mvhand.download import DATASETS, SOURCES, download_dataset
+from mvhand.constants import DATASETS
+from mvhand.download import SOURCES, download_dataset
 from mvhand.io_utils import InputError
 
 
@@ -33,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("sha256", "size", "none"),
         default="sha256",
         help="check of downloaded files against the repository metadata (--source huggingface)",
+    )
+    p.add_argument(
+        "--revision",
+        default="",
+        help="Hugging Face commit sha, branch or tag (default: the commit an earlier run recorded, else main's)",
     )
     p.add_argument("--force", action="store_true", help="regenerate / download again")
     p.add_argument("--token", default=None, help="Hugging Face token (default: `hf auth login` or $HF_TOKEN)")
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token or os.environ.get("HF_TOKEN") or None,
             verify=args.verify,
             progress=not args.no_progress,
+            revision=args.revision,
         )
     except InputError as e:
         logging.error("%s", e)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.io_utils import atomic_write
-from mvhand.metrics import PHASES, evaluate_archives
+from mvhand.post.metrics import PHASES, evaluate_archives
 
 log = logging.getLogger("evaluate")
 

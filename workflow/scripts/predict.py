@@ -4,11 +4,12 @@
 Example::
 
     python workflow/scripts/predict.py --model results/train/full/model.pt \
-        --crops results/crops/umetrack/pose_test/*.parquet --mano-dir resources/mano \
+        --crops-list results/crops/umetrack/pose_test.txt --mano-dir resources/mano \
         --out results/predict/full/umetrack/pose_test.parquet --betas gt
 
 Validation predictions on held-out training sequences: add ``--sequences-file
-results/train/full/val_sequences.txt`` and pass the train-split crops. Output schema: docs/model.md.
+results/train/full/val_sequences.txt`` and pass the train-split crops. ``--crops FILE...`` names Parquet
+files directly (by hand); the workflow passes list files. Output schema: docs/model.md.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from mvhand.cli import default_of, setup_logging  # noqa: E402
-from mvhand.inference import predict, read_sequences_file  # noqa: E402
+from mvhand.cli import add_file_list_arguments, default_of, listed_files, setup_logging  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
+from mvhand.model.inference import predict, read_sequences_file  # noqa: E402
 
 log = logging.getLogger("predict")
 
@@ -32,7 +33,7 @@ log = logging.getLogger("predict")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model.pt written by the train stage")
-    p.add_argument("--crops", nargs="+", required=True, help="crop-cache Parquet files")
+    add_file_list_arguments(p, "crops", "crop-cache Parquet files")
     p.add_argument("--mano-dir", required=True, help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--sequences-file", default=None, help="only these sequences (e.g. val_sequences.txt)")
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     try:
+        crops = listed_files(a.crops, a.crops_list, "crops")
         seqs = read_sequences_file(a.sequences_file) if a.sequences_file else None
-        table = predict(a.model, a.crops, a.mano_dir, a.out, sequences=seqs, betas=a.betas,
+        table = predict(a.model, crops, a.mano_dir, a.out, sequences=seqs, betas=a.betas,
                         batch_size=a.batch_size, device=a.device, num_workers=a.num_workers)  # fmt: skip
     except InputError as exc:
         log.error("%s", exc)

@@ -67,9 +67,9 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from mvhand import report as rp
-    from mvhand.mano import ManoModel
-    from mvhand.submission import parse_landmark_entries, read_gt_archive
+    from mvhand.formats.submission import parse_landmark_entries, read_gt_archive
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.post import report as rp
 
     mano = ManoModel.from_dir(args.mano_dir)
     cands = _pairs(args.candidate, "--candidate")

@@ -3,7 +3,7 @@
 
 Example (CPU default config)::
 
-    python workflow/scripts/train.py --crops results/crops/umetrack/train/*.parquet \
+    python workflow/scripts/train.py --crops-list results/crops/umetrack/train.txt \
         --mano-dir resources/mano --out-dir results/train/full --extrinsic-noise 0.5
 
 8 GPUs on one node (DDP; the `train` rule launches this itself when train.gpus > 1)::
@@ -24,10 +24,10 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mvhand.cli import setup_logging  # noqa: E402
+from mvhand.cli import add_file_list_arguments, listed_files, setup_logging  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
-from mvhand.losses import LossWeights  # noqa: E402
-from mvhand.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
+from mvhand.model.losses import LossWeights  # noqa: E402
+from mvhand.model.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -36,9 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = TrainConfig(crops=[], mano_dir="", out_dir="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("inputs / outputs")
-    io.add_argument(
-        "--crops", nargs="+", required=True, help="crop-cache Parquet files of the training split"
-    )
+    add_file_list_arguments(io, "crops", "crop-cache Parquet files of the training split")
     io.add_argument("--mano-dir", required=True, help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl")
     io.add_argument("--out-dir", required=True, help="results/train/<variant>")
     io.add_argument("--resume", default="auto", help="auto (newest checkpoint), none, or a checkpoint path")
@@ -118,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("--loss-weights: %s", exc)
         return 2
+    try:
+        crops = listed_files(a.crops, a.crops_list, "crops")
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
     cfg = TrainConfig(
-        crops=list(a.crops), mano_dir=a.mano_dir, out_dir=a.out_dir, backbone=a.backbone, img_size=a.img_size,
+        crops=crops, mano_dir=a.mano_dir, out_dir=a.out_dir, backbone=a.backbone, img_size=a.img_size,
         views=a.views, in_chans=a.in_chans, n_points=a.n_points, hidden=a.hidden, position_mode=a.position_mode,
         uv_head=a.uv_head,
         pretrained_file=a.pretrained_file, batch_size=a.batch_size,

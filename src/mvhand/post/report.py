@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mvhand.constants import DATASETS, LANDMARKS_TO_EVAL
 from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
 
 __all__ = [
@@ -49,7 +50,6 @@ PAPER_MPJPE = {
     "full-raw": (17.91, 36.93),
     "full-neural": (13.92, 21.66),
 }
-DATASETS = ("umetrack", "hot3d")
 
 
 @dataclass
@@ -75,7 +75,7 @@ def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathL
     Root JSON files are taken from every archive (a name present twice must be identical); the
     ``mano/`` folder is taken from the first archive that has it.
     """
-    from mvhand.submission import read_gt_archive
+    from mvhand.formats.submission import read_gt_archive
 
     members: dict[str, bytes] = {}
     for arc in archives:
@@ -111,13 +111,13 @@ def score_candidate(
     """Score a pose submission archive; also keep per-landmark errors for the PCK curves."""
     import torch
 
-    from mvhand.metrics import LANDMARKS_TO_EVAL, evaluate_archives_detailed
-    from mvhand.submission import (
+    from mvhand.formats.submission import (
         parse_landmark_entries,
         parse_pose_results,
         read_gt_archive,
         read_tar_root_files,
     )
+    from mvhand.post.metrics import evaluate_archives_detailed
 
     result, per_seq = evaluate_archives_detailed(gt_tar, submission_tar, "pose_estimation", mano_model=mano)
     flat = {k: v for item in result["result"] for k, v in item.items()}

@@ -22,7 +22,7 @@ only and are read with ``torch.load(weights_only=True)``: a model file from else
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
 (``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``, gloo on the CPU; the
 batch size is per process; each rank and each loader worker reads its own share of the crop cache
-(:mod:`mvhand.crop_stream`), and the logged loss terms are the mean over the ranks; tests/test_ddp.py shows
+(:mod:`mvhand.model.stream`), and the logged loss terms are the mean over the ranks; tests/test_ddp.py shows
 that 2 CPU ranks resume exactly).
 """
 
@@ -48,8 +48,14 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from mvhand.cameras import project_pinhole_torch
-from mvhand.crop_stream import (
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.geometry.cameras import project_pinhole_torch
+from mvhand.geometry.mano import ManoModel
+from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
+from mvhand.model.data import AugmentConfig, split_sequences
+from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.model.network import HandNet, HandNetConfig
+from mvhand.model.stream import (
     CropIndex,
     OrderedStream,
     SampleSettings,
@@ -57,12 +63,6 @@ from mvhand.crop_stream import (
     flatten_units,
     unit_eval_targets,
 )
-from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
-from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.mano import ManoModel
-from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNet, HandNetConfig
-from mvhand.train_data import AugmentConfig, split_sequences
 
 __all__ = [
     "TrainConfig",
@@ -114,7 +114,7 @@ class TrainConfig:
         threads: torch CPU threads (0 = leave torch's default).
         loss_weights: overrides of :class:`LossWeights`.
         shuffle_row_groups: crop-cache row groups per shuffle window of each loader shard
-            (:class:`mvhand.crop_stream.TrainStream`; memory ≈ this many row groups per worker).
+            (:class:`mvhand.model.stream.TrainStream`; memory ≈ this many row groups per worker).
     """
 
     crops: list[str]
@@ -177,7 +177,7 @@ def resolve_device(device: str) -> torch.device:
 
 def crop_sequence_names(files: list[str]) -> list[str]:
     """Sorted unique sequence names of crop-cache files (reads that column; checks the list-column widths)."""
-    from mvhand.crops import check_crop_file
+    from mvhand.formats.crop_cache import check_crop_file
 
     names: set[str] = set()
     for f in files:
@@ -219,7 +219,7 @@ def _as_is(x):
 
 
 def _loader(ds, num_workers: int, device=None) -> DataLoader:
-    """DataLoader over a stream that yields whole batches (:mod:`mvhand.crop_stream`).
+    """DataLoader over a stream that yields whole batches (:mod:`mvhand.model.stream`).
 
     Workers are not persistent: each epoch's iterator starts them with the epoch set in the stream.
     """
