@@ -507,7 +507,7 @@ def test_end_to_end_tar_to_metrics_and_clis(tmp_path, toy_dirs, mano_dir):
     r = subprocess.run(
         [
             env_py,
-            str(ROOT / "workflow/scripts/write_gt.py"),
+            str(ROOT / "tools/write_gt.py"),
             "--input-dir",
             str(toy_dirs["pose"]),
             "--input-dir",
@@ -568,4 +568,4 @@ def test_end_to_end_tar_to_metrics_and_clis(tmp_path, toy_dirs, mano_dir):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text()) == json.loads(r.stdout) == res
-    # bad inputs of evaluate.py / write_gt.py: tests/test_bad_inputs.py
+    # bad inputs of evaluate.py / tools/write_gt.py: tests/test_bad_inputs.py

@@ -338,7 +338,7 @@ def test_full_disk_leaves_nothing_half_written(tmp_path, monkeypatch):
 def _contact_sheet_module():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "contact_sheet.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "contact_sheet.py"
     spec = importlib.util.spec_from_file_location("contact_sheet", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -26,7 +26,7 @@ log = logging.getLogger("evaluate")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gt", type=Path, required=True, help="ground-truth archive (write_gt.py)")
+    ap.add_argument("--gt", type=Path, required=True, help="ground-truth archive (tools/write_gt.py)")
     ap.add_argument(
         "--submission", type=Path, required=True, help="submission archive (result_*.json at the root)"
     )

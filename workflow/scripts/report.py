@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Evaluation report: Table 1 (ablation), shape track, online latency, PCK curves, per-sequence MPJPE,
-trajectory before/after Neural Smooth, training curves → ``<out-dir>/report.md`` + PNGs + scores.json.
+trajectory before/after Neural Smooth, training curves → ``<out-dir>/report.md`` + PNGs, and the tables as
+``table1.tsv``, ``shape.tsv`` and ``scores.json``.
 
 Example::
 

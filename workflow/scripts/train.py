@@ -6,9 +6,9 @@ Example (CPU default config)::
     python workflow/scripts/train.py --crops-list results/crops/umetrack/train.txt \
         --mano-dir resources/mano --out-dir results/train/full --extrinsic-noise 0.5
 
-Cluster, 8 GPUs on one node (DDP)::
+8 GPUs on one node (DDP; the `train` rule launches this itself when train.gpus > 1)::
 
-    torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ... --device cuda
+    python -m torch.distributed.run --standalone --nproc_per_node 8 workflow/scripts/train.py ... --device cuda
 
 Writes model.pt, checkpoints/, metrics.csv, steps.csv, loss.png, tb/, config.json, val_sequences.txt
 into --out-dir; re-running resumes from the newest checkpoint (--resume auto).

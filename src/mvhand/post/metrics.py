@@ -306,7 +306,7 @@ def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any
             raise InputError(
                 gt_tar,
                 f"no mano/{need} in the ground-truth archive",
-                "rebuild it with write_gt.py --mano-dir",
+                "rebuild it with tools/write_gt.py --mano-dir",
             )
     d = Path(tmp, "mano")
     d.mkdir()
@@ -319,7 +319,7 @@ def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any
     except InputError as exc:  # name the archive member, not the temporary copy
         member = f"{gt_tar}:mano/{Path(exc.path or '').name}"
         raise InputError(
-            member, exc.problem, "rebuild the archive with write_gt.py from the official MANO files"
+            member, exc.problem, "rebuild the archive with tools/write_gt.py from the official MANO files"
         ) from exc
 
 
@@ -377,7 +377,9 @@ def _evaluate_pose(
     lm_name, shape_name, pose_name = (f"gt_{k}_{ds}.json" for k in ("landmarks", "shape", "pose"))
     for name in (lm_name, shape_name):
         if name not in gt_files:
-            raise InputError(gt_tar, f"no {name} in the ground-truth archive", "rebuild it with write_gt.py")
+            raise InputError(
+                gt_tar, f"no {name} in the ground-truth archive", "rebuild it with tools/write_gt.py"
+            )
     gt_lm = _group_stable(parse_landmark_entries(gt_files[lm_name], f"{gt_tar}:{lm_name}"))
     gt_shape = _group_stable(parse_shape_results(gt_files[shape_name], f"{gt_tar}:{shape_name}"))
     gt_pose = (
@@ -429,7 +431,7 @@ def _evaluate_shape(
     shape_name = f"gt_shape_{ds}.json"
     if shape_name not in gt_files:
         raise InputError(
-            gt_tar, f"no {shape_name} in the ground-truth archive", "rebuild it with write_gt.py"
+            gt_tar, f"no {shape_name} in the ground-truth archive", "rebuild it with tools/write_gt.py"
         )
     gt_shape = _group_stable(parse_shape_results(gt_files[shape_name], f"{gt_tar}:{shape_name}"))
     pred = _group_stable(pred_entries)

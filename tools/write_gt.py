@@ -8,7 +8,7 @@ build one archive per phase (one ``--input-dir`` each).
 
 Example::
 
-    python workflow/scripts/write_gt.py --input-dir resources/data/umetrack/test_annotations/pose_test \
+    python tools/write_gt.py --input-dir resources/data/umetrack/test_annotations/pose_test \
         --input-dir resources/data/umetrack/test_annotations/shape_test \
         --dataset umetrack --mano-dir resources/mano --output resources/data/umetrack/gt.tar.gz
 """

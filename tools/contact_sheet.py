@@ -7,7 +7,7 @@ PNG atomically.
 
 Example::
 
-    python workflow/scripts/contact_sheet.py --data-root resources/data --dataset umetrack \
+    python tools/contact_sheet.py --data-root resources/data --dataset umetrack \
         --out docs/img/contact_sheet_umetrack.png
 """
 
