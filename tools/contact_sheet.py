@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mvhand.cli import setup_logging
+from mvhand.cli import run
 from mvhand.formats.sequence import iter_frames, list_sequences, read_hand_shapes
 from mvhand.geometry.cameras import crop_camera, warp_image
 from mvhand.geometry.umetrack import forward_kinematics
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=3, help="number of frames (rows)")
     ap.add_argument("--crop-size", type=int, default=128)
     args = ap.parse_args(argv)
-    setup_logging()
     try:
         split_dir = args.data_root / args.dataset / args.split
         if not split_dir.is_dir():
@@ -165,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "contact_sheet"))

@@ -14,7 +14,7 @@ import sys
 import time
 
 from mvhand._process import tune_allocator
-from mvhand.cli import exit_on_sigterm, setup_logging
+from mvhand.cli import run
 from mvhand.constants import DATASETS
 from mvhand.formats.crop_cache import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
@@ -45,8 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
-    exit_on_sigterm()  # a cancelled job unwinds: workers stopped, no temporary file left
     try:
         settings = CropSettings(args.crop_size, args.fov_margin, args.jpeg_quality)
     except ValueError as e:
@@ -77,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "cache_crops"))

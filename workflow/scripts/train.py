@@ -24,7 +24,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mvhand.cli import add_file_list_arguments, listed_files, setup_logging  # noqa: E402
+from mvhand.cli import add_file_list_arguments, listed_files, run  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
 from mvhand.model.losses import LossWeights  # noqa: E402
 from mvhand.model.training import AMP_MODES, TrainConfig, TrainingDivergedError, fit  # noqa: E402
@@ -115,7 +115,6 @@ def parse_loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     a = parse_args(argv)
     try:
         loss_weights = parse_loss_weights(a.loss_weights)
@@ -151,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "train"))
