@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mvhand.constants import DATASETS, HAND_SIDES
+from mvhand.formats.sequence import sequence_name
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "Instance",
     "pose_result_name",
     "shape_result_name",
-    "sequence_name_from_path",
     "pose_entries_to_json",
     "shape_entries_to_json",
     "parse_pose_results",
@@ -86,11 +86,6 @@ def pose_result_name(dataset: str) -> str:
 def shape_result_name(dataset: str) -> str:
     """File name of the shape-track result file of ``dataset`` (``result_shape_<ds>.json``)."""
     return f"result_shape_{_check_dataset(dataset)}.json"
-
-
-def sequence_name_from_path(path: str | os.PathLike) -> str:
-    """Sequence name = tar file name up to the first dot (toolkit rule, spec/formats.md §6.5)."""
-    return Path(path).name.split(".", 1)[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,7 +414,7 @@ def expected_pose_instances(
     n = _every_n(dataset, every_n)
     out: list[Instance] = []
     for tar in tar_paths:
-        seq = sequence_name_from_path(tar)
+        seq = sequence_name(tar)
         for frame in _kept_frames(Path(tar), n):
             out.extend((seq, int(frame.frame_id), s) for s in _cropped_sides(frame))
     return out
@@ -773,7 +768,7 @@ def build_ground_truth(
     gt = GroundTruth(dataset=dataset)
     for tar in tar_paths:
         tar = Path(tar)
-        seq = sequence_name_from_path(tar)
+        seq = sequence_name(tar)
         shapes = None
         recs: list[tuple[int, int, Any]] = []  # (frame_id, side, HandPose)
         for frame in _kept_frames(tar, n):

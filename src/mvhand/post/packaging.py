@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvhand.formats.sequence import sequence_name
 from mvhand.formats.submission import (
     PoseEntry,
     ShapeEntry,
     expected_pose_instances,
     pack_submission,
     pose_result_name,
-    sequence_name_from_path,
     shape_result_name,
     validate_pose_results,
     validate_shape_results,
@@ -230,7 +230,7 @@ def package_submissions(
     with tempfile.TemporaryDirectory(prefix="mvhand_pack_") as tmp:
         pose_files = []
         for ds, pred_path in pose_predictions.items():
-            tars = sorted(pose_tars[ds], key=lambda p: sequence_name_from_path(p))
+            tars = sorted(pose_tars[ds], key=sequence_name)
             expected = expected_pose_instances(tars, ds)
             df = read_prediction_table(pred_path)
             entries = pose_entries_from_predictions(df, expected, str(pred_path), max_filled)
@@ -239,7 +239,7 @@ def package_submissions(
             log.info("%s: %d pose entries from %s", ds, len(entries), pred_path)
         shape_files = []
         for ds, pred_paths in (shape_predictions or {}).items():
-            seqs = sorted({sequence_name_from_path(p) for p in shape_tars[ds]})
+            seqs = sorted({sequence_name(p) for p in shape_tars[ds]})
             df = pd.concat([read_prediction_table(p) for p in pred_paths], ignore_index=True)
             source = ", ".join(str(p) for p in pred_paths)
             entries = shape_entries_from_predictions(df, seqs, source)
