@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mvhand.formats.crop_cache import CROP_SCHEMA
 from mvhand.geometry.cameras import project_pinhole
 from mvhand.geometry.transforms import rodrigues
 from mvhand.io_utils import InputError
@@ -59,22 +60,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "sequence_name",
-    "frame_id",
-    "hand_side",
-    "view_index",
-    "stream_id",
-    "image_jpeg",
-    "crop_size",
-    "fov",
-    "intrinsics",
-    "T_world_from_crop",
-    "mano_beta",
-    "landmarks_world",
-    "mano_theta",
-    "mano_wrist_xform",
-    "n_visible",
+#: Crop-cache columns a training/inference sample reads: the cache schema (formats.crop_cache) without the
+#: render-time columns (``render_fov``, ``landmarks_crop``), which samples recompute exactly.
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    n for n in CROP_SCHEMA.names if n not in ("render_fov", "landmarks_crop")
 )
 MIRROR = np.diag([-1.0, 1.0, 1.0])  # M of spec/model.md §2.5
 _MIRROR4 = np.diag([-1.0, 1.0, 1.0, 1.0])
