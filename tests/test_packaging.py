@@ -15,6 +15,7 @@ from fixtures import prediction_table
 
 from mvhand.formats.submission import (
     expected_pose_instances,
+    merge_gt_archives,
     read_submission_archive,
     read_tar_root_files,
 )
@@ -98,7 +99,7 @@ def test_merge_gt_archives(toy, tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    merged = report.merge_gt_archives([toy["gt"], other], tmp_path / "gt.tar.gz")
+    merged = merge_gt_archives([toy["gt"], other], tmp_path / "gt.tar.gz")
     mfiles = read_tar_root_files(merged)
     assert set(mfiles) == set(files) | {"gt_landmarks_hot3d.json", "gt_shape_hot3d.json"}
     with tarfile.open(merged) as tf:
@@ -112,7 +113,7 @@ def test_merge_gt_archives(toy, tmp_path):
         info.size = 2
         tf.addfile(info, io.BytesIO(b"[]"))
     with pytest.raises(ValueError, match="differs"):
-        report.merge_gt_archives([toy["gt"], clash], tmp_path / "bad.tar.gz")
+        merge_gt_archives([toy["gt"], clash], tmp_path / "bad.tar.gz")
     assert not (tmp_path / "bad.tar.gz").exists()
 
 

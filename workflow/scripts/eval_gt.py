@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from mvhand.cli import run
+from mvhand.formats.submission import merge_gt_archives
 from mvhand.io_utils import InputError
-from mvhand.post.report import merge_gt_archives
 
 log = logging.getLogger("eval_gt")
 

@@ -53,6 +53,7 @@ __all__ = [
     "validate_pose_results",
     "validate_shape_results",
     "pack_submission",
+    "merge_gt_archives",
     "read_gt_archive",
     "read_tar_root_files",
     "tar_member_names",
@@ -855,3 +856,31 @@ def write_gt_archive(
     for name in names:
         members[f"mano/{name}"] = (mano_dir / name).read_bytes()
     return _write_tar_gz(out_tar_gz, members)
+
+
+def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Merge per-dataset GT archives (``gt_*_<ds>.json`` + ``mano/``) into one, like the organisers'.
+
+    Root JSON files are taken from every archive (a name present twice must be identical); the
+    ``mano/`` folder is taken from the first archive that has it.
+    """
+    members: dict[str, bytes] = {}
+    for arc in archives:
+        files = read_gt_archive(arc)  # names the archive if it is corrupt; reads only what the evaluator uses
+        if not files:
+            raise InputError(
+                arc,
+                "holds no gt_*_<dataset>.json and no mano/ files",
+                "pass a ground-truth archive (tools/write_gt.py)",
+            )
+        for name, data in files.items():
+            if name.startswith("mano/") and name in members:
+                continue
+            if name in members and members[name] != data:
+                raise InputError(
+                    arc,
+                    f"{name} differs from the same file in an earlier GT archive",
+                    "merge archives of different datasets only",
+                )
+            members[name] = data
+    return _write_tar_gz(out, {name: members[name] for name in sorted(members)})

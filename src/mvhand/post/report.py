@@ -7,11 +7,9 @@ against the ground-truth archive with mvhand's evaluator (the same code path as
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from mvhand.constants import DATASETS, LANDMARKS_TO_EVAL
-from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
+from mvhand.io_utils import InputError, atomic_write, pyplot, save_figure
 
 __all__ = [
     "CANDIDATE_LABELS",
     "CandidateScores",
-    "merge_gt_archives",
     "readme_results",
     "readme_results_from",
     "read_tsv",
@@ -67,42 +64,6 @@ class CandidateScores:
     result: dict[str, dict[str, float]]
     per_sequence: dict[str, dict[str, dict[str, float]]]
     errors: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Merge per-dataset GT archives (``gt_*_<ds>.json`` + ``mano/``) into one, like the organisers'.
-
-    Root JSON files are taken from every archive (a name present twice must be identical); the
-    ``mano/`` folder is taken from the first archive that has it.
-    """
-    from mvhand.formats.submission import read_gt_archive
-
-    members: dict[str, bytes] = {}
-    for arc in archives:
-        files = read_gt_archive(arc)  # names the archive if it is corrupt; reads only what the evaluator uses
-        if not files:
-            raise InputError(
-                arc,
-                "holds no gt_*_<dataset>.json and no mano/ files",
-                "pass a ground-truth archive (tools/write_gt.py)",
-            )
-        for name, data in files.items():
-            if name.startswith("mano/") and name in members:
-                continue
-            if name in members and members[name] != data:
-                raise InputError(
-                    arc,
-                    f"{name} differs from the same file in an earlier GT archive",
-                    "merge archives of different datasets only",
-                )
-            members[name] = data
-    with atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tf:
-        for name in sorted(members):
-            info = tarfile.TarInfo(name)
-            info.size = len(members[name])
-            info.mode = 0o644
-            tf.addfile(info, io.BytesIO(members[name]))
-    return Path(out)
 
 
 def score_candidate(
