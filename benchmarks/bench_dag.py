@@ -33,6 +33,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from _wf import job_counts  # noqa: E402  (tests/integration/_wf.py: the one parser of Snakemake's job table)
 
 from benchmarks._report import update_section  # noqa: E402
 
@@ -80,22 +83,6 @@ def snakemake(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, f
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return proc, cpu, wall
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: {rule: count}."""
-    counts: dict[str, int] = {}
-    lines = output.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip().startswith("job") and "count" in line:
-            for row in lines[i + 2 :]:
-                parts = row.split()
-                if len(parts) != 2 or not parts[1].isdigit():
-                    break
-                if parts[0] != "total":
-                    counts[parts[0]] = int(parts[1])
-            break
-    return counts
 
 
 def printed_commands(output: str) -> dict[str, list[str]]:

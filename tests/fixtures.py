@@ -38,6 +38,7 @@ from mvhand.geometry.cameras import project_pinhole
 from mvhand.geometry.mano import MANO_PARENTS, ManoModel
 from mvhand.geometry.transforms import axis_angle_from_matrix, rodrigues
 from mvhand.model.data import AugmentConfig
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -427,3 +428,15 @@ class ShellPayload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def training_crop_caches(d: Path) -> tuple[Path, list[str]]:
+    """A synthetic MANO folder ``d/mano`` and three 2-frame crop caches (``seq_0..2``) under ``d``: the tiny
+    training set of the training and DDP tests. Returns ``(d, crop paths)``."""
+    write_synthetic_mano(d / "mano")
+    mano = ManoModel.from_dir(d / "mano")
+    crops = [
+        str(make_crop_cache(d / f"s{i}.parquet", mano, sequence=f"seq_{i}", n_frames=2, seed=i, dot=False))
+        for i in range(3)
+    ]
+    return d, crops

@@ -21,13 +21,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_crop_cache
+from fixtures import training_crop_caches
 
-from mvhand.geometry.mano import ManoModel
 from mvhand.model import stream as crop_stream
 from mvhand.model import training
 from mvhand.model.training import TrainConfig, fit
-from mvhand.synthetic.mano_model import write_synthetic_mano
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +36,7 @@ PER_RANK_BATCH = 2
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ddp_setup")
-    write_synthetic_mano(d / "mano")
-    mano = ManoModel.from_dir(d / "mano")
-    crops = [
-        str(make_crop_cache(d / f"s{i}.parquet", mano, sequence=f"seq_{i}", n_frames=2, seed=i, dot=False))
-        for i in range(3)
-    ]
-    return d, crops
+    return training_crop_caches(tmp_path_factory.mktemp("ddp_setup"))
 
 
 class _BothRanks(torch.utils.data.IterableDataset):

@@ -8,25 +8,17 @@ import math
 
 import pytest
 import torch
-from fixtures import ShellPayload, make_crop_cache
+from fixtures import ShellPayload, training_crop_caches
 
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model import training
 from mvhand.model.training import TrainConfig, TrainingDivergedError, fit, load_model
-from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("train_setup")
-    write_synthetic_mano(d / "mano")
-    mano = ManoModel.from_dir(d / "mano")
-    crops = [
-        str(make_crop_cache(d / f"s{i}.parquet", mano, sequence=f"seq_{i}", n_frames=2, seed=i, dot=False))
-        for i in range(3)
-    ]
-    return d, crops
+    return training_crop_caches(tmp_path_factory.mktemp("train_setup"))
 
 
 def _cfg(setup, out, **kw) -> TrainConfig:
