@@ -13,7 +13,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["SINFO_FORMAT", "JobRequest", "NodeSize", "parse_sinfo_nodes", "requests_no_node_fits"]
+__all__ = [
+    "SINFO_FORMAT",
+    "JobRequest",
+    "NodeSize",
+    "group_request",
+    "parse_sinfo_nodes",
+    "requests_no_node_fits",
+]
 
 #: the `sinfo -h -N -o` format that :func:`parse_sinfo_nodes` reads: node name, CPUs, memory (MB), GRES
 SINFO_FORMAT = "%N|%c|%m|%G"
@@ -71,3 +78,20 @@ def requests_no_node_fits(requests: Iterable[JobRequest], nodes: Iterable[NodeSi
     """The requests that no single node can satisfy (all of CPUs, memory and GPUs on one node)."""
     nodes = list(nodes)
     return [r for r in requests if not any(r.fits(n) for n in nodes)]
+
+
+def group_request(rule: str, members: int, cores: int, threads: int, mem_mb: int) -> JobRequest:
+    """What a Snakemake job group of ``members`` jobs of one rule asks SLURM for, before the group exists.
+
+    Snakemake runs a group's jobs side by side as far as ``cores`` (the profile's ``cores``) allows and asks
+    for the sum of what the simultaneous ones use: ``p = max(1, min(members, cores // threads))`` jobs at a
+    time, ``p · threads`` CPUs and ``p · mem_mb`` MB (one job at a time when ``threads > cores``).
+
+    Args:
+        rule: name shown in messages (e.g. ``"cache_crops (group)"``).
+        members: jobs per group (``group-components``); the largest group is the full bundle.
+        cores: the profile's ``cores``.
+        threads, mem_mb: what one member job uses.
+    """
+    parallel = max(1, min(members, cores // max(1, threads)))
+    return JobRequest(rule, parallel * threads, parallel * mem_mb)

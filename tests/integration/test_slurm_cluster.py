@@ -48,6 +48,8 @@ from _wf import (
     write_config,
 )
 
+from mvhand.cluster import group_request
+
 pytestmark = pytest.mark.slow
 pytest.importorskip("snakemake_executor_plugin_slurm")
 
@@ -80,6 +82,15 @@ def slurm_cluster():
         subprocess.run(["bash", str(REPO / ".ci" / "slurm" / "down.sh")], capture_output=True, timeout=180)
 
 
+def node_cpus() -> int:
+    """CPUs of the largest node: the profile's `cores` (CPUs of a cache_crops group job) must not exceed it,
+    as on any small cluster (the start-up check refuses the run otherwise)."""
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, timeout=60, check=True
+    )
+    return max(int(c) for c in out.stdout.split())
+
+
 def run_on_slurm(
     workdir: Path, *args: str, name: str, timeout: float = RUN_TIMEOUT_S, ok: bool = True
 ) -> str:
@@ -89,7 +100,7 @@ def run_on_slurm(
     cmd = [
         str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
         "--configfile", str(workdir / "tiny.yaml"), "--workflow-profile", str(PROFILE),
-        "--slurm-init-seconds-before-status-checks", "2", "--verbose", *args,
+        "--slurm-init-seconds-before-status-checks", "2", "--verbose", "--cores", str(node_cpus()), *args,
     ]  # fmt: skip
     with open(log, "w") as fh:
         proc = subprocess.Popen(
@@ -160,6 +171,19 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     return workdir, log
 
 
+def crops_bundle_cpus(workdir: Path) -> list[int]:
+    """CPUs each cache_crops group job asks for, one entry per bundle, from a dry run with the profile (the
+    members' count per bundle, the node-sized `cores`, crops.threads; mvhand.cluster.group_request)."""
+    jobs = planned_jobs(
+        run_snakemake(workdir, "-n", "--cores", str(node_cpus()), "--workflow-profile", str(PROFILE),
+                      "--forcerun", "cache_crops", "--", "crops").stdout
+    )  # fmt: skip
+    members = Counter(j.group for j in jobs if j.rule == "cache_crops")
+    assert members and "" not in members, "cache_crops jobs are not grouped by the profile"
+    threads = SLURM_CONFIG.get("crops", {}).get("threads", expected_use("cache_crops", {"crops": {}})[0])
+    return [group_request("g", n, node_cpus(), threads, 0).cpus for n in members.values()]
+
+
 def test_every_non_local_rule_ran_as_a_slurm_job(slurm_run):
     workdir, log = slurm_run
     # the workflow's jobs (every rule but the download checkpoint forced, so that the DAG is complete)
@@ -176,29 +200,40 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_run):
     dag = planned_jobs(
         run_snakemake(workdir, "-n", "--cores", "64", "--forcerun", *rules, "--", "all").stdout
     )
-    wanted = Counter(j.rule for j in dag if j.rule not in LOCAL_RULES | AGGREGATORS)
+    wanted = Counter(j.rule for j in dag if not j.local and j.rule not in AGGREGATORS)
     assert {"cache_crops", "train", "predict", "neural_smooth", "evaluate", "report"} <= set(wanted)
+    assert not wanted.keys() & LOCAL_RULES
+    # cache_crops runs as one SLURM job per bundle of a dataset split (job groups of the profile)
+    bundle_cpus = crops_bundle_cpus(workdir)
+    wanted["cache_crops"] = len(bundle_cpus)
     run_uuid = re.search(r"--job-name (\S+)", log).group(1)
     rows = sacct_jobs(run_uuid, sum(wanted.values()))
     assert Counter(_rule_of(r["Comment"]) for r in rows) == wanted
     assert {(r["State"], r["ExitCode"]) for r in rows} == {("COMPLETED", "0:0")}, rows
     submitted = re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+)", log, re.M)
     assert sorted(submitted) == sorted(r["JobID"] for r in rows)
-    # what SLURM allocated: the CPUs each stage keeps busy, no GPU
+    # what SLURM allocated: the CPUs each stage (or bundle of cache_crops jobs) keeps busy, no GPU
     for r in rows:
         rule = _rule_of(r["Comment"])
-        assert int(r["AllocCPUS"]) == expected_use(rule, SLURM_CONFIG)[0], r
+        if rule != "cache_crops":
+            assert int(r["AllocCPUS"]) == expected_use(rule, SLURM_CONFIG)[0], r
         assert "gres/gpu" not in r["AllocTRES"], r
+    crops_rows = [int(r["AllocCPUS"]) for r in rows if _rule_of(r["Comment"]) == "cache_crops"]
+    assert sorted(crops_rows) == sorted(bundle_cpus)
 
 
 def test_sbatch_lines_request_what_the_config_uses(slurm_run):
     _, log = slurm_run
     calls = re.findall(r"^sbatch call: (.*)$", log, re.M)
     assert calls
+    bundle_cpus = set(crops_bundle_cpus(slurm_run[0]))
     for call in calls:
         rule = _rule_of(re.search(r"--comment (\S+)", call).group(1))
         cpus, gpus = expected_use(rule, SLURM_CONFIG)
-        assert f"--cpus-per-task={cpus} " in call, call
+        if rule == "cache_crops":  # a bundle: what its simultaneous members use
+            assert int(re.search(r"--cpus-per-task=(\d+) ", call).group(1)) in bundle_cpus, call
+        else:
+            assert f"--cpus-per-task={cpus} " in call, call
         assert "--gpus" not in call and "--gres" not in call, call
         assert ("--nodes=1" in call) == (rule == "train"), call
 
@@ -252,13 +287,18 @@ def test_squeue_status_command_completes(slurm_run, tmp_path):
 def test_a_request_no_node_can_satisfy_stops_the_run_before_submitting(slurm_cluster, tmp_path):
     """SLURM would accept a job asking for more CPUs than any node has and keep it PENDING forever; the
     workflow refuses to start instead, naming the rule and the config keys."""
-    node_cpus = max(int(c) for c in subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True,
-                                                   text=True, timeout=60, check=True).stdout.split())  # fmt: skip
-    cfg = {**SLURM_CONFIG, "train": {**SLURM_CONFIG["train"], "threads": node_cpus + 1}}
+    cpus = node_cpus()
+    cfg = {**SLURM_CONFIG, "train": {**SLURM_CONFIG["train"], "threads": cpus + 1}}
     write_config(tmp_path, cfg)
     log = run_on_slurm(tmp_path, name="too-big", timeout=300, ok=False)
-    assert "PENDING forever" in log and f"train: {node_cpus + 1} CPUs" in log and "train.threads" in log, log[
+    assert "PENDING forever" in log and f"train: {cpus + 1} CPUs" in log and "train.threads" in log, log[
         -3000:
     ]
     assert "submitted with SLURM jobid" not in log
     assert not (tmp_path / "resources" / "data").exists()  # stopped before the first (local) job
+    # a cache_crops group job (planned only after the download) asking for `cores` CPUs: refused up front too
+    group_dir = tmp_path / "group"
+    write_config(group_dir, SLURM_CONFIG)
+    log = run_on_slurm(group_dir, "--cores", str(8 * cpus), name="group-too-big", timeout=300, ok=False)
+    assert "PENDING forever" in log and "cache_crops (group)" in log and "lower `cores`" in log, log[-3000:]
+    assert "submitted with SLURM jobid" not in log

@@ -6,7 +6,13 @@ import subprocess
 
 from snakemake.exceptions import WorkflowError
 
-from mvhand.cluster import SINFO_FORMAT, JobRequest, parse_sinfo_nodes, requests_no_node_fits
+from mvhand.cluster import (
+    SINFO_FORMAT,
+    JobRequest,
+    group_request,
+    parse_sinfo_nodes,
+    requests_no_node_fits,
+)
 
 # what to change when a rule's request is too large for every node
 CLUSTER_FIXES = {
@@ -20,8 +26,17 @@ CLUSTER_FIXES = {
 
 def slurm_requests():
     """The largest request of each non-local rule of this run (CPUs, memory, GPUs as the SLURM plugin
-    submits them), plus cache_crops from the config (its jobs appear only once the download has run)."""
-    largest = {"cache_crops": JobRequest("cache_crops", int(config["crops"]["threads"]))}
+    submits them), plus cache_crops and its job groups from the config and the profile (its jobs appear only
+    once the download has run)."""
+    threads = int(config["crops"]["threads"])
+    largest = {"cache_crops": JobRequest("cache_crops", threads)}
+    bundle = workflow.group_settings.group_components.get("crops")
+    if bundle:  # the cache_crops groups too (planned only after the download): a full bundle's request
+        mem = workflow.get_rule("cache_crops").resources.get("mem_mb")
+        largest["cache_crops (group)"] = group_request(
+            "cache_crops (group)", int(bundle), int(workflow.resource_settings.cores or 1), threads,
+            mem if isinstance(mem, int) else 0,
+        )  # fmt: skip
     for job in workflow.dag.needrun_jobs():
         if job.is_local:
             continue
