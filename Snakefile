@@ -19,7 +19,13 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Python helpers (functions and constants, no rules): config validation and the shared helpers first,
+# then those of each topic and of cluster runs.
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_model.smk"
+include: "workflow/rules/common_postprocess.smk"
+include: "workflow/rules/common_cluster.smk"
+# Rules, one file per topic.
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/postprocess.smk"

@@ -1,5 +1,6 @@
 # Python glue shared by all .smk files (config validation, constants, wildcard constraints, the params
-# helper, the target helpers). The topic files hold the rules and no functions (snakemake --lint).
+# helper, the target helpers); included first by the Snakefile, before the topic helpers
+# (common_<topic>.smk). The topic files hold the rules and no functions (snakemake --lint).
 
 import json
 import os
@@ -21,9 +22,13 @@ SPLITS = ("train", "pose_test", "shape_test")
 # Splits of the later stages: the data splits plus `val` (held-out training sequences).
 ALL_SPLITS = SPLITS + ("val",)
 
-# Section keys that steer scheduling or target selection rather than the stage's computation; they are
-# not rendered into script flags (so changing them never re-runs a finished job).
-WORKFLOW_ONLY_KEYS = frozenset({"threads", "splits"})
+# Training variants (rule train's {variant}): baseline = no extrinsic noise, full = with it.
+MODEL_VARIANTS = ("baseline", "full")
+
+# Section keys that steer scheduling or target selection rather than the stage's computation (threads and
+# GPUs become the rule's `threads` and resources, splits and variants select jobs); stage_flags does not
+# render them into script flags, so changing them never re-runs a finished job.
+WORKFLOW_ONLY_KEYS = frozenset({"threads", "gpus", "splits", "variants"})
 
 # Files requested by `rule all` (default target). Each rule file appends the final outputs of its
 # stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
@@ -36,7 +41,7 @@ shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.e
 
 
 wildcard_constraints:
-    dataset="|".join(("umetrack", "hot3d")),
+    dataset="|".join(DATASETS),
     split="|".join(ALL_SPLITS),
     sequence=r"[^/]+",
 
@@ -129,7 +134,7 @@ def download_settings(dataset):
         settings["size"] = section["size"]
     elif config["source"] == "huggingface":
         settings["verify"] = section["verify"]
-        settings["revision"] = section.get("revision", "")
+        settings["revision"] = section["revision"]
     else:
         settings["local_dir"] = local_dir_for(section["local_dir"], dataset, DATASETS)
     return settings
@@ -140,44 +145,15 @@ def download_flags(wildcards):
     return stage_flags(download_settings(wildcards.dataset))
 
 
-def crops_settings():
-    """Settings of the cache_crops stage (the `crops:` section)."""
-    return section_settings("crops")
-
-
 def data_root(wildcards):
     """Params function: the data root (a function, so that `--lint` does not flag a path prefix)."""
     return DATA_ROOT
 
 
 def section_settings(section):
-    """The flat settings dict of one config section (rendered to flags with `stage_flags`)."""
+    """The settings of one config section (`crops`, `train`, `predict`, `smooth`, ...) as a flat dict of
+    the validated config (schema defaults filled in), to be rendered to flags with `stage_flags`."""
     return dict(config[section])
-
-
-def train_settings():
-    """Settings of the train stage (the `train:` section)."""
-    return section_settings("train")
-
-
-def predict_settings():
-    """Settings of the predict stage (the `predict:` section)."""
-    return section_settings("predict")
-
-
-def smooth_settings():
-    """Settings of the post-processing stages (the `smooth:` section)."""
-    return section_settings("smooth")
-
-
-def submission_settings():
-    """Settings of the submission packaging (the `submission:` section)."""
-    return section_settings("submission")
-
-
-def evaluate_settings():
-    """Settings of the local evaluation (the `evaluate:` section)."""
-    return section_settings("evaluate")
 
 
 def read_manifest(dataset):
@@ -288,13 +264,6 @@ def manifest_files(wildcards):
 
 FINAL_TARGETS.append(crop_files)
 
-
-# Helpers of the other topics: workflow/rules/common_<topic>.smk (functions and constants only; their
-# rules stay in <topic>.smk), included here so that every rule file sees them.
-for _helper in sorted(os.listdir(workflow.current_basedir)):
-    if _helper.startswith("common_") and _helper.endswith(".smk"):
-
-        include: _helper
 
 
 # Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the

@@ -1,6 +1,7 @@
-# Cluster helpers (functions only; included by common.smk): the start-up check of a SLURM run that no
-# job asks for more than any node of the cluster has (SLURM would keep it PENDING forever and Snakemake
-# would wait forever). Called by `onstart:` in the Snakefile; logic in src/mvhand/cluster.py.
+# Cluster helpers (functions only; included by the Snakefile after common.smk): the start-up check of a
+# SLURM run that no job asks for more than any node of the cluster has (SLURM would keep it PENDING
+# forever and Snakemake would wait forever). Called by `onstart:` in the Snakefile; logic in
+# src/mvhand/cluster.py.
 
 import subprocess
 

@@ -1,9 +1,7 @@
-# Helpers of the model stages (train, predict); included by common.smk, rules in model.smk.
+# Helpers of the model stages (train, predict; rules in model.smk): functions and constants only,
+# included by the Snakefile after common.smk.
 
-MODEL_VARIANTS = ("baseline", "full")
 PREDICT_SPLITS = ("pose_test", "shape_test", "val")
-# Keys of the train/predict sections that select jobs rather than set flags of the stage scripts.
-MODEL_WORKFLOW_KEYS = frozenset({"variants", "splits", "gpus"})
 
 
 def model_variants():
@@ -19,7 +17,7 @@ def predict_splits():
 def train_flags(wildcards):
     """Flags of train.py for one variant; `baseline` forces --extrinsic-noise 0; `gpus: 0` forces --device cpu;
     the backbone weights are passed as --pretrained-file (train_pretrained_file)."""
-    settings = {k: v for k, v in train_settings().items() if k not in MODEL_WORKFLOW_KEYS}
+    settings = section_settings("train")
     if wildcards.variant == "baseline":
         settings["extrinsic_noise"] = 0.0
     if train_gpus() == 0 and settings["device"] != "cpu":
@@ -48,7 +46,7 @@ def train_pretrained_input(wildcards):
 
 def predict_flags(wildcards):
     """Flags of predict.py (the predict: section)."""
-    return stage_flags({k: v for k, v in predict_settings().items() if k not in MODEL_WORKFLOW_KEYS})
+    return stage_flags(section_settings("predict"))
 
 
 # ---- what the model jobs request (resources derived from the config; docs/workflow.md "Cluster") -----

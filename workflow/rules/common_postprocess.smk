@@ -1,5 +1,5 @@
-# Helpers of workflow/rules/postprocess.smk (functions and constants only; included by common.smk).
-# ---- post-processing (workflow/rules/postprocess.smk) -------------------------------------------
+# Helpers of the post-processing stages (rules in postprocess.smk): functions and constants only,
+# included by the Snakefile after common.smk.
 
 SMOOTH_METHODS = ("raw", "neural", "online", "one_euro", "savgol")
 FINAL_CANDIDATE = config["submission"]["candidate"]
@@ -17,7 +17,7 @@ wildcard_constraints:
 
 def smooth_gpus():
     """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
-    return 0 if smooth_settings()["device"] == "cpu" else 1
+    return 0 if config["smooth"]["device"] == "cpu" else 1
 
 
 def _split_dir(dataset, split):

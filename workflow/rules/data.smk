@@ -45,7 +45,7 @@ rule cache_crops:
     benchmark:
         "benchmarks/cache_crops.{dataset}.{split}.{sequence}.tsv"
     params:
-        flags=stage_flags(crops_settings()),
+        flags=stage_flags(section_settings("crops")),
     threads: config["crops"]["threads"]
     resources:
         mem_mb=2000,

@@ -21,7 +21,7 @@ rule neural_smooth:
     benchmark:
         "benchmarks/neural_smooth.{variant}.{method}.{dataset}.{split}.tsv"
     params:
-        flags=stage_flags(smooth_settings()),
+        flags=stage_flags(section_settings("smooth")),
         mano_dir=MANO_DIR,
     threads: 2
     resources:
