@@ -36,7 +36,13 @@ onstart:
     check_cluster_fits()
 
 
+# The default target: every crop cache, model and prediction table of the configured datasets, variants
+# and splits (input functions in common*.smk), the final submission archives and the report.
 rule all:
     default_target: True
     input:
-        FINAL_TARGETS,
+        crop_files,
+        model_files,
+        prediction_files,
+        rules.submission.output,
+        rules.report.output.report,

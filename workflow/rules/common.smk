@@ -22,17 +22,13 @@ SPLITS = ("train", "pose_test", "shape_test")
 # Splits of the later stages: the data splits plus `val` (held-out training sequences).
 ALL_SPLITS = SPLITS + ("val",)
 
-# Training variants (rule train's {variant}): baseline = no extrinsic noise, full = with it.
+# Training variants ({variant} of the train rule): baseline = no extrinsic noise, full = with it.
 MODEL_VARIANTS = ("baseline", "full")
 
 # Section keys that steer scheduling or target selection rather than the stage's computation (threads and
 # GPUs become the rule's `threads` and resources, splits and variants select jobs); stage_flags does not
 # render them into script flags, so changing them never re-runs a finished job.
 WORKFLOW_ONLY_KEYS = frozenset({"threads", "gpus", "splits", "variants"})
-
-# Files requested by `rule all` (default target). Each rule file appends the final outputs of its
-# stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
-FINAL_TARGETS = []
 
 # Stage scripts run with the interpreter running Snakemake, whose environment has mvhand installed: its
 # bin folder goes first on every job's PATH, so `python` (and `torchrun`) resolve to it with or without an
@@ -219,19 +215,30 @@ def dataset_tars(dataset, split):
 
 def dataset_file(dataset, name):
     """`<data_root>/<dataset>/<name>`, a file the download writes beside the splits (e.g. gt.tar.gz of the
-    synthetic world), once the download has run."""
-    read_manifest(dataset)
+    synthetic world). Does not wait for the download: input functions call `read_manifest(dataset)` first."""
     return f"{DATA_ROOT}/{dataset}/{name}"
 
 
+def output_path(pattern, **wildcards):
+    """One path of an upstream rule's output: `pattern` (`rules.<rule>.output.<name>`) with its wildcards
+    filled in from the keyword arguments (a missing one raises Snakemake's WildcardError, naming it).
+
+    Downstream rules name what they read this way rather than retyping the upstream path, so that a path
+    changes in one place (its rule).
+    """
+    (path,) = expand(pattern, **wildcards)
+    return path
+
+
 def crop_files_for(dataset, split):
-    """Crop-cache Parquet files of one dataset split (one per sequence)."""
-    return [f"results/crops/{dataset}/{split}/{name}.parquet" for name in sequences_of(dataset, split)]
+    """Crop-cache Parquet files of one dataset split (one per sequence; rule cache_crops)."""
+    names = sequences_of(dataset, split)
+    return expand(rules.cache_crops.output.crops, dataset=dataset, split=split, sequence=names)
 
 
 def crop_list_file(dataset, split):
     """List file of one dataset split's crop caches (rule crop_list; read by train/predict)."""
-    return f"results/crops/{dataset}/{split}.txt"
+    return output_path(rules.crop_list.output.crops_list, dataset=dataset, split=split)
 
 
 def split_crop_files(wildcards):
@@ -258,12 +265,8 @@ def crop_files(wildcards):
 
 
 def manifest_files(wildcards):
-    """Input function: the manifests of all configured datasets."""
-    return [f"{DATA_ROOT}/{dataset}/manifest.json" for dataset in DATASETS]
-
-
-FINAL_TARGETS.append(crop_files)
-
+    """Input function: the manifests of all configured datasets (checkpoint download)."""
+    return expand(rules.download.output.manifest, dataset=DATASETS)
 
 
 # Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the

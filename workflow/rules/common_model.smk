@@ -134,23 +134,18 @@ def predict_sequences_flag(wildcards, input):
     return ""
 
 
-def train_out_dir(wildcards):
-    return f"results/train/{wildcards.variant}"
+def train_out_dir(wildcards, output):
+    """Params function of train: its output folder (`results/train/<variant>`, that of output.model)."""
+    return os.path.dirname(output.model)
 
 
 def prediction_files(wildcards=None):
-    """Every prediction table of the configured variants, datasets and splits."""
-    return [
-        f"results/predict/{variant}/{dataset}/{split}.parquet"
-        for variant in model_variants()
-        for dataset in DATASETS
-        for split in predict_splits()
-    ]
+    """Every prediction table of the configured variants, datasets and splits (rule predict)."""
+    return expand(
+        rules.predict.output.predictions, variant=model_variants(), dataset=DATASETS, split=predict_splits()
+    )
 
 
 def model_files(wildcards=None):
-    return [f"results/train/{variant}/model.pt" for variant in model_variants()]
-
-
-FINAL_TARGETS.append(model_files)
-FINAL_TARGETS.append(prediction_files)
+    """The model of every configured training variant (rule train)."""
+    return expand(rules.train.output.model, variant=model_variants())

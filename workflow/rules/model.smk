@@ -42,6 +42,7 @@ rule train:
         model="results/train/{variant}/model.pt",
         val_sequences="results/train/{variant}/val_sequences.txt",
         metrics="results/train/{variant}/metrics.csv",
+        loss_curve="results/train/{variant}/loss.png",
     log:
         "logs/train/{variant}.log",
     benchmark:

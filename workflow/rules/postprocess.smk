@@ -12,7 +12,7 @@ localrules:
 rule neural_smooth:
     input:
         script=script_path("neural_smooth.py"),
-        predictions="results/predict/{variant}/{dataset}/{split}.parquet",
+        predictions=rules.predict.output.predictions,
     output:
         table="results/smooth/{variant}/{method}/{dataset}/{split}.parquet",
         stats="results/smooth/{variant}/{method}/{dataset}/{split}.json",
@@ -81,8 +81,8 @@ rule eval_gt:
 rule evaluate:
     input:
         script=script_path("evaluate.py"),
-        gt="results/evaluate/{split}/gt.tar.gz",
-        submission="results/submission/{split}/{variant}-{method}/{track}_submission.tar.gz",
+        gt=rules.eval_gt.output.gt,
+        submission=evaluate_submission,
     output:
         metrics="results/evaluate/{split}/{variant}-{method}/{track}.json",
     log:
@@ -102,8 +102,8 @@ rule evaluate:
 
 rule submission:
     input:
-        pose=f"results/submission/pose_test/{FINAL_CANDIDATE}/pose_submission.tar.gz",
-        shape=f"results/submission/pose_test/{FINAL_CANDIDATE}/shape_submission.tar.gz",
+        pose=final_submission("pose"),
+        shape=final_submission("shape"),
     output:
         pose="results/submission/pose_submission.tar.gz",
         shape="results/submission/shape_submission.tar.gz",
@@ -145,6 +145,7 @@ rule report:
     params:
         flags=report_flags,
         mano_dir=MANO_DIR,
+        out_dir=report_out_dir,
     threads: 2
     resources:
         mem_mb=4000,
@@ -153,13 +154,4 @@ rule report:
         "../../envs/pipeline.yaml"
     shell:
         "python {input.script} --gt {input.gt:q} --mano-dir {params.mano_dir:q} {params.flags}"
-        " --out-dir results/report > {log} 2>&1"
-
-
-FINAL_TARGETS.extend(
-    [
-        "results/submission/pose_submission.tar.gz",
-        "results/submission/shape_submission.tar.gz",
-        "results/report/report.md",
-    ]
-)
+        " --out-dir {params.out_dir:q} > {log} 2>&1"
