@@ -219,6 +219,18 @@ def dataset_file(dataset, name):
     return f"{DATA_ROOT}/{dataset}/{name}"
 
 
+MANO_FILES = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
+
+
+def mano_files(wildcards):
+    """Input function: the MANO model files (`<mano_dir>/MANO_{LEFT,RIGHT}.pkl`) read by the stages that get
+    `--mano-dir`, once every configured download has run (the synthetic source writes them there; with
+    real data the download checks that the official files are in place)."""
+    for dataset in DATASETS:
+        read_manifest(dataset)
+    return [f"{MANO_DIR}/{name}" for name in MANO_FILES]
+
+
 def output_path(pattern, **wildcards):
     """One path of an upstream rule's output: `pattern` (`rules.<rule>.output.<name>`) with its wildcards
     filled in from the keyword arguments (a missing one raises Snakemake's WildcardError, naming it).

@@ -94,13 +94,13 @@ def eval_gt_archives():
 
 def eval_gt_data(wildcards):
     """Input function of eval_gt: the GT archives (test splits; eval_gt_archives) once the download has run,
-    or the training tars (val). A separate input item, as in package_submission, so that the unpacked ones
-    stay named while the download runs."""
+    or the training tars and the MANO files packed into the archive (val). A separate input item, as in
+    package_submission, so that the unpacked ones stay named while the download runs."""
     if wildcards.split != "val":
         for ds in DATASETS:
             read_manifest(ds)  # the download writes the archives: wait for it
         return eval_gt_archives()
-    return [tar for ds in DATASETS for tar in dataset_tars(ds, "train")]
+    return [tar for ds in DATASETS for tar in dataset_tars(ds, "train")] + mano_files(wildcards)
 
 
 def eval_gt_flags(wildcards, input):

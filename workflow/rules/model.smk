@@ -38,6 +38,7 @@ rule train:
         crops=train_crop_files,
         crops_lists=train_crop_lists,
         pretrained=train_pretrained_input,
+        mano=mano_files,
     output:
         model="results/train/{variant}/model.pt",
         val_sequences="results/train/{variant}/val_sequences.txt",
@@ -75,6 +76,7 @@ rule predict:
         val_sequences=rules.train.output.val_sequences,
         crops=predict_crop_files,
         crops_list=predict_crop_list,
+        mano=mano_files,
     output:
         predictions="results/predict/{variant}/{dataset}/{split}.parquet",
     log:

@@ -13,6 +13,7 @@ rule neural_smooth:
     input:
         script=script_path("neural_smooth.py"),
         predictions=rules.predict.output.predictions,
+        mano=mano_files,
     output:
         table="results/smooth/{variant}/{method}/{dataset}/{split}.parquet",
         stats="results/smooth/{variant}/{method}/{dataset}/{split}.json",
@@ -122,6 +123,7 @@ rule submission:
 rule report:
     input:
         unpack(report_inputs),
+        mano=mano_files,
         script=script_path("report.py"),
     output:
         report="results/report/report.md",
