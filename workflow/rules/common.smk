@@ -12,7 +12,6 @@ import yaml
 from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATA_ROOT = os.path.normpath(config["data_root"])
@@ -33,7 +32,7 @@ WORKFLOW_ONLY_KEYS = frozenset({"threads", "gpus", "splits", "variants"})
 # Stage scripts run with the interpreter running Snakemake, whose environment has mvhand installed: its
 # bin folder goes first on every job's PATH, so `python` (and `torchrun`) resolve to it with or without an
 # activated virtual environment, locally and on cluster nodes (which evaluate this file again).
-shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 
 wildcard_constraints:
@@ -54,7 +53,9 @@ def script_path(name):
     return rel if not rel.startswith("..") else path
 
 
-with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), encoding="utf-8") as _fh:
+with open(
+    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), encoding="utf-8"
+) as _fh:
     _SCHEMA = yaml.safe_load(_fh)
 
 
@@ -113,7 +114,9 @@ def stage_flags(settings):
                 items = (shlex.quote(f"{k}={_canonical(v, inner.get(k))}") for k, v in sorted(value.items()))
                 parts.append(" ".join([flag, *items]))
         elif isinstance(value, (list, tuple)):
-            parts.append(" ".join([flag, *(shlex.quote(str(_canonical(v, spec.get("items")))) for v in value)]))
+            parts.append(
+                " ".join([flag, *(shlex.quote(str(_canonical(v, spec.get("items")))) for v in value)])
+            )
         else:
             parts.append(f"{flag} {shlex.quote(str(_canonical(value, spec)))}")
     return " ".join(parts)

@@ -29,9 +29,11 @@ def slurm_requests():
         group = workflow.dag.get_job_group(job)
         if group is not None:  # a bundle of cache_crops jobs: one SLURM job asking for what they use together
             req = JobRequest(
-                f"{job.rule.name} (group)", int(group.resources.get("_cores") or 1),
-                int(group.resources.get("mem_mb") or 0), int(group.resources.get("gpu") or 0),
-            )  # fmt: skip
+                f"{job.rule.name} (group)",
+                int(group.resources.get("_cores") or 1),
+                int(group.resources.get("mem_mb") or 0),
+                int(group.resources.get("gpu") or 0),
+            )
         else:
             req = JobRequest(
                 job.rule.name,
@@ -40,8 +42,14 @@ def slurm_requests():
                 int(job.resources.get("gpu") or 0),
             )
         old = largest.get(req.rule)
-        largest[req.rule] = req if old is None else JobRequest(req.rule, *(max(a, b) for a, b in zip(
-            (old.cpus, old.mem_mb, old.gpus), (req.cpus, req.mem_mb, req.gpus))))  # fmt: skip
+        if old is not None:  # the largest of each resource over the rule's jobs
+            req = JobRequest(
+                req.rule,
+                max(old.cpus, req.cpus),
+                max(old.mem_mb, req.mem_mb),
+                max(old.gpus, req.gpus),
+            )
+        largest[req.rule] = req
     return list(largest.values())
 
 

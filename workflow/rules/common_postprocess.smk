@@ -83,7 +83,9 @@ def eval_gt_inputs(wildcards):
     eval_gt_data)."""
     if wildcards.split != "val":
         return {}
-    return {"sequences": output_path(rules.train.output.val_sequences, variant=config["evaluate"]["val_variant"])}
+    return {
+        "sequences": output_path(rules.train.output.val_sequences, variant=config["evaluate"]["val_variant"])
+    }
 
 
 def eval_gt_archives():
@@ -151,7 +153,9 @@ def report_inputs(wildcards):
                 rules.neural_smooth.output.stats, method="online", dataset=ds, **smoothed
             )
     for key, method in (("raw", "raw"), ("smoothed", "neural")):
-        inputs[key] = output_path(rules.neural_smooth.output.table, method=method, dataset=DATASETS[0], **smoothed)
+        inputs[key] = output_path(
+            rules.neural_smooth.output.table, method=method, dataset=DATASETS[0], **smoothed
+        )
     for v in REPORT_VARIANTS:
         inputs[f"curve_{v}"] = output_path(rules.train.output.loss_curve, variant=v)
     return inputs
@@ -161,7 +165,9 @@ def report_flags(wildcards, input):
     """Params function of report."""
     parts = [f"--candidate {c}={input[f'cand_{c}']}" for c in CANDIDATES]
     parts.append(f"--shape-metrics {input.shape_metrics}")
-    parts += [f"--online-stats {ds}={input[f'online_{ds}']}" for ds in DATASETS if f"online_{ds}" in input.keys()]
+    parts += [
+        f"--online-stats {ds}={input[f'online_{ds}']}" for ds in DATASETS if f"online_{ds}" in input.keys()
+    ]
     parts.append(f"--raw {input.raw} --smoothed {input.smoothed}")
     parts += [f"--training-curve {v}={input[f'curve_{v}']}" for v in REPORT_VARIANTS]
     return " ".join(parts)

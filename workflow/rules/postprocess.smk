@@ -21,16 +21,16 @@ rule neural_smooth:
         "logs/neural_smooth/{variant}/{method}/{dataset}/{split}.log",
     benchmark:
         "benchmarks/neural_smooth.{variant}.{method}.{dataset}.{split}.tsv"
-    params:
-        flags=stage_flags(section_settings("smooth")),
-        mano_dir=MANO_DIR,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=smooth_gpus(),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=stage_flags(section_settings("smooth")),
+        mano_dir=MANO_DIR,
     shell:
         "python {input.script} --predictions {input.predictions:q} --mano-dir {params.mano_dir:q}"
         " --out {output.table:q} --method {wildcards.method} --threads {threads} {params.flags} > {log} 2>&1"
@@ -46,14 +46,14 @@ rule package_submission:
         shape="results/submission/{split}/{variant}-{method}/shape_submission.tar.gz",
     log:
         "logs/package_submission/{split}/{variant}-{method}.log",
-    params:
-        flags=package_flags,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=package_flags,
     shell:
         "python {input.script} {params.flags} --out-pose {output.pose:q} --out-shape {output.shape:q} > {log} 2>&1"
 
@@ -67,14 +67,14 @@ rule eval_gt:
         gt="results/evaluate/{split}/gt.tar.gz",
     log:
         "logs/eval_gt/{split}.log",
-    params:
-        flags=eval_gt_flags,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=eval_gt_flags,
     shell:
         "python {input.script} {params.flags} --out {output.gt:q} > {log} 2>&1"
 
@@ -88,14 +88,14 @@ rule evaluate:
         metrics="results/evaluate/{split}/{variant}-{method}/{track}.json",
     log:
         "logs/evaluate/{split}/{variant}-{method}.{track}.log",
-    params:
-        phase=evaluate_phase,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        phase=evaluate_phase,
     shell:
         "python {input.script} --gt {input.gt:q} --submission {input.submission:q} --phase {params.phase}"
         " --out {output.metrics:q} > {log} 2>&1"
@@ -110,12 +110,12 @@ rule submission:
         shape="results/submission/shape_submission.tar.gz",
     log:
         "logs/submission.log",
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../../envs/pipeline.yaml"
     shell:
         "(cp {input.pose:q} {output.pose:q} && cp {input.shape:q} {output.shape:q}) > {log} 2>&1"
 
@@ -130,30 +130,38 @@ rule report:
         scores="results/report/scores.json",
         # shown by `snakemake --report report.html` (captions in workflow/report/)
         table1=report("results/report/table1.tsv", caption="../report/table1.rst", category="1. Table 1"),
-        pck=report("results/report/pck_curves.png", caption="../report/pck_curves.rst", category="2. Evaluation"),
+        pck=report(
+            "results/report/pck_curves.png", caption="../report/pck_curves.rst", category="2. Evaluation"
+        ),
         per_sequence=report(
-            "results/report/per_sequence_mpjpe.png", caption="../report/per_sequence.rst", category="2. Evaluation"
+            "results/report/per_sequence_mpjpe.png",
+            caption="../report/per_sequence.rst",
+            category="2. Evaluation",
         ),
         trajectory=report(
             "results/report/trajectory.png", caption="../report/trajectory.rst", category="3. Neural Smooth"
         ),
         curves=[
-            report(f"results/report/loss_{v}.png", caption="../report/training_curve.rst", category="4. Training",
-                   subcategory=v)
+            report(
+                f"results/report/loss_{v}.png",
+                caption="../report/training_curve.rst",
+                category="4. Training",
+                subcategory=v,
+            )
             for v in REPORT_VARIANTS
         ],
     log:
         "logs/report.log",
-    params:
-        flags=report_flags,
-        mano_dir=MANO_DIR,
-        out_dir=report_out_dir,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=report_flags,
+        mano_dir=MANO_DIR,
+        out_dir=report_out_dir,
     shell:
         "python {input.script} --gt {input.gt:q} --mano-dir {params.mano_dir:q} {params.flags}"
         " --out-dir {params.out_dir:q} > {log} 2>&1"
