@@ -222,9 +222,6 @@ def dataset_file(dataset, name):
     return f"{DATA_ROOT}/{dataset}/{name}"
 
 
-MANO_FILES = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
-
-
 def mano_files(wildcards):
     """Input function: the MANO model files (`<mano_dir>/MANO_{LEFT,RIGHT}.pkl`) read by the stages that get
     `--mano-dir`, once every configured download has run (the synthetic source writes them there; with
@@ -287,6 +284,6 @@ def manifest_files(wildcards):
 # Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the
 # synthetic MANO stand-in with real data, non-finite numbers, ...) stop the workflow here, before any job
 # runs, with the key and the fix (src/mvhand/workflow_config.py).
-from mvhand.workflow_config import check_config
+from mvhand.workflow_config import MANO_FILES, check_config
 
 check_config(config, MODEL_VARIANTS)
