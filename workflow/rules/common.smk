@@ -15,6 +15,9 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATA_ROOT = os.path.normpath(config["data_root"])
+# A sequence tar as the download lays it out (`<data_root>/<dataset>/<split>/<sequence>.tar`; cache_crops's
+# input, see dataset_tars)
+SEQUENCE_TAR = f"{DATA_ROOT}/{{dataset}}/{{split}}/{{sequence}}.tar"
 MANO_DIR = os.path.normpath(config["mano_dir"])
 DATASETS = list(config["datasets"])
 SPLITS = ("train", "pose_test", "shape_test")
@@ -213,7 +216,7 @@ def dataset_tars(dataset, split):
     Jobs that read the data take these tars as inputs, not the manifest: the download rewrites the
     manifest on every run, and the tars keep their time stamps when the data did not change.
     """
-    return [f"{DATA_ROOT}/{dataset}/{split}/{name}.tar" for name in sequences_of(dataset, split)]
+    return expand(SEQUENCE_TAR, dataset=dataset, split=split, sequence=sequences_of(dataset, split))
 
 
 def dataset_file(dataset, name):

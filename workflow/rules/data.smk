@@ -37,7 +37,7 @@ checkpoint download:
 rule cache_crops:
     input:
         script=script_path("cache_crops.py"),
-        tar=f"{DATA_ROOT}/{{dataset}}/{{split}}/{{sequence}}.tar",
+        tar=SEQUENCE_TAR,
     output:
         crops="results/crops/{dataset}/{split}/{sequence}.parquet",
     log:
