@@ -1,12 +1,12 @@
 """Benchmark of the crop-cache stage: crops/s end to end (JPEG decode -> warp -> encode -> Parquet).
 
-Compares ``mvhand.crops.cache_sequence_crops`` (OpenCV decode once per stream, fast warp maps, a pool of worker
+Compares ``mvhand.formats.crop_cache.cache_sequence_crops`` (OpenCV decode once per stream, fast warp maps, a pool of worker
 processes, row groups written as they fill) with a straightforward toolkit-style loop (Pillow decode, reference
 warp with per-call float64 maps, Pillow JPEG encode per crop, rows accumulated in Python lists, one
 pandas ``to_parquet`` at the end, single-threaded) on the same frames in the same run, and measures how
 fast the cache can be read back and decoded (the training data loader's work per crop).
 
-Input: every train sequence of the tiny synthetic UmeTrack and HOT3D datasets (``mvhand.synthetic_world``:
+Input: every train sequence of the tiny synthetic UmeTrack and HOT3D datasets (``mvhand.synthetic.world``:
 a separate-hand and a hand-hand UmeTrack recording, two HOT3D clips), each cycled to ``--frames`` frames.
 
     python benchmarks/bench_cache_crops.py [--frames 150] [--crop-sizes 128 224] [--threads 2]
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
 from mvhand._process import tune_allocator  # noqa: E402
-from mvhand.crops import CropSettings, cache_sequence_crops, crop_render_geometry  # noqa: E402
-from mvhand.dataset import iter_frames, read_hand_shapes  # noqa: E402
+from mvhand.formats.crop_cache import CropSettings, cache_sequence_crops, crop_render_geometry  # noqa: E402
+from mvhand.formats.sequence import iter_frames, read_hand_shapes  # noqa: E402
 
 
 def repeat_sequence(src: Path, dst: Path, n_frames: int) -> Path:
@@ -63,7 +63,7 @@ def repeat_sequence(src: Path, dst: Path, n_frames: int) -> Path:
 def train_sequences(tmp: Path, n_frames: int) -> list[tuple[str, Path]]:
     """``(label, tar)`` of every train sequence of the tiny synthetic world (written under ``tmp``), each cycled
     to ``n_frames`` frames."""
-    from mvhand.synthetic_world import generate_dataset
+    from mvhand.synthetic.world import generate_dataset
 
     seqs = []
     for dataset in ("umetrack", "hot3d"):
@@ -78,8 +78,8 @@ def naive_cache(tar: Path, out: Path, settings: CropSettings) -> int:
     import pandas as pd
     from PIL import Image
 
-    from mvhand.cameras import crop_camera, warp_image_reference
-    from mvhand.umetrack import canonical_landmarks, forward_kinematics
+    from mvhand.geometry.cameras import crop_camera, warp_image_reference
+    from mvhand.geometry.umetrack import canonical_landmarks, forward_kinematics
 
     shapes = read_hand_shapes(tar)
     rows: dict[str, list] = {
@@ -294,7 +294,7 @@ def main() -> None:
         + "\n".join(f"- {b}" for b in bounds)
         + "\n\n"
         f"Start-up: the first pooled call in a process starts the fork server (a fresh interpreter importing "
-        f"mvhand.crops: NumPy, OpenCV, pyarrow) and imports pandas (pyarrow does on its first table): "
+        f"mvhand.formats.crop_cache: NumPy, OpenCV, pyarrow) and imports pandas (pyarrow does on its first table): "
         f"{t_first:.2f} s for a 6-frame sequence, paid once per `cache_crops` job; every later call starts {n} "
         f"fresh workers from the server: {1e3 * t_later:.0f} ms for the same sequence. The table's pooled column "
         "includes the latter, not the former. This is why the workflow's default is `crops.threads: 1`: with "

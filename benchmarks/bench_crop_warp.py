@@ -1,4 +1,4 @@
-"""Benchmark: fast crop warp (``mvhand.cameras.warp_image``) vs the toolkit-style reference.
+"""Benchmark: fast crop warp (``mvhand.geometry.cameras.warp_image``) vs the toolkit-style reference.
 
 Synthetic 640×480 OVR62 fisheye frames with texture, realistic hand-crop cameras (224×224, sharing the
 source's optical centre, 15–55° off-axis, fov 0.35–0.9 rad). Both implementations run in the same process on
@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand.cameras import (  # noqa: E402
+from mvhand.geometry.cameras import (  # noqa: E402
     camera_from_json,
     crop_camera,
     warp_image,
     warp_image_reference,
 )
-from mvhand.geometry import rodrigues  # noqa: E402
+from mvhand.geometry.transforms import rodrigues  # noqa: E402
 
 SRC_JSON = {
     "T_world_from_camera": {

@@ -30,7 +30,7 @@ def child(tuned: bool, crop_size: int, out: Path, tars: list[Path]) -> dict:
     import cv2
 
     from mvhand._process import tune_allocator
-    from mvhand.crops import CropSettings, cache_sequence_crops
+    from mvhand.formats.crop_cache import CropSettings, cache_sequence_crops
 
     cv2.setNumThreads(1)
     applied = tune_allocator() if tuned else False

@@ -3,7 +3,7 @@
 Times, on the same synthetic MANO-format model and the same random parameters (requires_grad on PCA pose,
 global orient, translation and betas; loss = sum of the 20 canonical landmarks):
 
-* ``mvhand``: :meth:`mvhand.mano.ManoLayer.landmarks`: joints from precomputed templates, shape and pose
+* ``mvhand``: :meth:`mvhand.geometry.mano.ManoLayer.landmarks`: joints from precomputed templates, shape and pose
   blend and skinning for the 5 tip vertices only, on component-major tensors (batch last), autograd;
 * ``batch-major``: the textbook landmark-only path in smplx's layout (``(B, 16, 3, 3)`` rotations, 4x4
   transforms chained one tree depth at a time, skinning of the 5 tips; :class:`BatchMajorLandmarks`), autograd;
@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand.mano import MANO_PARENTS, MANO_TIP_VERTEX_IDS, MANO_TO_CANONICAL, ManoLayer, ManoModel  # noqa: E402
+from mvhand.geometry.mano import MANO_PARENTS, MANO_TIP_VERTEX_IDS, MANO_TO_CANONICAL, ManoLayer, ManoModel  # noqa: E402
 
 log = logging.getLogger("bench_mano")
 

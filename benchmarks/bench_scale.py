@@ -6,9 +6,9 @@ two prefixes of its files and the whole cache as the three sizes (≈ 0.3, 1.5 a
 largest has ≥ 500 files and ≥ 300k crops), and
 measures, each in a fresh subprocess (peak RSS = ``ru_maxrss``), with one thread per process:
 
-* the streaming training loader (:class:`mvhand.crop_stream.TrainStream`): peak RSS and augmented crops per
+* the streaming training loader (:class:`mvhand.model.stream.TrainStream`): peak RSS and augmented crops per
   CPU-second, at every size;
-* the in-memory loader (:class:`mvhand.train_data.CropDataset` + :class:`~mvhand.train_data.EpochSampler`, the
+* the in-memory loader (:class:`mvhand.model.data.CropDataset` + :class:`~mvhand.model.data.EpochSampler`, the
   loader before the streaming one) on the two smaller caches: the same two numbers;
 * a 2-process DDP run (gloo, CPU) of the streaming loader on the largest cache: per-rank peak RSS and
   crops per CPU-second;
@@ -88,8 +88,8 @@ def build_cache(root: Path, mano_dir: Path, n_files: int, rows_per_file: int) ->
     sys.path.insert(0, str(ROOT / "tests"))
     from test_train_data import make_crop_cache
 
-    from mvhand.crops import _COMPRESSION, CROP_SCHEMA
-    from mvhand.mano import ManoModel
+    from mvhand.formats.crop_cache import _COMPRESSION, CROP_SCHEMA
+    from mvhand.geometry.mano import ManoModel
 
     mano = ManoModel.from_dir(mano_dir)
     templates = {}
@@ -124,9 +124,9 @@ def build_cache(root: Path, mano_dir: Path, n_files: int, rows_per_file: int) ->
 
 
 def _settings(mano_dir: str, seed: int = 0):
-    from mvhand.crop_stream import SampleSettings
-    from mvhand.mano import ManoModel
-    from mvhand.train_data import AugmentConfig
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.model.data import AugmentConfig
+    from mvhand.model.stream import SampleSettings
 
     return SampleSettings(IMG_SIZE, 2, 1, True, AugmentConfig(), seed, ManoModel.from_dir(mano_dir))
 
@@ -143,8 +143,8 @@ def _consume(loader, n_batches: int) -> tuple[int, float, float]:
 
 
 def child_stream(files: list[str], mano_dir: str, n_batches: int) -> dict:
-    from mvhand.crop_stream import CropIndex, TrainStream
-    from mvhand.training import _loader
+    from mvhand.model.stream import CropIndex, TrainStream
+    from mvhand.model.training import _loader
 
     t0 = time.perf_counter()
     index = CropIndex(files, require_gt=True)
@@ -155,7 +155,7 @@ def child_stream(files: list[str], mano_dir: str, n_batches: int) -> dict:
     # the alternative: a global sample permutation read straight from the files = one row-group read per sample
     import numpy as np
 
-    from mvhand.crop_stream import _unit_dataset
+    from mvhand.model.stream import _unit_dataset
 
     rng = np.random.default_rng(0)
     c0, n_glob = time.process_time(), 0
@@ -170,7 +170,7 @@ def child_stream(files: list[str], mano_dir: str, n_batches: int) -> dict:
 def child_memory(files: list[str], mano_dir: str, n_batches: int) -> dict:
     from torch.utils.data import DataLoader
 
-    from mvhand.train_data import CropDataset, EpochSampler, collate
+    from mvhand.model.data import CropDataset, EpochSampler, collate
 
     st = _settings(mano_dir)
     t0 = time.perf_counter()
@@ -187,8 +187,8 @@ def _ddp_rank(rank: int, files: list[str], mano_dir: str, n_batches: int, port: 
     import torch
     import torch.distributed as dist
 
-    from mvhand.crop_stream import CropIndex, TrainStream
-    from mvhand.training import _loader
+    from mvhand.model.stream import CropIndex, TrainStream
+    from mvhand.model.training import _loader
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -233,7 +233,7 @@ def child_ddp(files: list[str], mano_dir: str, n_batches: int) -> dict:
 def child_predict(files: list[str], mano_dir: str, model: str, out: str) -> dict:
     import pyarrow.parquet as pq
 
-    from mvhand.inference import predict
+    from mvhand.model.inference import predict
 
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -246,9 +246,9 @@ def write_model(path: Path, mano_dir: Path) -> None:
     """A small untrained HandNet saved in the train stage's model format (predict's cost is reading + crops)."""
     import torch
 
-    from mvhand.mano import ManoModel
-    from mvhand.model import HandNet
-    from mvhand.training import MODEL_FORMAT
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.model.network import HandNet
+    from mvhand.model.training import MODEL_FORMAT
 
     mano = ManoModel.from_dir(mano_dir)
     net = HandNet("test_resnet", PRED_IMG_SIZE, 2, n_points=8, hidden=32, mano=mano.right)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main(a)
     if a.quick:
         a.sizes_gib, a.batches, a.predict_files, a.no_report = [0.01, 0.03, 0.06], 8, 4, True
-    from mvhand.synthetic_mano import write_synthetic_mano
+    from mvhand.synthetic.mano_model import write_synthetic_mano
 
     root = Path(tempfile.mkdtemp(prefix="mvhand_bench_scale_", dir=a.workdir))
     load0 = os.getloadavg()[0]

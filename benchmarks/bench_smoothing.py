@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand import smoothing as sm  # noqa: E402
-from mvhand.geometry import axis_angle_from_matrix_torch, rodrigues, rotation_6d_to_matrix  # noqa: E402
+from mvhand.geometry.transforms import axis_angle_from_matrix_torch, rodrigues, rotation_6d_to_matrix  # noqa: E402
+from mvhand.post import smoothing as sm  # noqa: E402
 
 
 def make_problem(n_seg: int, n_frames: int, views: int, mano, seed: int = 0) -> sm.SmoothingProblem:
@@ -108,8 +108,8 @@ def main() -> int:
     torch.set_num_threads(2)
     import smplx
 
-    from mvhand.mano import ManoModel
-    from mvhand.synthetic_mano import write_synthetic_mano
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.synthetic.mano_model import write_synthetic_mano
 
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic_mano(tmp)

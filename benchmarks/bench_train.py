@@ -25,12 +25,12 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand.crop_stream import CropIndex, SampleSettings, TrainStream  # noqa: E402
-from mvhand.losses import compute_losses  # noqa: E402
-from mvhand.mano import ManoModel  # noqa: E402
-from mvhand.model import HandNet  # noqa: E402
-from mvhand.train_data import AugmentConfig, CropDataset, collate  # noqa: E402
-from mvhand.training import _loader  # noqa: E402
+from mvhand.geometry.mano import ManoModel  # noqa: E402
+from mvhand.model.data import AugmentConfig, CropDataset, collate  # noqa: E402
+from mvhand.model.losses import compute_losses  # noqa: E402
+from mvhand.model.network import HandNet  # noqa: E402
+from mvhand.model.stream import CropIndex, SampleSettings, TrainStream  # noqa: E402
+from mvhand.model.training import _loader  # noqa: E402
 
 
 def loader_rate(ds: CropDataset, mano: ManoModel, batch: int, workers: int, n_batches: int) -> float:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from fixtures import make_crop_cache
 
-        from mvhand.synthetic_mano import write_synthetic_mano
+        from mvhand.synthetic.mano_model import write_synthetic_mano
 
         a.mano_dir = str(Path(tmp.name) / "mano")
         write_synthetic_mano(a.mano_dir)

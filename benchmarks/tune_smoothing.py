@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import update_section  # noqa: E402
-from mvhand import smoothing as sm  # noqa: E402
-from mvhand.mano import LANDMARKS_TO_EVAL, ManoModel  # noqa: E402
+from mvhand.constants import LANDMARKS_TO_EVAL  # noqa: E402
+from mvhand.geometry.mano import ManoModel  # noqa: E402
+from mvhand.post import smoothing as sm  # noqa: E402
 
 
 def gt_landmarks(crop_glob: str, sequences: set[str]) -> dict[tuple[str, int, int], np.ndarray]:

@@ -1,4 +1,4 @@
-"""Run :func:`mvhand.training.fit` from a JSON config, under ``torchrun`` (one process per rank).
+"""Run :func:`mvhand.model.training.fit` from a JSON config, under ``torchrun`` (one process per rank).
 
 Usage: ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/_ddp_fit.py CFG.json
 [--max-steps N]`` — the DDP tests' way to stop a distributed training after N steps (the train CLI has
@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mvhand.training import TrainConfig, fit  # noqa: E402
+from mvhand.model.training import TrainConfig, fit  # noqa: E402
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def mano_dir(tmp_path_factory):
     """A folder with the synthetic MANO_LEFT.pkl / MANO_RIGHT.pkl (written once per test session)."""
-    from mvhand.synthetic_mano import write_synthetic_mano
+    from mvhand.synthetic.mano_model import write_synthetic_mano
 
     out = tmp_path_factory.mktemp("mano")
     write_synthetic_mano(out)
@@ -31,8 +31,8 @@ def mano_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mano_model(mano_dir):
-    """:class:`mvhand.mano.ManoModel` loaded from :func:`mano_dir`."""
-    from mvhand.mano import ManoModel
+    """:class:`mvhand.geometry.mano.ManoModel` loaded from :func:`mano_dir`."""
+    from mvhand.geometry.mano import ManoModel
 
     return ManoModel.from_dir(mano_dir)
 
@@ -42,7 +42,7 @@ def toy(tmp_path_factory, mano_dir):
     """Toy pose-test / shape-test tars (tests/_toy_data.py), their GT archive and paths, for packaging tests."""
     from fixtures import write_toy_tar
 
-    from mvhand.submission import GroundTruth, build_ground_truth, write_gt_archive
+    from mvhand.formats.submission import GroundTruth, build_ground_truth, write_gt_archive
 
     root = tmp_path_factory.mktemp("pack")
     for split in ("pose_test", "shape_test"):

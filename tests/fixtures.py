@@ -32,11 +32,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mvhand.cameras import project_pinhole
-from mvhand.dataset import SequenceWriter
-from mvhand.geometry import axis_angle_from_matrix, rodrigues
-from mvhand.mano import MANO_PARENTS, ManoModel
-from mvhand.submission import expected_pose_instances
+from mvhand.formats.sequence import SequenceWriter
+from mvhand.formats.submission import expected_pose_instances
+from mvhand.geometry.cameras import project_pinhole
+from mvhand.geometry.mano import MANO_PARENTS, ManoModel
+from mvhand.geometry.transforms import axis_angle_from_matrix, rodrigues
+from mvhand.model.data import AugmentConfig
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -53,6 +54,9 @@ GT_LANDMARKS_LEFT: list = _TOY["gt_landmarks_left"]
 #: the toy sequence's two mono streams, and the stream id of an optional RGB camera
 STREAMS = ("1201-0", "1201-1")
 RGB_STREAM = "214-1"
+
+
+NO_AUG = AugmentConfig(enabled=False, extrinsic_noise=0.0)  # training samples without augmentation
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Catalogue of bad inputs and faults, stage by stage (docs/reliability.md lists the same table).
 
-Every case runs a stage script exactly as Snakemake does (``python workflow/scripts/<stage>.py ARGS``, here
-in-process through :mod:`runpy` to save interpreter start-ups) and asserts three things: the exit status,
-that the message names the culprit (file, member, key) and the fix, and that no output — complete, partial
-or temporary — is left behind. Configuration faults are checked at planning time (``snakemake -n``), hard
-kills with real signals on a real subprocess, and archive memory with a real subprocess's peak RSS.
+Every case runs a stage script exactly as Snakemake does (``python workflow/scripts/<stage>.py ARGS``; the
+non-stage tools as ``python tools/<tool>.py ARGS``), here in-process through :mod:`runpy` to save interpreter
+start-ups, and asserts three things: the exit status, that the message names the culprit (file, member, key)
+and the fix, and that no output — complete, partial or temporary — is left behind. Configuration faults are
+checked at planning time (``snakemake -n``), hard kills with real signals on a real subprocess, and archive
+memory with a real subprocess's peak RSS.
 
 Library-level error tests stay beside the code they test (test_dataset, test_mano, test_mano_pickle, ...).
 """
@@ -48,8 +49,8 @@ from fixtures import (
     write_toy_tar,
 )
 
-from mvhand.dataset import dumps_json
-from mvhand.submission import (
+from mvhand.formats.sequence import dumps_json
+from mvhand.formats.submission import (
     build_ground_truth,
     expected_pose_instances,
     pack_submission,
@@ -70,7 +71,7 @@ from _wf import TINY_CONFIG, run_snakemake, snakemake_env, write_config  # noqa:
 class Fault:
     """One catalogue entry: a stage run on bad input and what must come of it."""
 
-    stage: str  # workflow/scripts/<stage>.py
+    stage: str  # workflow/scripts/<stage>.py, or "tools/<tool>" for tools/<tool>.py
     argv: list
     rc: int
     names: list  # substrings the message must contain: the culprit (file, member, key)
@@ -81,8 +82,9 @@ class Fault:
 
 
 def run_stage(stage: str, argv: list, caplog, capsys) -> tuple[int, str]:
-    """``python workflow/scripts/<stage>.py ARGV`` in-process: (exit status, everything it logged/printed)."""
-    path = SCRIPTS / f"{stage}.py"
+    """``python workflow/scripts/<stage>.py ARGV`` (``tools/<tool>.py`` for a stage ``"tools/<tool>"``)
+    in-process: (exit status, everything it logged/printed)."""
+    path = (ROOT if stage.startswith("tools/") else SCRIPTS) / f"{stage}.py"
     caplog.clear()
     old = sys.argv
     sys.argv = [str(path), *map(str, argv)]
@@ -246,7 +248,7 @@ def test_cache_crops(tmp_path, caplog, capsys, name):
 
 
 def test_cache_crops_oversize_member_is_refused_unread(tmp_path, caplog, capsys, monkeypatch):
-    import mvhand.dataset as ds
+    import mvhand.formats.sequence as ds
 
     monkeypatch.setattr(ds, "MAX_MEMBER_BYTES", 100_000)  # stands for 256 MiB: a real 640x480 JPEG is ~40 kB
     big = raw_sequence(tmp_path / "big.tar", image=lambda k, sid: jpeg_image(480, 640, k) + b"\0" * 200_000)
@@ -327,7 +329,7 @@ def test_cache_crops_killed_leaves_no_process_and_reruns_cleanly(tmp_path, sig):
 def crop_cache(tmp_path_factory, mano_dir):
     from fixtures import make_crop_cache
 
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     d = tmp_path_factory.mktemp("train_bad")
     mano = ManoModel.from_dir(mano_dir)
@@ -425,7 +427,7 @@ def test_train_on_a_really_full_file_system(tiny_fs, caplog, capsys, crop_cache,
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory, crop_cache, mano_dir) -> Path:
-    from mvhand.training import TrainConfig, fit
+    from mvhand.model.training import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("predict_bad") / "train"
     cfg = TrainConfig(crops=[str(c) for c in crop_cache], mano_dir=str(mano_dir), out_dir=str(out),
@@ -456,7 +458,7 @@ def test_predict_nonfinite_predictions(
     tmp_path, caplog, capsys, crop_cache, mano_dir, trained_model, monkeypatch
 ):
     """Finite weights, but one hand's output is NaN (e.g. an overflow): refused, naming model and hand."""
-    from mvhand.model import HandNet
+    from mvhand.model.network import HandNet
 
     forward = HandNet.forward
     calls = []
@@ -696,11 +698,11 @@ def test_evaluate_gt_archive_whose_mano_file_carries_a_payload(tmp_path, caplog,
     out = tmp_path / "eval" / "pose.json"
     check(Fault("evaluate", ["--gt", gt, "--submission", _submission(toy, tmp_path), "--phase", "pose_estimation",
                              "--out", out], 1, ["evil_gt.tar.gz:mano/MANO_RIGHT.pkl", "refused to load"],
-                "rebuild the archive with write_gt.py", [out], [out.parent], [marker]), caplog, capsys)  # fmt: skip
+                "rebuild the archive with tools/write_gt.py", [out], [out.parent], [marker]), caplog, capsys)  # fmt: skip
 
 
 def test_evaluate_oversize_member_is_refused_unread(tmp_path, caplog, capsys, toy, monkeypatch):
-    import mvhand.submission as sub_mod
+    import mvhand.formats.submission as sub_mod
 
     monkeypatch.setattr(sub_mod, "MAX_ARCHIVE_MEMBER_BYTES", 1 << 20)  # stands for 512 MiB
     gt = build_ground_truth(toy["pose_tars"], "umetrack")
@@ -752,7 +754,7 @@ def test_write_gt_refuses_a_broken_mano_folder(tmp_path, caplog, capsys, toy, ma
     shutil.copytree(mano_dir, bad)
     (bad / "MANO_LEFT.pkl").write_bytes(b"\x80\x02}q\x00.")  # a pickled empty dict
     out = tmp_path / "gt" / "gt.tar.gz"
-    check(Fault("write_gt", ["--input-dir", toy["root"] / "pose_test", "--dataset", "umetrack", "--mano-dir", bad,
+    check(Fault("tools/write_gt", ["--input-dir", toy["root"] / "pose_test", "--dataset", "umetrack", "--mano-dir", bad,
                              "--output", out], 1, ["MANO_LEFT.pkl", "no key 'v_template'"], "https://mano.is.tue.mpg.de",
                 [out], [out.parent]), caplog, capsys)  # fmt: skip
 
@@ -762,13 +764,13 @@ def test_write_gt_tars_without_annotations(tmp_path, caplog, capsys, mano_dir):
     stripped.mkdir()
     write_toy_tar(stripped / "s.tar", range(2), hands=False)
     out = tmp_path / "gt" / "gt.tar.gz"
-    check(Fault("write_gt", ["--input-dir", stripped, "--dataset", "hot3d", "--mano-dir", mano_dir, "--output", out],
+    check(Fault("tools/write_gt", ["--input-dir", stripped, "--dataset", "hot3d", "--mano-dir", mano_dir, "--output", out],
                 1, ["s.tar", "hands.json"], "annotated", [out], [out.parent]), caplog, capsys)  # fmt: skip
 
 
 def test_write_gt_input_folder_not_found(tmp_path, caplog, capsys, mano_dir):
     out = tmp_path / "gt.tar.gz"
-    check(Fault("write_gt", ["--input-dir", tmp_path / "nowhere", "--dataset", "hot3d", "--mano-dir", mano_dir,
+    check(Fault("tools/write_gt", ["--input-dir", tmp_path / "nowhere", "--dataset", "hot3d", "--mano-dir", mano_dir,
                              "--output", out], 1, ["nowhere", "input folder not found"], "split folder", [out],
                 [tmp_path]), caplog, capsys)  # fmt: skip
 

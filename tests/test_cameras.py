@@ -1,4 +1,4 @@
-"""Tests of mvhand.cameras: spec/formats.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
+"""Tests of mvhand.geometry.cameras: spec/formats.md §2.2, §3 (registry, projection, unprojection, crops, warp)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from fixtures import CAMERAS_JSON as TOY_CAMERAS_JSON
 from fixtures import HANDS_JSON, HOT3D_RGB_CAMERAS_JSON
 
-from mvhand.cameras import (
+from mvhand.geometry.cameras import (
     MODEL_REGISTRY,
     CameraModel,
     camera_from_json,
@@ -28,7 +28,7 @@ from mvhand.cameras import (
     warp_maps,
     warp_maps_reference,
 )
-from mvhand.geometry import matrix_to_quat_wxyz, rodrigues, se3_from_json
+from mvhand.geometry.transforms import matrix_to_quat_wxyz, rodrigues, se3_from_json
 from mvhand.io_utils import InputError
 
 # ------------------------------------------------------------------------------------------------

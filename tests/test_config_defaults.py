@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvhand import smoothing as sm
-from mvhand.crops import CropSettings
-from mvhand.inference import predict
-from mvhand.losses import LossWeights
-from mvhand.packaging import pose_entries_from_predictions
-from mvhand.training import TrainConfig
+from mvhand.formats.crop_cache import CropSettings
+from mvhand.model.inference import predict
+from mvhand.model.losses import LossWeights
+from mvhand.model.training import TrainConfig
+from mvhand.post import smoothing as sm
+from mvhand.post.packaging import pose_entries_from_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
@@ -32,6 +32,7 @@ _TRAIN_FIELDS = (
     "backbone", "img_size", "views", "in_chans", "n_points", "hidden", "position_mode", "uv_head",
     "pretrained_file", "batch_size", "epochs", "iters_per_epoch", "lr", "weight_decay", "warmup_iters",
     "extrinsic_noise", "val_fraction", "val_max_instances", "seed", "num_workers", "device", "checkpoint_every",
+    "amp", "shuffle_row_groups",
 )  # fmt: skip
 _NEURAL_FIELDS = (
     "iterations", "lr", "weight_decay", "w_pose", "w_orient", "w_position", "w_2d", "position_unit", "min_conf",

@@ -1,4 +1,5 @@
-"""Conventions of the test suite itself: shared data and writers come from tests/fixtures.py only."""
+"""Conventions of the code base: tests share data and writers through tests/fixtures.py only; every stage
+script and tool has the one entry point."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def test_no_test_module_imports_another():
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"move the shared helpers into tests/fixtures.py: {offenders}"
+
+
+def test_every_stage_script_and_tool_has_the_one_entry_point():
+    """Stage scripts and tools start the same way: ``sys.exit(run(main, "<name>"))`` (logging, SIGTERM as a
+    clean exit, user errors as one line; mvhand.cli.run)."""
+    root = TESTS.parent
+    scripts = sorted([*root.glob("workflow/scripts/*.py"), *root.glob("tools/*.py")])
+    assert scripts
+    for path in scripts:
+        text = path.read_text()
+        assert f'sys.exit(run(main, "{path.stem}"))' in text, f"{path.relative_to(root)}: end with that line"
+        assert "setup_logging()" not in text, f"{path.relative_to(root)}: mvhand.cli.run sets up logging"

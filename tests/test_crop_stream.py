@@ -1,4 +1,4 @@
-"""Tests for mvhand.crop_stream: the row-group index, the sharded training stream and the ordered stream.
+"""Tests for mvhand.model.stream: the row-group index, the sharded training stream and the ordered stream.
 
 Invariants at small scale: every instance exactly once per pass for ranks × workers in {1, 2} × {0, 1, 2}
 (ranks simulated by rank/world_size, workers real), the real DataLoader yields exactly the planned batches,
@@ -17,8 +17,11 @@ import pytest
 import torch
 from fixtures import NO_AUG, make_crop_cache
 
-from mvhand import crop_stream
-from mvhand.crop_stream import (
+from mvhand.geometry.mano import ManoModel
+from mvhand.io_utils import InputError
+from mvhand.model import stream as crop_stream
+from mvhand.model.data import AugmentConfig, CropDataset
+from mvhand.model.stream import (
     CropIndex,
     OrderedStream,
     SampleSettings,
@@ -26,11 +29,8 @@ from mvhand.crop_stream import (
     flatten_units,
     shard_batches,
 )
-from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.synthetic_mano import write_synthetic_mano
-from mvhand.train_data import AugmentConfig, CropDataset
-from mvhand.training import _loader
+from mvhand.model.training import _loader
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 def _rewrite(path: Path, row_group_size: int) -> Path:

@@ -1,4 +1,4 @@
-"""Tests of mvhand.crops: the Parquet crop cache against independent computations and known answers."""
+"""Tests of mvhand.formats.crop_cache: the Parquet crop cache against independent computations and known answers."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from fixtures import (
     write_crop_sequence,
 )
 
-from mvhand.cameras import crop_camera, warp_image_reference
-from mvhand.crops import (
+from mvhand.formats.crop_cache import (
     CROP_SCHEMA,
     CropSettings,
     cache_sequence_crops,
@@ -30,8 +29,9 @@ from mvhand.crops import (
     decode_crop_jpeg,
     project_to_crop,
 )
-from mvhand.dataset import iter_frames
-from mvhand.geometry import se3_from_json
+from mvhand.formats.sequence import iter_frames
+from mvhand.geometry.cameras import crop_camera, warp_image_reference
+from mvhand.geometry.transforms import se3_from_json
 from mvhand.io_utils import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_test_splits_have_no_targets(tmp_path, hands, shapes):
 def test_sequence_without_hands_gives_empty_file(tmp_path, caplog):
     tar = write_crop_sequence(tmp_path / "seq.tar", n_frames=2, crops=False)
     out = tmp_path / "empty.parquet"
-    with caplog.at_level(logging.WARNING, logger="mvhand.crops"):
+    with caplog.at_level(logging.WARNING, logger="mvhand.formats.crop_cache"):
         stats = cache_sequence_crops(tar, out, progress=False)
     assert stats.n_rows == 0 and stats.n_frames == 2
     table = read_table(out)

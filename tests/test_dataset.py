@@ -1,4 +1,4 @@
-"""Tests of mvhand.dataset: streaming tar reader, deterministic writer, round trips, bad input."""
+"""Tests of mvhand.formats.sequence: streaming tar reader, deterministic writer, round trips, bad input."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from fixtures import (
 )
 from PIL import Image
 
-from mvhand.dataset import (
+from mvhand.formats.sequence import (
     HAND_SHAPES_MEMBER,
     SequenceWriter,
     frame_to_json,
@@ -39,9 +39,9 @@ from mvhand.dataset import (
     read_hand_shapes,
     sequence_name,
 )
-from mvhand.geometry import se3_from_json
+from mvhand.geometry.transforms import se3_from_json
+from mvhand.geometry.umetrack import UmeTrackHandModel
 from mvhand.io_utils import InputError
-from mvhand.umetrack import UmeTrackHandModel
 
 
 def _frame_members(key: str = "000000", **override: bytes | None) -> list[tuple[str, bytes]]:

@@ -4,7 +4,7 @@ with the same global batch and resumes exactly under DDP (bf16 autocast on the C
 Equivalence needs a model and batch without per-rank statistics: no BatchNorm (``test_vit`` backbone and
 the ``regress`` UV head; BatchNorm normalises each rank's slice, as plain DDP does on GPUs too) and loss
 masks of equal counts on every rank (no augmentation, so no view dropout; every toy hand fully
-annotated). Each rank streams its own share of the crop cache (:class:`mvhand.crop_stream.TrainStream`),
+annotated). Each rank streams its own share of the crop cache (:class:`mvhand.model.stream.TrainStream`),
 so the one-process reference reads, at every step, rank 0's and rank 1's batches concatenated
 (:class:`_BothRanks`); DDP's mean of the ranks' gradients then equals the gradient of that global batch up
 to float summation order.
@@ -23,10 +23,11 @@ import pytest
 import torch
 from fixtures import make_crop_cache
 
-from mvhand import crop_stream, training
-from mvhand.mano import ManoModel
-from mvhand.synthetic_mano import write_synthetic_mano
-from mvhand.training import TrainConfig, fit
+from mvhand.geometry.mano import ManoModel
+from mvhand.model import stream as crop_stream
+from mvhand.model import training
+from mvhand.model.training import TrainConfig, fit
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +50,8 @@ def setup(tmp_path_factory):
 
 class _BothRanks(torch.utils.data.IterableDataset):
     """In one process, the global batch of a 2-rank run: each step yields rank 0's and rank 1's batches of
-    :class:`~mvhand.crop_stream.TrainStream` (half the batch size each) concatenated. Stands in for
-    ``TrainStream`` inside :func:`mvhand.training.fit` (same signature)."""
+    :class:`~mvhand.model.stream.TrainStream` (half the batch size each) concatenated. Stands in for
+    ``TrainStream`` inside :func:`mvhand.model.training.fit` (same signature)."""
 
     def __init__(self, index, settings, batch_size, iters_per_epoch, num_workers=0, rank=0, world_size=1,
                  shuffle_units=8):  # fmt: skip

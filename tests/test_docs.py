@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT / "docs" / "spec"
 SPECS = ("formats.md", "model.md")
 #: Tracked paths whose text may cite the specs (docs/spec itself is the target, not a citer).
-CITING_ROOTS = ("src", "workflow", "tests", "benchmarks", "docs", "README.md", "Snakefile", "config.yaml")
+CITING_ROOTS = (
+    "src",
+    "workflow",
+    "tools",
+    "tests",
+    "benchmarks",
+    "docs",
+    "README.md",
+    "Snakefile",
+    "config.yaml",
+)
 
 _SEC = r"\d+(?:\.\d+)*"
 _ITEM = rf"§(?P<a>{_SEC})(?:\s?[-–]\s?(?P<b>{_SEC}))?"

@@ -374,10 +374,10 @@ def _fake_generator(calls):
 
 
 def test_synthetic_source_and_rerun(tmp_path, monkeypatch):
-    import mvhand.synthetic_world
+    import mvhand.synthetic.world
 
     calls: list[dict] = []
-    monkeypatch.setattr(mvhand.synthetic_world, "generate_dataset", _fake_generator(calls))
+    monkeypatch.setattr(mvhand.synthetic.world, "generate_dataset", _fake_generator(calls))
     m = download_dataset("synthetic", "hot3d", tmp_path / "data", tmp_path / "mano", seed=3, size="tiny")
     assert m.splits["train"] == ["hot3d_train_0", "hot3d_train_1"]
     d = json.loads((tmp_path / "data" / "hot3d" / "manifest.json").read_text())
@@ -392,9 +392,9 @@ def test_synthetic_source_and_rerun(tmp_path, monkeypatch):
 
 
 def test_synthetic_never_overwrites_other_data(tmp_path, monkeypatch):
-    import mvhand.synthetic_world
+    import mvhand.synthetic.world
 
-    monkeypatch.setattr(mvhand.synthetic_world, "generate_dataset", _fake_generator([]))
+    monkeypatch.setattr(mvhand.synthetic.world, "generate_dataset", _fake_generator([]))
     real = tmp_path / "data" / "umetrack" / "train"
     real.mkdir(parents=True)
     (real / "precious.tar").write_bytes(b"real data")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvhand import geometry as g
+from mvhand.geometry import transforms as g
 
 
 def test_quaternion_test_vector():

@@ -1,4 +1,4 @@
-"""Tests for mvhand.inference and workflow/scripts/predict.py: schema, left/right handling, betas, 2D mapping."""
+"""Tests for mvhand.model.inference and workflow/scripts/predict.py: schema, left/right handling, betas, 2D mapping."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 import torch
 from fixtures import make_crop_cache
 
-from mvhand.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNet
-from mvhand.synthetic_mano import write_synthetic_mano
-from mvhand.train_data import CropDataset, collate
-from mvhand.training import MODEL_FORMAT
+from mvhand.model.data import CropDataset, collate
+from mvhand.model.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
+from mvhand.model.network import HandNet
+from mvhand.model.training import MODEL_FORMAT
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_left_hand_is_mirror_of_network_output(env):
     rows = predict(
         d / "model.pt", crops[:1], d / "mano", None, betas="pred", device="cpu", progress=False
     ).to_pylist()
-    from mvhand.training import load_model
+    from mvhand.model.training import load_model
 
     net = load_model(d / "model.pt", mano)
     ds = CropDataset(crops[:1], 32, 2, train=False, mano=mano)
@@ -158,7 +158,7 @@ def test_streamed_output_row_groups_equal_the_in_memory_table(env, tmp_path):
 
 def test_crop_file_truncated_during_predict_is_named_and_nothing_is_left(env, tmp_path, monkeypatch):
     """The second row group's file is cut after the index was built: InputError names it, no output left."""
-    from mvhand import crop_stream
+    from mvhand.model import stream as crop_stream
 
     d, mano, crops = env
     copies = []

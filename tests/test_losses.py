@@ -1,4 +1,4 @@
-"""Tests for mvhand.losses: known answers, masks, zero loss at the ground truth, gradients."""
+"""Tests for mvhand.model.losses: known answers, masks, zero loss at the ground truth, gradients."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.model import HandNetOutput
+from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.model.network import HandNetOutput
 
 
 def _batch(B: int = 2, V: int = 2, S: int = 64) -> dict[str, torch.Tensor]:
@@ -86,7 +86,7 @@ def test_total_is_weighted_sum_and_backprop():
 
 
 def test_heatmap_cross_entropy_against_independent_computation():
-    from mvhand.losses import heatmap_cross_entropy
+    from mvhand.model.losses import heatmap_cross_entropy
 
     S, H, W = 64, 8, 8  # 8 px per cell
     g = torch.Generator().manual_seed(1)

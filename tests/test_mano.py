@@ -1,4 +1,4 @@
-"""Tests for mvhand.mano: loader (chumpy-free), smplx equivalence, landmark-only path, shapedirs fix."""
+"""Tests for mvhand.geometry.mano: loader (chumpy-free), smplx equivalence, landmark-only path, shapedirs fix."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ import scipy.sparse
 import torch
 from fixtures import FLOAT_KEYS, make_mano_arrays
 
-from mvhand import mano
-from mvhand.geometry import rodrigues
-from mvhand.io_utils import InputError
-from mvhand.mano import (
-    LANDMARKS_TO_EVAL,
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.geometry import mano
+from mvhand.geometry.mano import (
     MANO_PARENTS,
     MANO_TIP_VERTEX_IDS,
     MANO_TO_CANONICAL,
     ManoModel,
     load_mano_pkl,
 )
+from mvhand.geometry.transforms import rodrigues
+from mvhand.io_utils import InputError
 
 smplx = pytest.importorskip("smplx")
 
@@ -599,9 +599,11 @@ def test_landmarks_float32_under_autocast(model):
     torch.testing.assert_close(lm, ref, atol=0, rtol=0)
 
 
-def test_landmarks_to_eval_matches_metrics():
-    metrics = pytest.importorskip("mvhand.metrics")
-    assert tuple(metrics.LANDMARKS_TO_EVAL) == LANDMARKS_TO_EVAL
+def test_landmarks_to_eval_is_every_canonical_landmark_but_the_wrist():
+    """spec/formats.md §7: 19 of the 20 canonical landmarks are scored; the wrist (canonical index 5, MANO
+    joint 0 through MANO_TO_CANONICAL) is not."""
+    assert LANDMARKS_TO_EVAL == tuple(i for i in range(20) if i != 5)
+    assert MANO_TO_CANONICAL[5] == 0  # the canonical wrist is MANO's root joint
 
 
 def test_gradients_finite_at_zero_pose(model):
@@ -614,13 +616,13 @@ def test_gradients_finite_at_zero_pose(model):
 
 
 # --------------------------------------------------------------------------------------------------
-# The project's synthetic MANO-format model (mvhand.synthetic_mano), when present
+# The project's synthetic MANO-format model (mvhand.synthetic.mano_model), when present
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def synthetic(request) -> tuple[Path, ManoModel]:
-    pytest.importorskip("mvhand.synthetic_mano")
+    pytest.importorskip("mvhand.synthetic.mano_model")
     return request.getfixturevalue("mano_dir"), request.getfixturevalue("mano_model")
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from fixtures import FLOAT_KEYS, make_mano_arrays
 
+from mvhand.geometry.mano import load_mano_pkl
 from mvhand.io_utils import InputError
-from mvhand.mano import load_mano_pkl
 from mvhand.mano_pickle import (
     ALLOWED_GLOBALS,
     SYNTHETIC_MARKER_KEY,

@@ -1,4 +1,4 @@
-"""Tests of mvhand.metrics: test vectors of spec/formats.md §7.2, float64 recomputation, weighting, evaluator."""
+"""Tests of mvhand.post.metrics: test vectors of spec/formats.md §7.2, float64 recomputation, weighting, evaluator."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ import numpy as np
 import pytest
 import torch
 
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.formats.submission import (
+    GroundTruth,
+    LandmarkEntry,
+    PoseEntry,
+    ShapeEntry,
+    pack_submission,
+    write_gt_archive,
+    write_pose_results,
+    write_shape_results,
+)
 from mvhand.io_utils import InputError
-from mvhand.metrics import (
+from mvhand.post.metrics import (
     FINGERTIP_LANDMARKS,
-    LANDMARKS_TO_EVAL,
     PCK_THRESHOLDS_MM,
     aggregate_pose_metrics,
     aggregate_shape_metrics,
@@ -25,16 +35,6 @@ from mvhand.metrics import (
     pck_curve,
     per_landmark_errors,
     pose_metrics_from_landmarks,
-)
-from mvhand.submission import (
-    GroundTruth,
-    LandmarkEntry,
-    PoseEntry,
-    ShapeEntry,
-    pack_submission,
-    write_gt_archive,
-    write_pose_results,
-    write_shape_results,
 )
 
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for mvhand.model: split FTL equivariance, view masking, 1/2/4 views, tiny timm backbones."""
+"""Tests for mvhand.model.network: split FTL equivariance, view masking, 1/2/4 views, tiny timm backbones."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from fixtures import ShellPayload
 
-from mvhand.geometry import rodrigues
-from mvhand.mano import ManoModel
-from mvhand.model import HandNet, HandNetConfig, create_backbone, masked_anchor, split_ftl
-from mvhand.synthetic_mano import write_synthetic_mano
+from mvhand.geometry.mano import ManoModel
+from mvhand.geometry.transforms import rodrigues
+from mvhand.model.network import HandNet, HandNetConfig, create_backbone, masked_anchor, split_ftl
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 def _rand_T(rng: np.random.Generator, B: int, V: int) -> torch.Tensor:
@@ -188,7 +188,7 @@ def test_backbone_errors():
 
 def test_local_backbone_weights_are_loaded_offline(tmp_path):
     from mvhand.io_utils import InputError
-    from mvhand.model import create_backbone
+    from mvhand.model.network import create_backbone
 
     ref = create_backbone("test_resnet", 32)
     weights = tmp_path / "w.pth"
@@ -204,7 +204,7 @@ def test_local_backbone_weights_are_loaded_offline(tmp_path):
 def test_backbone_weights_with_a_pickle_payload_are_refused(tmp_path):
     """A downloaded weights file that would run code when unpickled: refused, named, never run."""
     from mvhand.io_utils import InputError
-    from mvhand.model import create_backbone
+    from mvhand.model.network import create_backbone
 
     marker = tmp_path / "pwned"
     weights = tmp_path / "hiera_base_224.pth"
@@ -222,7 +222,7 @@ def test_backbone_weights_with_a_pickle_payload_are_refused(tmp_path):
 
 def test_heatmap_soft_argmax_reads_the_peak_cell():
     """A sharp peak at cell (i, j) gives the crop pixel centre of that cell (c = (S − 1)/2 convention)."""
-    from mvhand.model import HeatmapUV
+    from mvhand.model.network import HeatmapUV
 
     S, W = 96, 12  # 8 px per cell
     head = HeatmapUV(4, (), n_up=0, width=4).eval()

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from fixtures import prediction_table
 
-from mvhand import packaging, report
-from mvhand.io_utils import InputError
-from mvhand.metrics import evaluate_archives
-from mvhand.submission import (
+from mvhand.formats.submission import (
     expected_pose_instances,
     read_submission_archive,
     read_tar_root_files,
 )
+from mvhand.io_utils import InputError
+from mvhand.post import packaging, report
+from mvhand.post.metrics import evaluate_archives
 
 ROOT = Path(__file__).resolve().parents[1]
 

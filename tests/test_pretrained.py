@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from mvhand._compat import import_timm
 from mvhand.io_utils import InputError
-from mvhand.model import (
+from mvhand.model.network import (
     create_backbone,
     pretrained_hub_repo,
     pretrained_model_name,
@@ -179,9 +179,9 @@ def test_hiera_base_trains_two_steps_from_a_pretrained_file(hiera_files, tmp_pat
     """The paper backbone at 224 px, batch 2, two steps on the CPU, starting from the pretrained file."""
     from fixtures import make_crop_cache
 
-    from mvhand.mano import ManoModel
-    from mvhand.synthetic_mano import write_synthetic_mano
-    from mvhand.training import TrainConfig, fit
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.model.training import TrainConfig, fit
+    from mvhand.synthetic.mano_model import write_synthetic_mano
 
     d, state = hiera_files
     write_synthetic_mano(tmp_path / "mano")

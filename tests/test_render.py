@@ -1,13 +1,13 @@
-"""Tests of the z-buffer rasteriser (mvhand.render) against analytic ray casting."""
+"""Tests of the z-buffer rasteriser (mvhand.synthetic.render) against analytic ray casting."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mvhand.cameras import CameraModel
-from mvhand.render import make_environment, rasterize, render_view, vertex_normals
-from mvhand.synthetic_rigs import hot3d_rig, rig_cameras, umetrack_rig
+from mvhand.geometry.cameras import CameraModel
+from mvhand.synthetic.render import make_environment, rasterize, render_view, vertex_normals
+from mvhand.synthetic.rigs import hot3d_rig, rig_cameras, umetrack_rig
 
 
 def _sphere(centre, radius, n=40):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mvhand import smoothing as sm
-from mvhand.cameras import project_pinhole_torch
-from mvhand.geometry import rodrigues
+from mvhand.geometry.cameras import project_pinhole_torch
+from mvhand.geometry.transforms import rodrigues
+from mvhand.post import smoothing as sm
 
 # ------------------------------------------------------------------------------------------------
 # helpers: a synthetic hand trajectory observed by two look-at pinhole crop cameras

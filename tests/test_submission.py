@@ -1,4 +1,4 @@
-"""Tests of mvhand.submission (result files, validation, packing, GT) and the end-to-end evaluator + CLIs."""
+"""Tests of mvhand.formats.submission (result files, validation, packing, GT) and the end-to-end evaluator + CLIs."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import pytest
 import torch
 from fixtures import write_toy_tar as _write_toy_tar
 
-from mvhand.io_utils import InputError
-from mvhand.submission import (
+from mvhand.formats.submission import (
     GroundTruth,
     LandmarkEntry,
     PoseEntry,
@@ -35,6 +34,7 @@ from mvhand.submission import (
     write_pose_results,
     write_shape_results,
 )
+from mvhand.io_utils import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -302,7 +302,7 @@ def mano_dir(tmp_path_factory) -> Path:
 
 def _mano_gt(mano_dir: Path, seqs: dict[str, int], seed: int = 0) -> tuple[GroundTruth, list[PoseEntry]]:
     """GT whose landmarks *are* the MANO landmarks of its pose entries (so a perfect score is 0)."""
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     mano = ManoModel.from_dir(mano_dir)
     rng = np.random.default_rng(seed)
@@ -324,7 +324,7 @@ def _mano_gt(mano_dir: Path, seqs: dict[str, int], seed: int = 0) -> tuple[Groun
 
 
 def test_evaluator_known_shift_with_real_mano(tmp_path, mano_dir):
-    from mvhand.metrics import evaluate_archives, evaluate_archives_detailed
+    from mvhand.post.metrics import evaluate_archives, evaluate_archives_detailed
 
     gt, perfect = _mano_gt(mano_dir, {"seq_a": 4, "seq_b": 2})
     gt_tar = write_gt_archive(tmp_path / "gt.tar.gz", {"umetrack": gt}, mano_dir)
@@ -371,7 +371,7 @@ def test_evaluator_known_shift_with_real_mano(tmp_path, mano_dir):
     assert per_seq["umetrack_test"]["seq_b"]["n_instances"] == 4
 
     # shape phase: GT betas vs GT betas = 0; betas moved → the independent left-layer mesh error
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     mano = ManoModel.from_dir(mano_dir)
     pred = [ShapeEntry(e.sequence_name, np.asarray(e.mano_beta) + 0.5, 1) for e in gt.shapes]
@@ -480,7 +480,7 @@ def test_ground_truth_crash_conditions_are_clear_errors(tmp_path):
 
 def _independent_mpjpe(mano_dir: Path, gt: GroundTruth, entries: list[PoseEntry]) -> float:
     """float64 NumPy MPJPE over the 19 landmarks, from MANO landmarks of ``entries`` vs GT landmarks."""
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     mano = ManoModel.from_dir(mano_dir)
     betas = {e.sequence_name: np.asarray(e.mano_beta, np.float32) for e in gt.shapes}
@@ -500,14 +500,14 @@ def _independent_mpjpe(mano_dir: Path, gt: GroundTruth, entries: list[PoseEntry]
 
 @pytest.mark.slow
 def test_end_to_end_tar_to_metrics_and_clis(tmp_path, toy_dirs, mano_dir):
-    from mvhand.metrics import evaluate_archives
+    from mvhand.post.metrics import evaluate_archives
 
     env_py = sys.executable
     gt_tar = tmp_path / "gt.tar.gz"
     r = subprocess.run(
         [
             env_py,
-            str(ROOT / "workflow/scripts/write_gt.py"),
+            str(ROOT / "tools/write_gt.py"),
             "--input-dir",
             str(toy_dirs["pose"]),
             "--input-dir",
@@ -568,4 +568,4 @@ def test_end_to_end_tar_to_metrics_and_clis(tmp_path, toy_dirs, mano_dir):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text()) == json.loads(r.stdout) == res
-    # bad inputs of evaluate.py / write_gt.py: tests/test_bad_inputs.py
+    # bad inputs of evaluate.py / tools/write_gt.py: tests/test_bad_inputs.py

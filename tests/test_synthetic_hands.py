@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mvhand.synthetic_hands import (
+from mvhand.geometry.umetrack import UmeTrackHandModel, forward_kinematics
+from mvhand.synthetic.hands import (
     SequenceMotion,
     generate_motion,
     make_subject,
@@ -19,13 +20,12 @@ from mvhand.synthetic_hands import (
     residual_report,
     wrist_to_mano,
 )
-from mvhand.synthetic_mano import (
+from mvhand.synthetic.mano_model import (
     FINGER_MANO_JOINTS,
     build_synthetic_mano,
     hinge_to_mano_pose_left,
     mirror_pose,
 )
-from mvhand.umetrack import UmeTrackHandModel, forward_kinematics
 
 PROFILE_KEYS = {
     "joint_rotation_axes", "joint_rest_positions", "joint_frame_index", "joint_parent", "joint_first_child",

@@ -1,4 +1,4 @@
-"""Tests of the synthetic MANO-format model (mvhand.synthetic_mano)."""
+"""Tests of the synthetic MANO-format model (mvhand.synthetic.mano_model)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import scipy.sparse
 import torch
 
 from mvhand.io_utils import InputError
-from mvhand.synthetic_mano import (
+from mvhand.synthetic.mano_model import (
     FINGER_MANO_JOINTS,
     MANO_PARENTS,
     TIP_VERTEX_IDS,

@@ -1,13 +1,13 @@
-"""Tests of the synthetic headset rigs (mvhand.synthetic_rigs)."""
+"""Tests of the synthetic headset rigs (mvhand.synthetic.rigs)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mvhand.cameras import camera_from_json, count_visible
-from mvhand.geometry import se3_from_json
-from mvhand.synthetic_rigs import cameras_json, hot3d_rig, rig_cameras, umetrack_rig
+from mvhand.geometry.cameras import camera_from_json, count_visible
+from mvhand.geometry.transforms import se3_from_json
+from mvhand.synthetic.rigs import cameras_json, hot3d_rig, rig_cameras, umetrack_rig
 
 
 def _centres(rig):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator (mvhand.synthetic_world) on the "tiny" size."""
+"""Tests of the synthetic dataset generator (mvhand.synthetic.world) on the "tiny" size."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from mvhand import synthetic_world as sw
-from mvhand.cameras import count_visible, crop_camera, warp_image
-from mvhand.dataset import SequenceWriter, iter_frames, list_sequences, read_hand_shapes
+from mvhand.formats.sequence import SequenceWriter, iter_frames, list_sequences, read_hand_shapes
+from mvhand.geometry.cameras import count_visible, crop_camera, warp_image
+from mvhand.geometry.mano import ManoModel
+from mvhand.geometry.umetrack import forward_kinematics
 from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.render import render_view
-from mvhand.umetrack import forward_kinematics
+from mvhand.synthetic import world as sw
+from mvhand.synthetic.render import render_view
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_unmarked_synthetic_mano_of_an_older_version_is_replaceable(tmp_path):
     import pickle
 
     from mvhand.mano_pickle import SYNTHETIC_MARKER_KEY, is_synthetic_mano
-    from mvhand.synthetic_mano import build_synthetic_mano, write_synthetic_mano
+    from mvhand.synthetic.mano_model import build_synthetic_mano, write_synthetic_mano
 
     current = write_synthetic_mano(tmp_path / "new")["right"].read_bytes()
     arrays = build_synthetic_mano()["right"]
@@ -338,7 +338,7 @@ def test_full_disk_leaves_nothing_half_written(tmp_path, monkeypatch):
 def _contact_sheet_module():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "contact_sheet.py"
+    path = Path(__file__).resolve().parents[1] / "tools" / "contact_sheet.py"
     spec = importlib.util.spec_from_file_location("contact_sheet", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -1,4 +1,4 @@
-"""Tests for mvhand.train_data: exact flip, homography augmentation, extrinsic noise, schema errors.
+"""Tests for mvhand.model.data: exact flip, homography augmentation, extrinsic noise, schema errors.
 
 ``make_crop_cache`` (also used by the training/inference tests) writes a small crop cache with the
 docs/architecture.md schema: MANO-consistent hands seen by 2–3 crop cameras; each stored crop shows one
@@ -13,11 +13,10 @@ import pytest
 import torch
 from fixtures import DOT_LANDMARK, make_crop_cache
 
-from mvhand.cameras import project_pinhole
+from mvhand.geometry.cameras import project_pinhole
+from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.synthetic_mano import write_synthetic_mano
-from mvhand.train_data import (
+from mvhand.model.data import (
     REQUIRED_COLUMNS,
     AugmentConfig,
     CropDataset,
@@ -26,8 +25,7 @@ from mvhand.train_data import (
     crop_homography,
     split_sequences,
 )
-
-NO_AUG = AugmentConfig(enabled=False, extrinsic_noise=0.0)
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 @pytest.fixture(scope="module")

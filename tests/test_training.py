@@ -1,4 +1,4 @@
-"""Tests for mvhand.training: exact resume, NaN handling, corrupt / foreign checkpoints, outputs."""
+"""Tests for mvhand.model.training: exact resume, NaN handling, corrupt / foreign checkpoints, outputs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from fixtures import ShellPayload, make_crop_cache
 
-from mvhand import training
+from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
-from mvhand.mano import ManoModel
-from mvhand.synthetic_mano import write_synthetic_mano
-from mvhand.training import TrainConfig, TrainingDivergedError, fit, load_model
+from mvhand.model import training
+from mvhand.model.training import TrainConfig, TrainingDivergedError, fit, load_model
+from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of mvhand.umetrack: profile loading, FK test vectors (spec/formats.md §4.3, §6.5), mirroring."""
+"""Tests of mvhand.geometry.umetrack: profile loading, FK test vectors (spec/formats.md §4.3, §6.5), mirroring."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 import torch
 from fixtures import GT_LANDMARKS_LEFT, HAND_SHAPES_JSON, HANDS_JSON
 
-from mvhand.geometry import quat_wxyz_to_matrix, se3_from_json
-from mvhand.io_utils import InputError
-from mvhand.umetrack import (
+from mvhand.geometry.transforms import quat_wxyz_to_matrix, se3_from_json
+from mvhand.geometry.umetrack import (
     UmeTrackHandModel,
     canonical_landmarks,
     forward_kinematics,
     forward_kinematics_torch,
     landmark_skinning_matrix,
 )
+from mvhand.io_utils import InputError
 
 TOY = HAND_SHAPES_JSON["umetrack"]
 

@@ -2,7 +2,7 @@
 
 Sources:
 
-* ``synthetic``: :func:`mvhand.synthetic_world.generate_dataset` (no network).
+* ``synthetic``: :func:`mvhand.synthetic.world.generate_dataset` (no network).
 * ``huggingface``: UmeTrack from ``facebook/hand_tracking_challenge_umetrack`` (already in the challenge
   layout), HOT3D-Clips from ``bop-benchmark/hot3d`` (``train_aria/``, ``train_quest3/``, ``test_aria/``,
   ``test_quest3/`` + ``clip_splits.json``), mapped onto ``{train, pose_test, shape_test}`` with
@@ -28,11 +28,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mvhand.constants import DATASETS
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.mano_pickle import is_synthetic_mano
 
 __all__ = [
-    "DATASETS",
     "HF_REPOS",
     "HOT3D_SPLIT_MAP",
     "MANIFEST_NAME",
@@ -60,7 +60,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "huggingface", "local")
-DATASETS = ("umetrack", "hot3d")
 SPLITS = ("train", "pose_test", "shape_test")
 MANIFEST_NAME = "manifest.json"
 HF_REPOS = {"umetrack": "facebook/hand_tracking_challenge_umetrack", "hot3d": "bop-benchmark/hot3d"}
@@ -755,7 +754,7 @@ def download_huggingface(
 def _synthetic(
     dataset: str, output_dir: Path, mano_dir: Path, seed: int, size: str, force: bool, progress: bool
 ) -> tuple[dict[str, list[str]], dict, dict]:
-    from mvhand.synthetic_world import generate_dataset
+    from mvhand.synthetic.world import generate_dataset
 
     dataset_dir = output_dir / dataset
     if not force and dataset_dir.is_dir() and any(dataset_dir.iterdir()):
@@ -892,7 +891,7 @@ def download_pretrained(name: str, out: str | os.PathLike, token: str | None = N
     import huggingface_hub
     from huggingface_hub import errors
 
-    from mvhand.model import pretrained_hub_repo, read_backbone_weights
+    from mvhand.model.network import pretrained_hub_repo, read_backbone_weights
 
     out = Path(out)
     try:

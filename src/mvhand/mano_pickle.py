@@ -24,7 +24,7 @@ paths keep working after NumPy and SciPy remove them):
 
 Module paths are matched exactly (``copy_reg``/``__builtin__`` of Python 2 files included). The
 stand-ins are created per file, so a pickle that sets attributes on them cannot affect a later load.
-:func:`is_synthetic_mano` tells mvhand's synthetic stand-in model (:mod:`mvhand.synthetic_mano`, marked
+:func:`is_synthetic_mano` tells mvhand's synthetic stand-in model (:mod:`mvhand.synthetic.mano_model`, marked
 with :data:`SYNTHETIC_MARKER_KEY`) from the licensed one. This module imports neither torch nor chumpy.
 """
 
@@ -57,7 +57,7 @@ __all__ = [
 #: Key that marks mvhand's synthetic MANO-format files (the licensed files never carry it).
 SYNTHETIC_MARKER_KEY = "mvhand_synthetic"
 SYNTHETIC_MARKER_TEXT = (
-    "mvhand synthetic MANO-format stand-in (mvhand.synthetic_mano), not the licensed MANO model"
+    "mvhand synthetic MANO-format stand-in (mvhand.synthetic.mano_model), not the licensed MANO model"
 )
 #: Largest MANO pickle read (the official files are about 4 MB).
 MAX_MANO_PICKLE_BYTES = 128 << 20

@@ -12,8 +12,9 @@ import re
 import pytest
 from _wf import TINY_CONFIG, TINY_PIPELINE, copy_workdir, job_counts, run_snakemake, write_config
 
-from mvhand.metrics import evaluate_archives
-from mvhand.submission import read_submission_archive
+from mvhand.formats.submission import read_submission_archive
+from mvhand.post.metrics import evaluate_archives
+from mvhand.post.report import readme_results_from
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,10 @@ def test_snakemake_html_report(pipeline, tmp_path):
     scores = json.loads((report_dir / "scores.json").read_text())
     mpjpe = scores["full-neural"]["result"]["umetrack_test"]["MPJPE"]
     assert f"\t{mpjpe:.2f}\t" in (report_dir / "table1.tsv").read_text()
+    # ... and so are those of the README's results block rendered from this report (tools/readme_results.py)
+    block = readme_results_from(report_dir)
+    assert f" {mpjpe:.2f} |" in block or f" **{mpjpe:.2f}** |" in block
+    assert "Shape track, MPVPE ↓: " in block
     # Snakemake's per-rule runtime statistics (its "Statistics" page)
     for rule in ("cache_crops", "train", "predict", "neural_smooth", "evaluate", "report"):
         assert f'{{"rule": "{rule}", "runtime": ' in html, rule

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from _wf import REPO, TINY_CONFIG, copy_workdir, job_counts, run_snakemake, write_config
 
-from mvhand.cameras import crop_camera, warp_image_reference
-from mvhand.crops import CROP_SCHEMA, decode_crop_jpeg
-from mvhand.dataset import iter_frames
-from mvhand.umetrack import canonical_landmarks, forward_kinematics
+from mvhand.formats.crop_cache import CROP_SCHEMA, decode_crop_jpeg
+from mvhand.formats.sequence import iter_frames
+from mvhand.geometry.cameras import crop_camera, warp_image_reference
+from mvhand.geometry.umetrack import canonical_landmarks, forward_kinematics
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _manifest(workdir: Path, dataset: str) -> dict:
 
 def _check_sequence_against_independent_crops(tar: Path, parquet: Path, crop_size: int, margin: float) -> int:
     """Re-render every crop of a sequence independently (Pillow decode + reference warp) and compare."""
-    from mvhand.dataset import read_hand_shapes
+    from mvhand.formats.sequence import read_hand_shapes
 
     table = pq.read_table(parquet)
     assert table.schema.equals(CROP_SCHEMA, check_metadata=False)

@@ -128,6 +128,7 @@ rule report:
     output:
         report="results/report/report.md",
         scores="results/report/scores.json",
+        shape="results/report/shape.tsv",  # with table1.tsv, the source of README.md's results block
         # shown by `snakemake --report report.html` (captions in workflow/report/)
         table1=report("results/report/table1.tsv", caption="../report/table1.rst", category="1. Table 1"),
         pck=report(

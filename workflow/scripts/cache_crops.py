@@ -14,8 +14,9 @@ import sys
 import time
 
 from mvhand._process import tune_allocator
-from mvhand.cli import exit_on_sigterm, setup_logging
-from mvhand.crops import CropSettings, cache_sequence_crops
+from mvhand.cli import run
+from mvhand.constants import DATASETS
+from mvhand.formats.crop_cache import CropSettings, cache_sequence_crops
 from mvhand.io_utils import InputError
 
 
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="worker processes (1: render in this process)")
     p.add_argument(
         "--dataset",
-        choices=("umetrack", "hot3d"),
+        choices=DATASETS,
         default=None,
         help="dataset of the sequence (for messages only)",
     )
@@ -44,8 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
-    exit_on_sigterm()  # a cancelled job unwinds: workers stopped, no temporary file left
     try:
         settings = CropSettings(args.crop_size, args.fov_margin, args.jpeg_quality)
     except ValueError as e:
@@ -76,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "cache_crops"))

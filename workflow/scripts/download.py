@@ -12,8 +12,9 @@ import logging
 import os
 import sys
 
-from mvhand.cli import exit_on_sigterm, setup_logging
-from mvhand.download import DATASETS, SOURCES, download_dataset
+from mvhand.cli import run
+from mvhand.constants import DATASETS
+from mvhand.download import SOURCES, download_dataset
 from mvhand.io_utils import InputError
 
 
@@ -47,8 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
-    exit_on_sigterm()
     try:
         download_dataset(
             args.source,
@@ -71,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "download"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.io_utils import InputError
-from mvhand.report import merge_gt_archives
+from mvhand.post.report import merge_gt_archives
 
 log = logging.getLogger("eval_gt")
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
             raise InputError(a, "GT archive not found", "run the download stage (synthetic source writes it)")
     with tempfile.TemporaryDirectory(prefix="mvhand_gt_") as tmp:
         if args.tars:
-            from mvhand.submission import build_ground_truth, write_gt_archive
+            from mvhand.formats.submission import build_ground_truth, write_gt_archive
 
             if args.mano_dir is None:
                 raise InputError(None, "--mano-dir is required with --tars")

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.io_utils import atomic_write
-from mvhand.metrics import PHASES, evaluate_archives
+from mvhand.post.metrics import PHASES, evaluate_archives
 
 log = logging.getLogger("evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gt", type=Path, required=True, help="ground-truth archive (write_gt.py)")
+    ap.add_argument("--gt", type=Path, required=True, help="ground-truth archive (tools/write_gt.py)")
     ap.add_argument(
         "--submission", type=Path, required=True, help="submission archive (result_*.json at the root)"
     )

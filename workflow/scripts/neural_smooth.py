@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvhand import smoothing as sm
 from mvhand.cli import default_of, run
 from mvhand.io_utils import InputError, atomic_path, atomic_write
-from mvhand.packaging import read_prediction_table
+from mvhand.post import smoothing as sm
+from mvhand.post.packaging import read_prediction_table
 
 log = logging.getLogger("neural_smooth")
 
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     _check_view_columns(df, args.predictions)
     log.info("%s: %d hand instances, method %s", args.predictions, len(df), args.method)
 
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     mano = ManoModel.from_dir(args.mano_dir).to(device)
     base = sm.NeuralSmoothConfig(

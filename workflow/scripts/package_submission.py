@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 
 from mvhand.cli import run
+from mvhand.constants import DATASETS
 from mvhand.io_utils import InputError
-from mvhand.packaging import MAX_FILLED_FRACTION, package_submissions
+from mvhand.post.packaging import MAX_FILLED_FRACTION, package_submissions
 
 log = logging.getLogger("package_submission")
 
@@ -35,7 +36,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for v in values or []:
         ds, sep, path = v.partition("=")
-        if not sep or ds not in ("umetrack", "hot3d"):
+        if not sep or ds not in DATASETS:
             raise InputError(None, f"{what} must look like umetrack=PATH or hot3d=PATH, got {v!r}")
         out.setdefault(ds, []).append(path)
     return out

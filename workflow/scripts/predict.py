@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from mvhand.cli import add_file_list_arguments, default_of, listed_files, setup_logging  # noqa: E402
-from mvhand.inference import predict, read_sequences_file  # noqa: E402
+from mvhand.cli import add_file_list_arguments, default_of, listed_files, run  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
+from mvhand.model.inference import predict, read_sequences_file  # noqa: E402
 
 log = logging.getLogger("predict")
 
@@ -51,7 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     a = parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -68,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "predict"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mvhand.cli import run
 from mvhand.download import download_pretrained
-from mvhand.model import pretrained_model_name
+from mvhand.model.network import pretrained_model_name
 
 
 def main(argv: list[str] | None = None) -> int:

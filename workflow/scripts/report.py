@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Evaluation report: Table 1 (ablation), shape track, online latency, PCK curves, per-sequence MPJPE,
-trajectory before/after Neural Smooth, training curves → ``<out-dir>/report.md`` + PNGs + scores.json.
+trajectory before/after Neural Smooth, training curves → ``<out-dir>/report.md`` + PNGs, and the tables as
+``table1.tsv``, ``shape.tsv`` and ``scores.json``.
 
 Example::
 
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from mvhand import report as rp
-    from mvhand.mano import ManoModel
-    from mvhand.submission import parse_landmark_entries, read_gt_archive
+    from mvhand.formats.submission import parse_landmark_entries, read_gt_archive
+    from mvhand.geometry.mano import ManoModel
+    from mvhand.post import report as rp
 
     mano = ManoModel.from_dir(args.mano_dir)
     cands = _pairs(args.candidate, "--candidate")

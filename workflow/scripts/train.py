@@ -6,9 +6,9 @@ Example (CPU default config)::
     python workflow/scripts/train.py --crops-list results/crops/umetrack/train.txt \
         --mano-dir resources/mano --out-dir results/train/full --extrinsic-noise 0.5
 
-Cluster, 8 GPUs on one node (DDP)::
+8 GPUs on one node (DDP; the `train` rule launches this itself when train.gpus > 1)::
 
-    torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ... --device cuda
+    python -m torch.distributed.run --standalone --nproc_per_node 8 workflow/scripts/train.py ... --device cuda
 
 Writes model.pt, checkpoints/, metrics.csv, steps.csv, loss.png, tb/, config.json, val_sequences.txt
 into --out-dir; re-running resumes from the newest checkpoint (--resume auto).
@@ -24,10 +24,10 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mvhand.cli import add_file_list_arguments, listed_files, setup_logging  # noqa: E402
+from mvhand.cli import add_file_list_arguments, listed_files, run  # noqa: E402
 from mvhand.io_utils import InputError  # noqa: E402
-from mvhand.losses import LossWeights  # noqa: E402
-from mvhand.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
+from mvhand.model.losses import LossWeights  # noqa: E402
+from mvhand.model.training import AMP_MODES, TrainConfig, TrainingDivergedError, fit  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -81,8 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"overrides of the loss weights ({', '.join(f'{k}={v:g}' for k, v in LossWeights().to_dict().items())})",
     )
     r = p.add_argument_group("runtime")
-    r.add_argument("--num-workers", type=int, default=d.num_workers)
+    r.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per rank")
+    r.add_argument(
+        "--shuffle-row-groups", type=int, default=d.shuffle_row_groups,
+        help="crop-cache row groups per shuffle window of each loader worker",
+    )  # fmt: skip
     r.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    r.add_argument("--amp", default=d.amp, choices=AMP_MODES,
+                   help="bf16 autocast: auto (CUDA only), bf16 (also on the CPU) or off")  # fmt: skip
     r.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0 = default)")
     r.add_argument(
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints"
@@ -109,7 +115,6 @@ def parse_loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     a = parse_args(argv)
     try:
         loss_weights = parse_loss_weights(a.loss_weights)
@@ -129,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, lr=a.lr, weight_decay=a.weight_decay,
         warmup_iters=a.warmup_iters, extrinsic_noise=a.extrinsic_noise, augment=not a.no_augment,
         val_fraction=a.val_fraction, val_max_instances=a.val_max_instances, seed=a.seed,
-        num_workers=a.num_workers, device=a.device, checkpoint_every=a.checkpoint_every, threads=a.threads,
+        num_workers=a.num_workers, shuffle_row_groups=a.shuffle_row_groups, device=a.device, amp=a.amp,
+        checkpoint_every=a.checkpoint_every, threads=a.threads,
         loss_weights=loss_weights,
     )  # fmt: skip
     try:
@@ -144,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "train"))

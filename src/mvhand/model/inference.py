@@ -1,6 +1,6 @@
 """Batched test-set inference: crop cache → per-hand MANO parameters, landmarks and per-view 2D keypoints.
 
-Left hands are mirrored to right hands by :class:`mvhand.train_data.CropDataset` and mirrored back here
+Left hands are mirrored to right hands by :class:`mvhand.model.data.CropDataset` and mirrored back here
 (``R → M R M``, ``root → M root``; PCA pose and betas unchanged, spec/model.md §2.5). ``wrist_xform`` is made
 submission-ready for the side's MANO layer: ``transl = root − J0_side(β)`` with the chosen betas
 (``--betas gt`` uses the sequence's ``mano_beta``; the pose track evaluates with GT betas). The output
@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from mvhand.crop_stream import CropIndex, OrderedStream, SampleSettings, flatten_units
-from mvhand.geometry import axis_angle_from_matrix
+from mvhand.geometry.mano import ManoModel
+from mvhand.geometry.transforms import axis_angle_from_matrix
 from mvhand.io_utils import InputError, atomic_path
-from mvhand.losses import landmark_errors_mm
-from mvhand.mano import ManoModel
-from mvhand.train_data import unflip_points, unflip_rotation
-from mvhand.training import load_model, resolve_device
+from mvhand.model.data import unflip_points, unflip_rotation
+from mvhand.model.losses import landmark_errors_mm
+from mvhand.model.stream import CropIndex, OrderedStream, SampleSettings, flatten_units
+from mvhand.model.training import load_model, resolve_device
 
 __all__ = ["PREDICTION_SCHEMA", "predict", "read_sequences_file", "stored_crop_keypoints"]
 
@@ -106,7 +106,7 @@ def predict(
 ) -> pa.Table | pq.FileMetaData:
     """Run a trained model over crop-cache files, streaming (memory bounded by a few row groups).
 
-    The crop cache is read one row group at a time (:class:`mvhand.crop_stream.OrderedStream`) and the
+    The crop cache is read one row group at a time (:class:`mvhand.model.stream.OrderedStream`) and the
     output is written row group by row group with a ``ParquetWriter`` into a temporary file renamed onto
     ``out_path`` only when complete.
 

@@ -1,6 +1,6 @@
 """Synthetic head-mounted camera rigs: an UmeTrack-like 4-camera headset and HOT3D-like Aria / Quest 3.
 
-Device (rig) frame (shared convention with :mod:`mvhand.synthetic_hands`): origin = centroid of the
+Device (rig) frame (shared convention with :mod:`mvhand.synthetic.hands`): origin = centroid of the
 camera centres, +x = user's right, +y = down, +z = forward, metres. A camera's pose in the world is
 ``T_world_from_camera = T_world_from_device @ T_device_from_camera`` (spec/formats.md §8.2); its eye frame
 is OpenCV-like (+x right in the image, +y down, +z out of the lens).
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mvhand.geometry import make_transform, se3_to_json
+from mvhand.geometry.transforms import make_transform, se3_to_json
 
 __all__ = [
     "RigCamera",
@@ -139,7 +139,7 @@ def _roll_hint(forward: np.ndarray, roll_deg: float) -> np.ndarray:
 def _jitter_rotation(rng: np.random.Generator | None, sigma_deg: float) -> np.ndarray:
     if rng is None or sigma_deg == 0:
         return np.eye(3)
-    from mvhand.geometry import rodrigues
+    from mvhand.geometry.transforms import rodrigues
 
     return rodrigues(np.deg2rad(sigma_deg) * rng.standard_normal(3))
 
@@ -365,11 +365,11 @@ def cameras_json(rig: Rig, T_world_from_device: np.ndarray) -> dict:
 
 
 def rig_cameras(rig: Rig, T_world_from_device: np.ndarray) -> dict:
-    """``{stream_id: mvhand.cameras.CameraModel}`` of one frame, parsed from :func:`cameras_json`.
+    """``{stream_id: mvhand.geometry.cameras.CameraModel}`` of one frame, parsed from :func:`cameras_json`.
 
     Going through the JSON guarantees that the renderer uses exactly the (float32-rounded) cameras that a
     reader of the written files will see.
     """
-    from mvhand.cameras import camera_from_json
+    from mvhand.geometry.cameras import camera_from_json
 
     return {sid: camera_from_json(v) for sid, v in cameras_json(rig, T_world_from_device).items()}

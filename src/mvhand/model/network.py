@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mvhand._compat import import_timm
-from mvhand.geometry import rotation_6d_to_matrix
+from mvhand.geometry.transforms import rotation_6d_to_matrix
 from mvhand.io_utils import InputError
 
 __all__ = [
@@ -534,7 +534,7 @@ class HandNet(nn.Module):
         views: number of view slots V.
         in_chans, n_points, hidden, uv_grid, focal_ref, uv_detach, position_mode, root_depth, uv_head,
             uv_upsample: see :class:`HandNetConfig`.
-        mano: right-hand :class:`mvhand.mano.ManoLayer` (or any module with ``landmarks`` and
+        mano: right-hand :class:`mvhand.geometry.mano.ManoLayer` (or any module with ``landmarks`` and
             ``root_joint``); without it :attr:`HandNetOutput.landmarks` is None. Its buffers are not
             part of :meth:`net_state_dict`.
         pretrained_file: optional local backbone weights.

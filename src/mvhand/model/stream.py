@@ -1,7 +1,7 @@
 """Streaming reads of the Parquet crop cache: memory bounded by a few row groups, whatever the cache size.
 
 The crop cache (one Parquet file per sequence, row groups of ≤ 256 rows written by
-:func:`mvhand.crops.cache_sequence_crops`) is too large to hold at real scale (≈ 40–100 GB). Three pieces:
+:func:`mvhand.formats.crop_cache.cache_sequence_crops`) is too large to hold at real scale (≈ 40–100 GB). Three pieces:
 
 * :class:`CropIndex` — built from the key columns only (sequence, frame, side, view, landmark validity), no
   JPEG bytes: one *unit* per row group with its number of hand instances after filtering. A frame whose
@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mvhand.io_utils import InputError
-from mvhand.train_data import REQUIRED_COLUMNS, AugmentConfig, CropDataset, collate, instance_groups
+from mvhand.model.data import REQUIRED_COLUMNS, AugmentConfig, CropDataset, collate, instance_groups
 
 __all__ = [
     "CropIndex",
@@ -224,7 +224,7 @@ class CropIndex:
 
 @dataclass
 class SampleSettings:
-    """What turns rows into samples (:class:`mvhand.train_data.CropDataset` arguments)."""
+    """What turns rows into samples (:class:`mvhand.model.data.CropDataset` arguments)."""
 
     img_size: int
     views: int = 2

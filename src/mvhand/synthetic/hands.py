@@ -4,7 +4,7 @@
   those betas* (:func:`umetrack_profile_from_mano`): the UmeTrack wrist frame is the MANO rest frame
   of the left layer translated to ``J_0(β)``, joint centres are the MANO joints (both thumb CMC DoFs at
   MANO joint 13), landmarks are the MANO joints/tip vertices, hinge axes follow
-  :func:`mvhand.synthetic_mano.hinge_axes_left`. Hence both models agree exactly at rest.
+  :func:`mvhand.synthetic.mano_model.hinge_axes_left`. Hence both models agree exactly at rest.
 * Pose mapping: the wrist is exact in both directions, ``T_world_from_wrist = [R(global_orient),
   J_0(β) + transl]`` for either side's layer (the synthetic MANO rest axes coincide with the side's
   UmeTrack wrist frame). Articulation is generated in MANO PCA space; the 20 UmeTrack joint angles are
@@ -14,7 +14,7 @@
 * :func:`generate_motion`: a head-mounted device moving like a head, two hands in front of it with
   smooth wrist motion and articulation, excursions out of the field of view and hands coming close.
 
-Device frame (shared with :mod:`mvhand.synthetic_rigs`): origin = camera centroid, +x right, +y down,
+Device frame (shared with :mod:`mvhand.synthetic.rigs`): origin = camera centroid, +x right, +y down,
 +z forward, metres.
 """
 
@@ -31,8 +31,10 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from mvhand.mano import LANDMARKS_TO_EVAL, ManoModel
-from mvhand.synthetic_mano import (
+from mvhand.constants import DATASETS, HAND_SIDES, LANDMARKS_TO_EVAL
+from mvhand.geometry.mano import ManoModel
+from mvhand.geometry.umetrack import UmeTrackHandModel, forward_kinematics_torch
+from mvhand.synthetic.mano_model import (
     FINGER_MANO_JOINTS,
     TIP_VERTEX_IDS,
     _joint_limits,
@@ -40,7 +42,6 @@ from mvhand.synthetic_mano import (
     hinge_axes_left,
     mirror_pose,
 )
-from mvhand.umetrack import UmeTrackHandModel, forward_kinematics_torch
 
 __all__ = [
     "Subject",
@@ -96,7 +97,6 @@ _MANO_TO_FRAME = {0: 1, 13: 2, 14: 3, 15: 4, 1: 5, 2: 6, 3: 7, 4: 8, 5: 9, 6: 10
 _MANO_TO_FRAME.update({7: 14, 8: 15, 9: 16})
 # canonical landmarks of each finger (UmeTrack finger order), used by the per-finger fit
 _FINGER_LANDMARKS = ((0, 6, 7), (1, 9, 10), (2, 12, 13), (3, 15, 16), (4, 18, 19))
-_SIDES = ("left", "right")
 
 
 @dataclass
@@ -185,7 +185,7 @@ def umetrack_profile_from_mano(mano_arrays: dict | None, betas: np.ndarray) -> d
 
     Args:
         mano_arrays: ``{"left": arrays, "right": arrays}`` (from :func:`build_synthetic_mano` or
-            :func:`mvhand.mano.load_mano_pkl`); None = the default synthetic model.
+            :func:`mvhand.geometry.mano.load_mano_pkl`); None = the default synthetic model.
         betas: (10,) shape coefficients.
 
     Returns:
@@ -304,7 +304,7 @@ def _mano_model(mano: ManoModel | dict | None) -> ManoModel:
 
 
 def _layer_arrays(d: dict) -> dict[str, np.ndarray]:
-    """Numeric arrays of a MANO dict as :func:`mvhand.mano.load_mano_pkl` returns them (dense, no strings)."""
+    """Numeric arrays of a MANO dict as :func:`mvhand.geometry.mano.load_mano_pkl` returns them (dense, no strings)."""
     return {k: _dense(v) for k, v in d.items() if not isinstance(v, str)}
 
 
@@ -535,7 +535,7 @@ def generate_motion(
     """
     arrays = _arrays(mano_arrays if mano_arrays is not None else mano if isinstance(mano, dict) else None)
     model = _mano_model(mano if mano is not None else mano_arrays)
-    if world not in ("umetrack", "hot3d"):
+    if world not in DATASETS:
         raise ValueError(f"world must be 'umetrack' or 'hot3d', got {world!r}")
     T = int(n_frames)
     sig = lambda seconds: max(seconds * fps, 1.0)  # noqa: E731
@@ -553,7 +553,7 @@ def generate_motion(
     close = _bump(T, rng.uniform(-0.3, 0.8) * T, rng.uniform(0.4, 1.0) * T, sig(0.4)) * (rng.random() < 0.3)
     absent_side = rng.integers(2) if rng.random() < 0.08 else -1
     hands = {}
-    for s, side in enumerate(_SIDES):
+    for s, side in enumerate(HAND_SIDES):
         # left-canonical device-frame trajectory; the right hand is its x-mirror
         p0 = np.array([-0.06 if s == 0 else -0.115, base_down, base_fwd]) + rng.normal(0, 0.012, 3)
         p = p0 + np.array([0.025, 0.03, 0.035]) * _smooth_noise(rng, T, 3, sig(0.25))
@@ -588,11 +588,13 @@ def generate_motion(
     hands["left"][2][:, :3, 3] -= push
     hands["right"][2][:, :3, 3] += push
     params = {
-        side: (hands[side][1], wrist_to_mano(hands[side][2], subject.betas, side, arrays)) for side in _SIDES
+        side: (hands[side][1], wrist_to_mano(hands[side][2], subject.betas, side, arrays))
+        for side in HAND_SIDES
     }
     fitted = mano_to_umetrack(subject, params, model, arrays)
     tracks = {
-        side: HandTrack(hands[side][0], params[side][0], params[side][1], *fitted[side]) for side in _SIDES
+        side: HandTrack(hands[side][0], params[side][0], params[side][1], *fitted[side])
+        for side in HAND_SIDES
     }
     return SequenceMotion(T_wd, tracks, subject, float(fps), world)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from mvhand.geometry import se3_from_json, se3_to_json
+from mvhand.geometry.transforms import se3_from_json, se3_to_json
 from mvhand.io_utils import InputError
 
 if TYPE_CHECKING:  # torch is not imported here (project_pinhole_torch gets tensors; the import costs ~2 s)

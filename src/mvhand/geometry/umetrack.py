@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mvhand.geometry import rodrigues
+from mvhand.geometry.transforms import rodrigues
 from mvhand.io_utils import InputError
 
 if TYPE_CHECKING:  # torch is imported lazily (only the *_torch functions need it; it costs ~2 s to import)

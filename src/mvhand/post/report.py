@@ -18,9 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from mvhand.constants import DATASETS, LANDMARKS_TO_EVAL
 from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
 
-__all__ = ["CANDIDATE_LABELS", "CandidateScores", "merge_gt_archives", "score_candidate", "write_report"]
+__all__ = [
+    "CANDIDATE_LABELS",
+    "CandidateScores",
+    "merge_gt_archives",
+    "readme_results",
+    "readme_results_from",
+    "read_tsv",
+    "score_candidate",
+    "splice_block",
+    "write_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +50,6 @@ PAPER_MPJPE = {
     "full-raw": (17.91, 36.93),
     "full-neural": (13.92, 21.66),
 }
-DATASETS = ("umetrack", "hot3d")
 
 
 @dataclass
@@ -65,7 +75,7 @@ def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathL
     Root JSON files are taken from every archive (a name present twice must be identical); the
     ``mano/`` folder is taken from the first archive that has it.
     """
-    from mvhand.submission import read_gt_archive
+    from mvhand.formats.submission import read_gt_archive
 
     members: dict[str, bytes] = {}
     for arc in archives:
@@ -74,7 +84,7 @@ def merge_gt_archives(archives: Sequence[str | os.PathLike], out: str | os.PathL
             raise InputError(
                 arc,
                 "holds no gt_*_<dataset>.json and no mano/ files",
-                "pass a ground-truth archive (write_gt.py)",
+                "pass a ground-truth archive (tools/write_gt.py)",
             )
         for name, data in files.items():
             if name.startswith("mano/") and name in members:
@@ -101,13 +111,13 @@ def score_candidate(
     """Score a pose submission archive; also keep per-landmark errors for the PCK curves."""
     import torch
 
-    from mvhand.metrics import LANDMARKS_TO_EVAL, evaluate_archives_detailed
-    from mvhand.submission import (
+    from mvhand.formats.submission import (
         parse_landmark_entries,
         parse_pose_results,
         read_gt_archive,
         read_tar_root_files,
     )
+    from mvhand.post.metrics import evaluate_archives_detailed
 
     result, per_seq = evaluate_archives_detailed(gt_tar, submission_tar, "pose_estimation", mano_model=mano)
     flat = {k: v for item in result["result"] for k, v in item.items()}
@@ -144,12 +154,27 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _mpjpe_head(ds: str) -> str:
+    return f"{ds} MPJPE (mm) ↓"
+
+
+def _auc_head(ds: str) -> str:
+    return f"{ds} PCK-AUC ↑"
+
+
+#: header of Table 1 (``table1.tsv``): method, MPJPE / PCK-AUC / fingertip PCK-AUC per dataset, paper MPJPE.
+TABLE1_HEAD = [
+    "method",
+    *(h for ds in DATASETS for h in (_mpjpe_head(ds), _auc_head(ds), f"{ds} tip AUC ↑")),
+    "report MPJPE (real data)",
+]
+#: header of the shape track table (``shape.tsv``): one row per ``<ds>_test`` entry of the shape metrics.
+SHAPE_HEAD = ["dataset", "MPVPE (mm) ↓"]
+
+
 def table1_rows(scores: Sequence[CandidateScores]) -> tuple[list[str], list[list[str]]]:
     """Table 1 as (header, rows): method, then MPJPE / PCK-AUC / fingertip PCK-AUC per dataset (formatted),
     then the report's real-data MPJPE."""
-    head = ["method"]
-    for ds in DATASETS:
-        head += [f"{ds} MPJPE (mm) ↓", f"{ds} PCK-AUC ↑", f"{ds} tip AUC ↑"]
     rows = []
     for s in scores:
         cells = [CANDIDATE_LABELS.get(s.name, s.name)]
@@ -158,14 +183,30 @@ def table1_rows(scores: Sequence[CandidateScores]) -> tuple[list[str], list[list
             cells += [_fmt(m.get("MPJPE")), _fmt(m.get("PCK_AUC")), _fmt(m.get("FINGERTIP_PCK_AUC"))]
         paper = PAPER_MPJPE.get(s.name)
         rows.append(cells + [f"{paper[0]} / {paper[1]}" if paper else "–"])
-    return head + ["report MPJPE (real data)"], rows
+    return list(TABLE1_HEAD), rows
+
+
+def shape_rows(shape_result: dict | None) -> tuple[list[str], list[list[str]]]:
+    """The shape track as (header, rows): ``<ds>_test`` and its MPVPE in mm (formatted).
+
+    Args:
+        shape_result: the shape phase's evaluate.py output ``{"result": [{"<ds>_test": {"MPVPE": mm}}, ...]}``,
+            or ``None`` (no rows).
+    """
+    rows = [
+        [k, _fmt(v.get("MPVPE"))] for item in (shape_result or {}).get("result", []) for k, v in item.items()
+    ]
+    return list(SHAPE_HEAD), rows
+
+
+def _markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def table1(scores: Sequence[CandidateScores]) -> str:
     """Markdown Table 1: MPJPE / PCK-AUC / fingertip PCK-AUC per dataset and candidate."""
-    head, rows = table1_rows(scores)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return _markdown_table(*table1_rows(scores))
 
 
 def _plot_pck(scores: Sequence[CandidateScores], out: Path) -> None:
@@ -263,7 +304,10 @@ def write_report(
     training_curves: Mapping[str, str] | None = None,
     notes: str = "",
 ) -> Path:
-    """Write ``report.md``, its plots, ``table1.tsv`` and ``scores.json`` into ``out_dir``."""
+    """Write ``report.md``, its plots, ``table1.tsv``, ``shape.tsv`` and ``scores.json`` into ``out_dir``.
+
+    ``shape.tsv`` holds the header only when ``shape_result`` is ``None``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_pck(scores, out_dir / "pck_curves.png")
@@ -287,11 +331,9 @@ def write_report(
         "trajectory against the network's multi-view 2D keypoints with acceleration penalties; the two filter "
         "rows smooth the same predictions without 2D evidence, the online row is the causal variant.",
     ]
+    shape_head, shape_table = shape_rows(shape_result)
     if shape_result:
-        parts += ["", "## Shape track", "", "| dataset | MPVPE (mm) ↓ |", "|---|---|"]
-        for item in shape_result.get("result", []):
-            for k, v in item.items():
-                parts.append(f"| {k} | {_fmt(v.get('MPVPE'))} |")
+        parts += ["", "## Shape track", "", _markdown_table(shape_head, shape_table)]
     if online_stats:
         parts += ["", "## Online Neural Smooth latency", "", "| dataset | window | free | iterations | streams | median ms/step | p95 ms/step |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for ds, st in online_stats.items():
@@ -324,11 +366,148 @@ def write_report(
     path = out_dir / "report.md"
     with atomic_write(path) as fh:
         fh.write("\n".join(parts) + "\n")
-    head, rows = table1_rows(scores)  # the same table for Snakemake's HTML report (snakemake --report)
-    with atomic_write(out_dir / "table1.tsv") as fh:
-        fh.write("\n".join("\t".join(r) for r in [head, *rows]) + "\n")
+    # the same tables for Snakemake's HTML report (snakemake --report) and the README (tools/readme_results.py)
+    _write_tsv(out_dir / "table1.tsv", *table1_rows(scores))
+    _write_tsv(out_dir / "shape.tsv", shape_head, shape_table)
     with atomic_write(out_dir / "scores.json") as fh:
         json.dump(
             {s.name: {"result": s.result, "per_sequence": s.per_sequence} for s in scores}, fh, indent=2
         )
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables as TSV, and the README's results block rendered from them
+# --------------------------------------------------------------------------------------------------
+
+#: the lines that delimit the README's generated results block (tools/readme_results.py).
+README_BEGIN = "<!-- results:begin -->"
+README_END = "<!-- results:end -->"
+#: display names of the datasets in the README's results block.
+DATASET_NAMES = {"umetrack": "UmeTrack", "hot3d": "HOT3D"}
+
+
+def _write_tsv(path: Path, head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    with atomic_write(path) as fh:
+        fh.write("\n".join("\t".join(r) for r in [head, *rows]) + "\n")
+
+
+def read_tsv(path: str | os.PathLike, head: Sequence[str]) -> list[list[str]]:
+    """Rows of a table the report wrote (``table1.tsv``, ``shape.tsv``), checked against its header.
+
+    Args:
+        path: the TSV file.
+        head: the header the report writes (:data:`TABLE1_HEAD`, :data:`SHAPE_HEAD`).
+
+    Returns:
+        The data rows, each a list of ``len(head)`` formatted cells.
+
+    Raises:
+        InputError: the file is missing, or its header or a row's width differs (it names the file).
+    """
+    fix = "re-run the report stage (snakemake report) with this version of mvhand"
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(path, "not found", fix) from None
+    if not lines or lines[0].split("\t") != list(head):
+        raise InputError(path, f"header is not {list(head)}", fix)
+    rows = [line.split("\t") for line in lines[1:] if line]
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(head):
+            raise InputError(path, f"line {i} has {len(row)} cells, the header {len(head)}", fix)
+    return rows
+
+
+def _bold_best(cells: list[str], lower_is_better: bool) -> list[str]:
+    """Bold every cell holding the column's best number; cells that are not numbers ("–") stay as they are."""
+    values = {}
+    for i, c in enumerate(cells):
+        try:
+            values[i] = float(c)
+        except ValueError:
+            continue
+    if not values:
+        return cells
+    best = min(values.values()) if lower_is_better else max(values.values())
+    return [f"**{c}**" if values.get(i) == best else c for i, c in enumerate(cells)]
+
+
+def readme_results(table1_rows_: Sequence[Sequence[str]], shape_rows_: Sequence[Sequence[str]]) -> str:
+    """The README's results block (without its marker lines) from the report's tables.
+
+    Args:
+        table1_rows_: rows of ``table1.tsv`` (columns :data:`TABLE1_HEAD`).
+        shape_rows_: rows of ``shape.tsv`` (columns :data:`SHAPE_HEAD`: ``<ds>_test``, MPVPE mm).
+
+    Returns:
+        Markdown: a generated-file comment, the table (method, MPJPE mm and PCK-AUC per dataset, the report's
+        real-data MPJPE; the best MPJPE / AUC of each column in bold), then one line with the shape track's
+        MPVPE (mm) per dataset when ``shape_rows_`` is not empty. Cells are copied as the report formatted them.
+    """
+    cols, head = [0], ["method"]
+    lower = {}  # column position in the README table -> lower is better
+    for ds in DATASETS:
+        name = DATASET_NAMES[ds]
+        for src, title, low in (
+            (_mpjpe_head(ds), f"{name} MPJPE (mm) ↓", True),
+            (_auc_head(ds), "PCK-AUC ↑", False),
+        ):
+            lower[len(head)] = low
+            cols.append(TABLE1_HEAD.index(src))
+            head.append(title)
+    cols.append(len(TABLE1_HEAD) - 1)
+    head.append("report MPJPE (real data)")
+    table = [[row[c] for c in cols] for row in table1_rows_]
+    for j, low in lower.items():
+        for row, cell in zip(table, _bold_best([row[j] for row in table], low), strict=True):
+            row[j] = cell
+    lines = [
+        "<!-- generated from results/report/ by `python tools/readme_results.py --write`; do not edit -->",
+        _markdown_table(head, table),
+    ]
+    if shape_rows_:
+        per_ds = [
+            f"{v}{' mm' if v != '–' else ''} ({DATASET_NAMES.get(k.removesuffix('_test'), k)})"
+            for k, v in shape_rows_
+        ]
+        lines += ["", "Shape track, MPVPE ↓: " + ", ".join(per_ds) + "."]
+    return "\n".join(lines)
+
+
+def readme_results_from(report_dir: str | os.PathLike) -> str:
+    """:func:`readme_results` of a report directory's ``table1.tsv`` and ``shape.tsv`` (see :func:`read_tsv`)."""
+    report_dir = Path(report_dir)
+    return readme_results(
+        read_tsv(report_dir / "table1.tsv", TABLE1_HEAD), read_tsv(report_dir / "shape.tsv", SHAPE_HEAD)
+    )
+
+
+def splice_block(text: str, block: str, source: str | os.PathLike = "README.md") -> str:
+    """Replace what lies between the :data:`README_BEGIN` and :data:`README_END` lines of ``text`` by ``block``.
+
+    Everything outside the two marker lines, and the marker lines themselves, are kept byte for byte.
+
+    Args:
+        text: the README's text.
+        block: the new content (no trailing newline needed).
+        source: the README's path, named in errors.
+
+    Raises:
+        InputError: a marker line is missing or repeated, or the end comes before the begin.
+    """
+    lines = text.splitlines(keepends=True)
+    found = {}
+    for marker in (README_BEGIN, README_END):
+        at = [i for i, line in enumerate(lines) if line.strip() == marker]
+        if len(at) != 1:
+            raise InputError(
+                source,
+                f"has {len(at)} lines '{marker}', needs exactly one",
+                f"put the results block between a '{README_BEGIN}' and a '{README_END}' line",
+            )
+        found[marker] = at[0]
+    begin, end = found[README_BEGIN], found[README_END]
+    if end < begin:
+        raise InputError(source, f"'{README_END}' comes before '{README_BEGIN}'", "swap the two marker lines")
+    return "".join(lines[: begin + 1]) + block.rstrip("\n") + "\n" + "".join(lines[end:])

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.io_utils import InputError
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Canonical landmark indices that are scored: all 20 minus the wrist (index 5). spec/formats.md §7.1
-LANDMARKS_TO_EVAL: tuple[int, ...] = (0, 1, 2, 3, 4, *range(6, 20))
 #: Canonical fingertip indices (thumb, index, middle, ring, pinky) = first five of LANDMARKS_TO_EVAL.
 FINGERTIP_LANDMARKS: tuple[int, ...] = (0, 1, 2, 3, 4)
 MAX_LANDMARK_ERROR_MM = 50.0
@@ -196,7 +196,7 @@ def compute_pose_metrics(
 
     Args:
         mano_model: object with ``landmarks_from_wrist_xform(theta (B,15), wrist_xform (B,6),
-            betas (B,10), side) -> (B,20,3)`` (``mvhand.mano.ManoModel``).
+            betas (B,10), side) -> (B,20,3)`` (``mvhand.geometry.mano.ManoModel``).
         mano_theta: (N, 15) predicted PCA pose.
         wrist_xform: (N, 6) predicted axis-angle (rad) + translation (m).
         hand_side: (N,) 0 left / 1 right (selects the MANO layer).
@@ -306,20 +306,20 @@ def _load_mano_from_gt(gt_files: dict[str, bytes], gt_tar: str, tmp: str) -> Any
             raise InputError(
                 gt_tar,
                 f"no mano/{need} in the ground-truth archive",
-                "rebuild it with write_gt.py --mano-dir",
+                "rebuild it with tools/write_gt.py --mano-dir",
             )
     d = Path(tmp, "mano")
     d.mkdir()
     for name, data in mano_files.items():
         (d / name).write_bytes(data)
-    from mvhand.mano import ManoModel
+    from mvhand.geometry.mano import ManoModel
 
     try:
         return ManoModel.from_dir(d)  # read with the allow-list of mano_pickle: nothing in the archive runs
     except InputError as exc:  # name the archive member, not the temporary copy
         member = f"{gt_tar}:mano/{Path(exc.path or '').name}"
         raise InputError(
-            member, exc.problem, "rebuild the archive with write_gt.py from the official MANO files"
+            member, exc.problem, "rebuild the archive with tools/write_gt.py from the official MANO files"
         ) from exc
 
 
@@ -327,7 +327,7 @@ def _check_pose_group(
     seq: str, pred: list[Any], gt_lm: list[Any], gt_pose: list[Any] | None, src: str
 ) -> None:
     """Clear errors where the reference would crash or silently compare mismatched instances."""
-    from mvhand.submission import N_THETA, N_XFORM
+    from mvhand.formats.submission import N_THETA, N_XFORM
 
     if len(pred) != len(gt_lm):
         raise InputError(
@@ -372,12 +372,14 @@ def _evaluate_pose(
     src: str,
     mano: Callable[[], Any],
 ):
-    from mvhand.submission import parse_landmark_entries, parse_pose_results, parse_shape_results
+    from mvhand.formats.submission import parse_landmark_entries, parse_pose_results, parse_shape_results
 
     lm_name, shape_name, pose_name = (f"gt_{k}_{ds}.json" for k in ("landmarks", "shape", "pose"))
     for name in (lm_name, shape_name):
         if name not in gt_files:
-            raise InputError(gt_tar, f"no {name} in the ground-truth archive", "rebuild it with write_gt.py")
+            raise InputError(
+                gt_tar, f"no {name} in the ground-truth archive", "rebuild it with tools/write_gt.py"
+            )
     gt_lm = _group_stable(parse_landmark_entries(gt_files[lm_name], f"{gt_tar}:{lm_name}"))
     gt_shape = _group_stable(parse_shape_results(gt_files[shape_name], f"{gt_tar}:{shape_name}"))
     gt_pose = (
@@ -424,12 +426,12 @@ def _evaluate_shape(
     src: str,
     mano: Callable[[], Any],
 ):
-    from mvhand.submission import N_BETA, parse_shape_results
+    from mvhand.formats.submission import N_BETA, parse_shape_results
 
     shape_name = f"gt_shape_{ds}.json"
     if shape_name not in gt_files:
         raise InputError(
-            gt_tar, f"no {shape_name} in the ground-truth archive", "rebuild it with write_gt.py"
+            gt_tar, f"no {shape_name} in the ground-truth archive", "rebuild it with tools/write_gt.py"
         )
     gt_shape = _group_stable(parse_shape_results(gt_files[shape_name], f"{gt_tar}:{shape_name}"))
     pred = _group_stable(pred_entries)
@@ -483,7 +485,7 @@ def evaluate_archives_detailed(
         InputError: unknown phase, unreadable archives, missing files/sequences, count mismatches,
             NaN/inf predictions.
     """
-    from mvhand.submission import (
+    from mvhand.formats.submission import (
         DATASETS,
         parse_pose_results,
         parse_shape_results,

@@ -22,7 +22,7 @@ only and are read with ``torch.load(weights_only=True)``: a model file from else
 Cluster (8 GPUs, one node): ``torchrun --standalone --nproc_per_node 8 workflow/scripts/train.py ...``
 (``WORLD_SIZE > 1`` switches on ``init_process_group("nccl", init_method="env://")``, gloo on the CPU; the
 batch size is per process; each rank and each loader worker reads its own share of the crop cache
-(:mod:`mvhand.crop_stream`), and the logged loss terms are the mean over the ranks; tests/test_ddp.py shows
+(:mod:`mvhand.model.stream`), and the logged loss terms are the mean over the ranks; tests/test_ddp.py shows
 that 2 CPU ranks resume exactly).
 """
 
@@ -48,8 +48,14 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from mvhand.cameras import project_pinhole_torch
-from mvhand.crop_stream import (
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.geometry.cameras import project_pinhole_torch
+from mvhand.geometry.mano import ManoModel
+from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
+from mvhand.model.data import AugmentConfig, split_sequences
+from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.model.network import HandNet, HandNetConfig
+from mvhand.model.stream import (
     CropIndex,
     OrderedStream,
     SampleSettings,
@@ -57,14 +63,9 @@ from mvhand.crop_stream import (
     flatten_units,
     unit_eval_targets,
 )
-from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
-from mvhand.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.mano import ManoModel
-from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNet, HandNetConfig
-from mvhand.train_data import AugmentConfig, split_sequences
 
 __all__ = [
+    "AMP_MODES",
     "TrainConfig",
     "TrainingDivergedError",
     "FitResult",
@@ -78,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _EVAL_KP = list(LANDMARKS_TO_EVAL)
-_AMP_MODES = ("auto", "bf16", "off")
+AMP_MODES = ("auto", "bf16", "off")
 _CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 MODEL_FORMAT = "mvhand.handnet/1"
 
@@ -114,7 +115,7 @@ class TrainConfig:
         threads: torch CPU threads (0 = leave torch's default).
         loss_weights: overrides of :class:`LossWeights`.
         shuffle_row_groups: crop-cache row groups per shuffle window of each loader shard
-            (:class:`mvhand.crop_stream.TrainStream`; memory ≈ this many row groups per worker).
+            (:class:`mvhand.model.stream.TrainStream`; memory ≈ this many row groups per worker).
     """
 
     crops: list[str]
@@ -177,7 +178,7 @@ def resolve_device(device: str) -> torch.device:
 
 def crop_sequence_names(files: list[str]) -> list[str]:
     """Sorted unique sequence names of crop-cache files (reads that column; checks the list-column widths)."""
-    from mvhand.crops import check_crop_file
+    from mvhand.formats.crop_cache import check_crop_file
 
     names: set[str] = set()
     for f in files:
@@ -219,7 +220,7 @@ def _as_is(x):
 
 
 def _loader(ds, num_workers: int, device=None) -> DataLoader:
-    """DataLoader over a stream that yields whole batches (:mod:`mvhand.crop_stream`).
+    """DataLoader over a stream that yields whole batches (:mod:`mvhand.model.stream`).
 
     Workers are not persistent: each epoch's iterator starts them with the epoch set in the stream.
     """
@@ -699,8 +700,8 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         ddp_net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if cfg.amp not in _AMP_MODES:
-        raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(_AMP_MODES)}", "use auto")
+    if cfg.amp not in AMP_MODES:
+        raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(AMP_MODES)}", "use auto")
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     stream = TrainStream(train_index, train_set, cfg.batch_size, cfg.iters_per_epoch, cfg.num_workers,
                          rank, world, cfg.shuffle_row_groups)  # fmt: skip

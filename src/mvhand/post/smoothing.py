@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
-from mvhand.cameras import project_pinhole_torch
-from mvhand.geometry import matrix_to_rotation_6d, rotation_6d_to_matrix
+from mvhand.geometry.cameras import project_pinhole_torch
+from mvhand.geometry.transforms import matrix_to_rotation_6d, rotation_6d_to_matrix
 
 __all__ = [
     "EVAL_2D_LANDMARKS",
@@ -338,7 +338,7 @@ def neural_smooth(
 
     Args:
         problem: the flattened problem (see :class:`SmoothingProblem`).
-        mano: a :class:`mvhand.mano.ManoModel` (``layer(side)`` with ``landmarks`` and ``root_joint``).
+        mano: a :class:`mvhand.geometry.mano.ManoModel` (``layer(side)`` with ``landmarks`` and ``root_joint``).
         cfg: settings.
         frozen: optional ``(N,)`` bool; frozen instances keep their initial values (used online).
         progress: show a tqdm bar.
@@ -641,7 +641,7 @@ def apply_trajectory(df, traj: Trajectory, problem: SmoothingProblem, mano):
     with the problem's betas), ``landmarks`` (MANO canonical landmarks, world) and drops the now stale
     ``mpjpe_mm``.
     """
-    from mvhand.geometry import axis_angle_from_matrix
+    from mvhand.geometry.transforms import axis_angle_from_matrix
 
     out = df.copy()
     n = len(out)

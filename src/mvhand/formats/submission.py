@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from mvhand.constants import DATASETS, HAND_SIDES
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 
 __all__ = [
-    "DATASETS",
     "DEFAULT_EVERY_N",
     "PoseEntry",
     "ShapeEntry",
@@ -63,11 +63,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("umetrack", "hot3d")
 #: Frames kept by the GT writer (sample index i with i % N == 0): UmeTrack all, HOT3D every 10th
 #: (spec/formats.md §6.3).
 DEFAULT_EVERY_N: dict[str, int] = {"umetrack": 1, "hot3d": 10}
-SIDES: tuple[str, ...] = ("left", "right")
 N_THETA, N_XFORM, N_BETA, N_LANDMARKS = 15, 6, 10, 20
 _MAX_LISTED = 5
 
@@ -391,7 +389,7 @@ def _every_n(dataset: str, every_n: int | None) -> int:
 
 def _kept_frames(tar_path: Path, n: int) -> Iterable[Any]:
     """Frames of one tar (no images) whose sample index i satisfies i % n == 0 (spec/formats.md §6.5 step 3)."""
-    from mvhand.dataset import iter_frames
+    from mvhand.formats.sequence import iter_frames
 
     for i, frame in enumerate(iter_frames(tar_path, images=False)):
         if i % n == 0:
@@ -401,7 +399,7 @@ def _kept_frames(tar_path: Path, n: int) -> Iterable[Any]:
 def _cropped_sides(frame: Any) -> list[int]:
     """Hand sides (0 left, 1 right, in that order) with a non-empty hand_crops entry."""
     crops = frame.hand_crops or {}
-    return [s for s, name in enumerate(SIDES) if crops.get(name)]
+    return [s for s, name in enumerate(HAND_SIDES) if crops.get(name)]
 
 
 def expected_pose_instances(
@@ -737,8 +735,8 @@ def read_submission_archive(path: str | os.PathLike) -> dict[str, list[PoseEntry
 def _fk_landmarks(
     umetrack_model: Any, joint_angles: np.ndarray, T_world_from_wrist: np.ndarray, is_right: bool
 ) -> np.ndarray:
-    """Canonical UmeTrack landmarks (B, 20, 3) float32 m by float32 FK (spec/formats.md §4.3, :mod:`mvhand.umetrack`)."""
-    from mvhand.umetrack import canonical_landmarks, forward_kinematics
+    """Canonical UmeTrack landmarks (B, 20, 3) float32 m by float32 FK (spec/formats.md §4.3, :mod:`mvhand.geometry.umetrack`)."""
+    from mvhand.geometry.umetrack import canonical_landmarks, forward_kinematics
 
     lm = forward_kinematics(
         umetrack_model,
@@ -769,7 +767,7 @@ def build_ground_truth(
         InputError: a hand with crop cameras but no ``hands.json`` annotation, or a tar without
             ``__hand_shapes.json__`` (the toolkit's crash conditions).
     """
-    from mvhand.dataset import read_hand_shapes
+    from mvhand.formats.sequence import read_hand_shapes
 
     n = _every_n(dataset, every_n)
     gt = GroundTruth(dataset=dataset)
@@ -780,11 +778,11 @@ def build_ground_truth(
         recs: list[tuple[int, int, Any]] = []  # (frame_id, side, HandPose)
         for frame in _kept_frames(tar, n):
             for s in _cropped_sides(frame):
-                hand = (frame.hands or {}).get(SIDES[s])
+                hand = (frame.hands or {}).get(HAND_SIDES[s])
                 if hand is None:
                     raise InputError(
                         tar,
-                        f"frame {frame.frame_id}: the {SIDES[s]} hand has crop cameras in hand_crops.json but no "
+                        f"frame {frame.frame_id}: the {HAND_SIDES[s]} hand has crop cameras in hand_crops.json but no "
                         "umetrack_pose in hands.json",
                         "build ground truth from annotated (train or unstripped test) tars",
                     )
@@ -834,13 +832,13 @@ def write_gt_archive(
         out_tar_gz: destination (written atomically, reproducible bytes).
         gt_by_dataset: dataset name → :class:`GroundTruth`.
         mano_dir: folder with ``MANO_LEFT.pkl`` and ``MANO_RIGHT.pkl``; both are validated
-            (:func:`mvhand.mano.load_mano_pkl`: a safe read, the official keys and shapes) before anything is
+            (:func:`mvhand.geometry.mano.load_mano_pkl`: a safe read, the official keys and shapes) before anything is
             written, and only these two files are packed (as ``mano/MANO_{LEFT,RIGHT}.pkl``).
 
     Raises:
         InputError: a missing or invalid MANO file (named, nothing written), or no ground truth.
     """
-    from mvhand.mano import load_mano_pkl
+    from mvhand.geometry.mano import load_mano_pkl
 
     mano_dir = Path(mano_dir)
     names = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")

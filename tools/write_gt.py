@@ -8,7 +8,7 @@ build one archive per phase (one ``--input-dir`` each).
 
 Example::
 
-    python workflow/scripts/write_gt.py --input-dir resources/data/umetrack/test_annotations/pose_test \
+    python tools/write_gt.py --input-dir resources/data/umetrack/test_annotations/pose_test \
         --input-dir resources/data/umetrack/test_annotations/shape_test \
         --dataset umetrack --mano-dir resources/mano --output resources/data/umetrack/gt.tar.gz
 """
@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from mvhand.cli import run
+from mvhand.constants import DATASETS
+from mvhand.formats.submission import DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 from mvhand.io_utils import InputError
-from mvhand.submission import DATASETS, DEFAULT_EVERY_N, build_ground_truth, write_gt_archive
 
 log = logging.getLogger("write_gt")
 

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mvhand.cameras import project_pinhole_torch
-from mvhand.metrics import LANDMARKS_TO_EVAL
-from mvhand.model import HandNetOutput, heatmap_cell_centres
+from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.geometry.cameras import project_pinhole_torch
+from mvhand.model.network import HandNetOutput, heatmap_cell_centres
 
 __all__ = ["LossWeights", "compute_losses", "heatmap_cross_entropy", "landmark_errors_mm"]
 
@@ -88,7 +88,7 @@ def compute_losses(
 
     Args:
         out: network outputs (landmarks required).
-        batch: a :func:`mvhand.train_data.collate` batch on the outputs' device.
+        batch: a :func:`mvhand.model.data.collate` batch on the outputs' device.
         weights: term weights.
 
     Returns:

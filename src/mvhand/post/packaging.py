@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvhand.io_utils import InputError
-from mvhand.submission import (
+from mvhand.formats.submission import (
     PoseEntry,
     ShapeEntry,
     expected_pose_instances,
@@ -30,6 +29,7 @@ from mvhand.submission import (
     write_pose_results,
     write_shape_results,
 )
+from mvhand.io_utils import InputError
 
 __all__ = [
     "MAX_FILLED_FRACTION",
@@ -127,7 +127,7 @@ def pose_entries_from_predictions(
     Args:
         df: prediction table with ``sequence_name, frame_id, hand_side, mano_theta (15), wrist_xform (6)``.
         expected: ``(sequence_name, frame_id, hand_side)`` in evaluator order
-            (:func:`mvhand.submission.expected_pose_instances`).
+            (:func:`mvhand.formats.submission.expected_pose_instances`).
         source: name of the table for error messages.
         max_filled: largest fraction (0–1) of ``expected`` that may be filled.
     """

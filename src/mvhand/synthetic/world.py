@@ -8,11 +8,11 @@
     <out_root>/<dataset>/test_annotations/{pose_test,shape_test}/*.tar   unstripped copies
     <out_root>/<dataset>/gt.tar.gz                       challenge GT (spec/formats.md §6.5) of the unstripped tars
     <out_root>/<dataset>/manifest.json                   sequences per split, seed, size, generator version
-    <mano_dir>/MANO_{LEFT,RIGHT}.pkl                     synthetic MANO model (mvhand.synthetic_mano)
+    <mano_dir>/MANO_{LEFT,RIGHT}.pkl                     synthetic MANO model (mvhand.synthetic.mano_model)
 
 Per sequence: a subject (MANO β + matching UmeTrack profile) and its motion come from
-:mod:`mvhand.synthetic_hands`, the headset from :mod:`mvhand.synthetic_rigs`, the images from
-:mod:`mvhand.render` (the MANO mesh of each present hand over a procedural room). ``hand_crops.json``
+:mod:`mvhand.synthetic.hands`, the headset from :mod:`mvhand.synthetic.rigs`, the images from
+:mod:`mvhand.synthetic.render` (the MANO mesh of each present hand over a procedural room). ``hand_crops.json``
 follows spec/formats.md §3.11 (crop points = actual + neutral + open UmeTrack landmarks, look-at from the
 source camera centre, ``fov = 2·atan(M / 0.95)``); a (hand, stream) gets a crop if ≥ 19 of the 21
 landmarks are in view (UmeTrack) or if the visibility (fraction of the 21 landmarks in front and inside
@@ -40,14 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from mvhand.constants import DATASETS, HAND_SIDES
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 
-__all__ = ["GENERATOR_VERSION", "SIZES", "DATASETS", "SequenceJob", "generate_dataset", "plan_sequences"]
+__all__ = ["GENERATOR_VERSION", "SIZES", "SequenceJob", "generate_dataset", "plan_sequences"]
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1.0"
-DATASETS = ("umetrack", "hot3d")
 SPLITS = ("train", "pose_test", "shape_test")
 
 # Sequences per split and frames per sequence ("<split>_frames" overrides "frames" for one split).
@@ -151,7 +151,7 @@ _MANO_CACHE: dict[str, Any] = {}
 def _mano_model(mano_dir: Path):
     key = str(Path(mano_dir).resolve())
     if key not in _MANO_CACHE:
-        from mvhand.mano import ManoModel
+        from mvhand.geometry.mano import ManoModel
 
         _MANO_CACHE.clear()
         _MANO_CACHE[key] = ManoModel.from_dir(mano_dir)
@@ -188,7 +188,7 @@ def _jpeg(image: np.ndarray) -> bytes:
 
 
 def _make_subject(job: SequenceJob, rng: np.random.Generator):
-    from mvhand import synthetic_hands as sh
+    from mvhand.synthetic import hands as sh
 
     name = (
         f"subject_{job.subject_index:03d}" if job.dataset == "umetrack" else f"P{job.subject_index + 1:04d}"
@@ -197,7 +197,7 @@ def _make_subject(job: SequenceJob, rng: np.random.Generator):
 
 
 def _make_motion(job: SequenceJob, subject, rng: np.random.Generator, mano):
-    from mvhand import synthetic_hands as sh
+    from mvhand.synthetic import hands as sh
 
     return sh.generate_motion(rng, subject, job.n_frames, fps=float(FPS), world=job.dataset, mano=mano)
 
@@ -206,8 +206,8 @@ def _crop_entries(
     cams: dict, lm_actual: np.ndarray, crop_points: np.ndarray, dataset: str
 ) -> tuple[dict, dict[str, float]]:
     """``hand_crops.json`` value of one hand and its per-stream visibility (fraction of 21 landmarks)."""
-    from mvhand.cameras import count_visible, crop_camera_from_points
-    from mvhand.geometry import se3_to_json
+    from mvhand.geometry.cameras import count_visible, crop_camera_from_points
+    from mvhand.geometry.transforms import se3_to_json
 
     crops: dict[str, dict] = {}
     vis: dict[str, float] = {}
@@ -253,11 +253,11 @@ def generate_sequence(job: SequenceJob, out_tar: Path, mano_dir: Path) -> dict:
     """
     import torch
 
-    from mvhand.dataset import SequenceWriter
-    from mvhand.geometry import se3_from_json, se3_to_json
-    from mvhand.render import make_environment, render_view
-    from mvhand.synthetic_rigs import cameras_json, hot3d_rig, rig_cameras, umetrack_rig
-    from mvhand.umetrack import UmeTrackHandModel, forward_kinematics
+    from mvhand.formats.sequence import SequenceWriter
+    from mvhand.geometry.transforms import se3_from_json, se3_to_json
+    from mvhand.geometry.umetrack import UmeTrackHandModel, forward_kinematics
+    from mvhand.synthetic.render import make_environment, render_view
+    from mvhand.synthetic.rigs import cameras_json, hot3d_rig, rig_cameras, umetrack_rig
 
     ss = np.random.SeedSequence(list(job.seed))
     rng_subject, rng_rig, rng_motion, rng_look, rng_noise = (np.random.default_rng(s) for s in ss.spawn(5))
@@ -276,7 +276,7 @@ def generate_sequence(job: SequenceJob, out_tar: Path, mano_dir: Path) -> dict:
     betas = np.asarray(subject.betas, np.float32).reshape(10)
 
     per_side: dict[str, dict[str, np.ndarray]] = {}
-    for side in ("left", "right"):
+    for side in HAND_SIDES:
         tr = motion.hands.get(side)
         if tr is None:
             continue
@@ -450,7 +450,7 @@ def _install_mano(mano_dir: Path, force: bool) -> None:
     """
     import tempfile
 
-    from mvhand.synthetic_mano import write_synthetic_mano
+    from mvhand.synthetic.mano_model import write_synthetic_mano
 
     with tempfile.TemporaryDirectory() as td:
         write_synthetic_mano(Path(td))
@@ -548,7 +548,7 @@ def generate_dataset(
                 src, staging / job.split / f"{job.name}.tar", drop, drop_hand_shapes=job.split == "shape_test"
             )
 
-        from mvhand.submission import GroundTruth, build_ground_truth, write_gt_archive
+        from mvhand.formats.submission import GroundTruth, build_ground_truth, write_gt_archive
 
         every_n = HOT3D_GT_EVERY_N if dataset == "hot3d" else 1
         ann = staging / "test_annotations"
@@ -569,7 +569,7 @@ def generate_dataset(
 
         manifest = {
             "dataset": dataset,
-            "generator": "mvhand.synthetic_world",
+            "generator": "mvhand.synthetic.world",
             "generator_version": GENERATOR_VERSION,
             "seed": int(seed),
             "size": size,

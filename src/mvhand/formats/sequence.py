@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from mvhand.cameras import CameraModel, camera_to_json, cameras_from_json
-from mvhand.geometry import se3_from_json, se3_to_json
+from mvhand.constants import HAND_SIDES
+from mvhand.geometry.cameras import CameraModel, camera_to_json, cameras_from_json
+from mvhand.geometry.transforms import se3_from_json, se3_to_json
+from mvhand.geometry.umetrack import UmeTrackHandModel
 from mvhand.io_utils import InputError, atomic_path
-from mvhand.umetrack import UmeTrackHandModel
 
 __all__ = [
-    "HAND_SIDES",
     "HAND_SHAPES_MEMBER",
     "HandPose",
     "CropParams",
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HAND_SIDES = ("left", "right")
 HAND_SHAPES_MEMBER = "__hand_shapes.json__"
 _JSON_MEMBERS = ("cameras.json", "hand_crops.json", "hands.json", "info.json", "objects.json")
 _IMAGE_RE = re.compile(r"^image_(.+)\.jpg$")

@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mvhand.cameras import project_pinhole
-from mvhand.geometry import rodrigues
+from mvhand.geometry.cameras import project_pinhole
+from mvhand.geometry.transforms import rodrigues
 from mvhand.io_utils import InputError
 
 __all__ = [
@@ -282,7 +282,7 @@ class CropDataset(Dataset):
         seed: base seed; sample randomness is drawn from ``default_rng([seed, epoch, index])`` so it
             does not depend on worker processes (exact resume).
         sequences: restrict to these sequence names.
-        mano: optional :class:`mvhand.mano.ManoModel`; needed for root-joint / rotation targets.
+        mano: optional :class:`mvhand.geometry.mano.ManoModel`; needed for root-joint / rotation targets.
         require_gt: keep only instances with ground-truth landmarks.
 
     Items (``dataset[i]`` or ``dataset[(epoch, i)]``) are dicts of numpy arrays, see :func:`collate`.

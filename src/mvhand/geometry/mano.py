@@ -40,7 +40,6 @@ from mvhand.mano_pickle import UnsafePickleError, as_array, read_mano_pickle
 __all__ = [
     "MANO_TIP_VERTEX_IDS",
     "MANO_TO_CANONICAL",
-    "LANDMARKS_TO_EVAL",
     "MANO_PARENTS",
     "NUM_PCA_COMPS",
     "NUM_BETAS",
@@ -54,7 +53,6 @@ MANO_TIP_VERTEX_IDS: tuple[int, ...] = (744, 320, 443, 554, 671)
 #: Index into [16 joints, 5 tips] for each of the 20 canonical landmarks (spec/formats.md §5.4).
 MANO_TO_CANONICAL: tuple[int, ...] = (16, 17, 18, 19, 20, 0, 14, 15, 1, 2, 3, 4, 5, 6, 10, 11, 12, 7, 8, 9)
 #: Canonical landmarks used by the metrics: all but the wrist (index 5), spec/formats.md §7.1.
-LANDMARKS_TO_EVAL: tuple[int, ...] = tuple(i for i in range(20) if i != 5)
 #: Parent of every MANO joint (wrist, index 1-3, middle 4-6, pinky 7-9, ring 10-12, thumb 13-15).
 MANO_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 

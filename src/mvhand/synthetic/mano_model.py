@@ -2,7 +2,7 @@
 
 No licensed MANO files can reach this machine, so mvhand ships a hand model of its own in the exact
 format of ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` (plain numpy, loadable by ``smplx`` and by
-:class:`mvhand.mano.ManoModel`), marked as synthetic by one extra key (``mvhand_synthetic``) so that a run on
+:class:`mvhand.geometry.mano.ManoModel`), marked as synthetic by one extra key (``mvhand_synthetic``) so that a run on
 real data refuses it. Construction (all deterministic, < 1 s):
 
 * **Skeleton** (:data:`FINGER_DESIGN`): 16 joints in MANO order, designed in the UmeTrack *left* hand frame
@@ -31,7 +31,7 @@ real data refuses it. Construction (all deterministic, < 1 s):
 Frames: the right MANO rest mesh is ``M·(p_local + o)`` with ``M = diag(−1, 1, 1)`` and the left one
 ``p_local + o``, where ``p_local`` is the UmeTrack-left-frame design and ``o`` = :data:`WRIST_OFFSET_LEFT`
 (the wrist is away from the origin). Hence the MANO rest axes of either side coincide with the
-UmeTrack wrist frame of that side (spec/formats.md §4.5), which :mod:`mvhand.synthetic_hands` relies on.
+UmeTrack wrist frame of that side (spec/formats.md §4.5), which :mod:`mvhand.synthetic.hands` relies on.
 """
 
 from __future__ import annotations

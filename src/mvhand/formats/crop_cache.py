@@ -8,7 +8,7 @@ margin ``m``::
 
 so that a training-time homography can zoom or rotate inside the crop without black borders (the crop
 centre and the focal length in px stay those of the S-px crop). The source image is warped with
-:func:`mvhand.cameras.warp_image` (spec/formats.md §3.9) and stored as JPEG (mono sources stay 1-channel). When the split
+:func:`mvhand.geometry.cameras.warp_image` (spec/formats.md §3.9) and stored as JPEG (mono sources stay 1-channel). When the split
 has annotations the row also carries the UmeTrack canonical landmarks (FK with the sequence's hand
 profile), their projection into the rendered crop and the MANO parameters. The schema is
 :data:`CROP_SCHEMA` (documented in docs/architecture.md).
@@ -41,15 +41,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvhand._process import exit_with_process, tune_allocator
-from mvhand.cameras import CameraModel, crop_camera, project_pinhole, warp_image
-from mvhand.dataset import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
-from mvhand.dataset import sequence_name as dataset_sequence_name
+from mvhand.constants import HAND_SIDES
+from mvhand.formats.sequence import Frame, iter_frame_groups, parse_frame_group, read_hand_shapes
+from mvhand.formats.sequence import sequence_name as dataset_sequence_name
+from mvhand.geometry.cameras import CameraModel, crop_camera, project_pinhole, warp_image
+from mvhand.geometry.umetrack import canonical_landmarks, forward_kinematics
 from mvhand.io_utils import InputError, atomic_path
-from mvhand.umetrack import canonical_landmarks, forward_kinematics
 
 __all__ = [
     "CROP_SCHEMA",
-    "HAND_SIDES",
     "CropCacheStats",
     "CropSettings",
     "LIST_WIDTHS",
@@ -62,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HAND_SIDES = ("left", "right")  # index = hand_side column value
 
 _F32 = pa.float32()
 CROP_SCHEMA = pa.schema(
@@ -85,7 +84,7 @@ CROP_SCHEMA = pa.schema(
         pa.field("mano_wrist_xform", pa.list_(_F32)),
         pa.field("n_visible", pa.int8(), nullable=False),
     ],
-    metadata={"mvhand.crops": "1"},
+    metadata={"mvhand.formats.crop_cache": "1"},
 )
 #: Values per row of the list columns of :data:`CROP_SCHEMA` (null allowed where the schema allows it).
 LIST_WIDTHS = {
@@ -175,7 +174,7 @@ def crop_render_geometry(fov: float, crop_size: int, fov_margin: float) -> tuple
 
 
 def project_to_crop(points_world: np.ndarray, cam: CameraModel) -> tuple[np.ndarray, int]:
-    """Project world points into a pinhole crop camera (:func:`mvhand.cameras.project_pinhole`).
+    """Project world points into a pinhole crop camera (:func:`mvhand.geometry.cameras.project_pinhole`).
 
     Args:
         points_world: ``(N, 3)`` metres.
@@ -304,7 +303,7 @@ class _ChunkResult:
 
 
 def _parse_group(group, ctx: _SequenceContext) -> Frame:
-    """Parse one raw tar member group (:func:`mvhand.dataset.iter_frame_groups`), naming the file on error."""
+    """Parse one raw tar member group (:func:`mvhand.formats.sequence.iter_frame_groups`), naming the file on error."""
     try:
         return parse_frame_group(ctx.tar_path, group, True, None)
     except InputError:

@@ -388,7 +388,7 @@ def render_view(
     """Render triangle meshes over a procedural background into ``cam``.
 
     Args:
-        cam: :class:`mvhand.cameras.CameraModel` (any projection model; pose = ``T_world_from_eye``).
+        cam: :class:`mvhand.geometry.cameras.CameraModel` (any projection model; pose = ``T_world_from_eye``).
         meshes: list of ``(vertices (V, 3) world metres, faces (F, 3) int)``.
         background: environment seen behind the meshes (``None``: flat grey).
         rng: random generator for the sensor noise (the only randomness).

@@ -2,12 +2,12 @@
 
 Reads a (train) tar of ``<data-root>/<dataset>/<split>/``, computes the GT landmarks with UmeTrack
 forward kinematics (``hands.json`` + ``__hand_shapes.json__``), draws them on every stream image and on
-the perspective crops of ``hand_crops.json`` (warped with ``mvhand.cameras.warp_image``), and writes a
+the perspective crops of ``hand_crops.json`` (warped with ``mvhand.geometry.cameras.warp_image``), and writes a
 PNG atomically.
 
 Example::
 
-    python workflow/scripts/contact_sheet.py --data-root resources/data --dataset umetrack \
+    python tools/contact_sheet.py --data-root resources/data --dataset umetrack \
         --out docs/img/contact_sheet_umetrack.png
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mvhand.cameras import crop_camera, warp_image
-from mvhand.cli import setup_logging
-from mvhand.dataset import iter_frames, list_sequences, read_hand_shapes
+from mvhand.cli import run
+from mvhand.formats.sequence import iter_frames, list_sequences, read_hand_shapes
+from mvhand.geometry.cameras import crop_camera, warp_image
+from mvhand.geometry.umetrack import forward_kinematics
 from mvhand.io_utils import InputError, atomic_path
-from mvhand.umetrack import forward_kinematics
 
 log = logging.getLogger("contact_sheet")
 
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=3, help="number of frames (rows)")
     ap.add_argument("--crop-size", type=int, default=128)
     args = ap.parse_args(argv)
-    setup_logging()
     try:
         split_dir = args.data_root / args.dataset / args.split
         if not split_dir.is_dir():
@@ -165,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "contact_sheet"))

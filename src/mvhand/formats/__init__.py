@@ -1,0 +1,1 @@
+"""On-disk contracts: challenge sequence tars, the crop cache, submissions and ground truth."""

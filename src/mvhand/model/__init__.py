@@ -1,0 +1,1 @@
+"""The network, its losses, training samples, the training loop and batched inference."""

@@ -1,0 +1,1 @@
+"""After the network: Neural Smooth and filters, submission packaging, metrics and the report."""

@@ -1,0 +1,1 @@
+"""The embedded synthetic world: subjects and motion, MANO-format model, rigs, renderer, datasets."""
