@@ -19,7 +19,13 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Python helpers (functions and constants, no rules): config validation and the shared helpers first,
+# then those of each topic and of cluster runs.
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_model.smk"
+include: "workflow/rules/common_postprocess.smk"
+include: "workflow/rules/common_cluster.smk"
+# Rules, one file per topic.
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/postprocess.smk"
@@ -30,7 +36,13 @@ onstart:
     check_cluster_fits()
 
 
+# The default target: every crop cache, model and prediction table of the configured datasets, variants
+# and splits (input functions in common*.smk), the final submission archives and the report.
 rule all:
     default_target: True
     input:
-        FINAL_TARGETS,
+        crop_files,
+        model_files,
+        prediction_files,
+        rules.submission.output,
+        rules.report.output.report,

@@ -255,13 +255,18 @@ def test_dag_of_thousands_of_sequences_is_fast(tmp_path):
 
 
 def _fake_dataset(workdir: Path, names: dict[str, list[str]]) -> None:
-    """Placeholder tars and a manifest newer than the scripts: the download counts as done (dry runs only)."""
+    """Placeholder tars, GT archive and MANO files and a manifest newer than the scripts: the download counts
+    as done (dry runs only)."""
     root = workdir / "resources" / "data" / "umetrack"
     for split, seqs in names.items():
         (root / split).mkdir(parents=True, exist_ok=True)
         for name in seqs:
             (root / split / f"{name}.tar").touch()
     (root / "gt.tar.gz").touch()  # the synthetic world's test ground truth (read by eval_gt)
+    mano = workdir / "resources" / "mano"  # written (synthetic source) or checked by the download
+    mano.mkdir(parents=True, exist_ok=True)
+    for name in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
+        (mano / name).touch()
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"dataset": "umetrack", "source": "synthetic", "splits": names}))
     later = time.time() + 5
@@ -347,6 +352,9 @@ def test_rerunning_download_with_unchanged_data_recrops_nothing(tmp_path):
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     # train and predict read the crop caches from list files (rule crop_list): short commands, same inputs
     run_snakemake(wd, "--cores", "1", "results/crops/umetrack/train.txt")
+    (wd / "resources" / "mano").mkdir(parents=True)  # real data: the user copies the MANO model there
+    for name in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
+        (wd / "resources" / "mano" / name).write_bytes(b"official MANO pickle")
     listed = (wd / "results" / "crops" / "umetrack" / "train.txt").read_text().splitlines()
     assert listed == [f"results/crops/umetrack/train/{name}.parquet" for name in names["train"]]
     out = run_snakemake(wd, "-n", "-p", "results/predict/full/umetrack/pose_test.parquet").stdout

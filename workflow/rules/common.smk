@@ -1,5 +1,6 @@
 # Python glue shared by all .smk files (config validation, constants, wildcard constraints, the params
-# helper, the target helpers). The topic files hold the rules and no functions (snakemake --lint).
+# helper, the target helpers); included first by the Snakefile, before the topic helpers
+# (common_<topic>.smk). The topic files hold the rules and no functions (snakemake --lint).
 
 import json
 import os
@@ -11,34 +12,34 @@ import yaml
 from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.utils import validate
 
-from mvhand.constants import DATASETS as CHALLENGE_DATASETS
-
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATA_ROOT = os.path.normpath(config["data_root"])
+# A sequence tar as the download lays it out (`<data_root>/<dataset>/<split>/<sequence>.tar`; cache_crops's
+# input, see dataset_tars)
+SEQUENCE_TAR = f"{DATA_ROOT}/{{dataset}}/{{split}}/{{sequence}}.tar"
 MANO_DIR = os.path.normpath(config["mano_dir"])
 DATASETS = list(config["datasets"])
 SPLITS = ("train", "pose_test", "shape_test")
 # Splits of the later stages: the data splits plus `val` (held-out training sequences).
 ALL_SPLITS = SPLITS + ("val",)
 
-# Section keys that steer scheduling or target selection rather than the stage's computation; they are
-# not rendered into script flags (so changing them never re-runs a finished job).
-WORKFLOW_ONLY_KEYS = frozenset({"threads", "splits"})
+# Training variants ({variant} of the train rule): baseline = no extrinsic noise, full = with it.
+MODEL_VARIANTS = ("baseline", "full")
 
-# Files requested by `rule all` (default target). Each rule file appends the final outputs of its
-# stages (strings, or input functions such as `crop_files`); `rule all` is declared after all includes.
-FINAL_TARGETS = []
+# Section keys that steer scheduling or target selection rather than the stage's computation (threads and
+# GPUs become the rule's `threads` and resources, splits and variants select jobs); stage_flags does not
+# render them into script flags, so changing them never re-runs a finished job.
+WORKFLOW_ONLY_KEYS = frozenset({"threads", "gpus", "splits", "variants"})
 
 # Stage scripts run with the interpreter running Snakemake, whose environment has mvhand installed: its
 # bin folder goes first on every job's PATH, so `python` (and `torchrun`) resolve to it with or without an
 # activated virtual environment, locally and on cluster nodes (which evaluate this file again).
-shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 
 wildcard_constraints:
-    dataset="|".join(CHALLENGE_DATASETS),
+    dataset="|".join(DATASETS),
     split="|".join(ALL_SPLITS),
     sequence=r"[^/]+",
 
@@ -55,7 +56,9 @@ def script_path(name):
     return rel if not rel.startswith("..") else path
 
 
-with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), encoding="utf-8") as _fh:
+with open(
+    os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"), encoding="utf-8"
+) as _fh:
     _SCHEMA = yaml.safe_load(_fh)
 
 
@@ -114,7 +117,9 @@ def stage_flags(settings):
                 items = (shlex.quote(f"{k}={_canonical(v, inner.get(k))}") for k, v in sorted(value.items()))
                 parts.append(" ".join([flag, *items]))
         elif isinstance(value, (list, tuple)):
-            parts.append(" ".join([flag, *(shlex.quote(str(_canonical(v, spec.get("items")))) for v in value)]))
+            parts.append(
+                " ".join([flag, *(shlex.quote(str(_canonical(v, spec.get("items")))) for v in value)])
+            )
         else:
             parts.append(f"{flag} {shlex.quote(str(_canonical(value, spec)))}")
     return " ".join(parts)
@@ -131,7 +136,7 @@ def download_settings(dataset):
         settings["size"] = section["size"]
     elif config["source"] == "huggingface":
         settings["verify"] = section["verify"]
-        settings["revision"] = section.get("revision", "")
+        settings["revision"] = section["revision"]
     else:
         settings["local_dir"] = local_dir_for(section["local_dir"], dataset, DATASETS)
     return settings
@@ -142,44 +147,15 @@ def download_flags(wildcards):
     return stage_flags(download_settings(wildcards.dataset))
 
 
-def crops_settings():
-    """Settings of the cache_crops stage (the `crops:` section)."""
-    return section_settings("crops")
-
-
 def data_root(wildcards):
     """Params function: the data root (a function, so that `--lint` does not flag a path prefix)."""
     return DATA_ROOT
 
 
 def section_settings(section):
-    """The flat settings dict of one config section (rendered to flags with `stage_flags`)."""
+    """The settings of one config section (`crops`, `train`, `predict`, `smooth`, ...) as a flat dict of
+    the validated config (schema defaults filled in), to be rendered to flags with `stage_flags`."""
     return dict(config[section])
-
-
-def train_settings():
-    """Settings of the train stage (the `train:` section)."""
-    return section_settings("train")
-
-
-def predict_settings():
-    """Settings of the predict stage (the `predict:` section)."""
-    return section_settings("predict")
-
-
-def smooth_settings():
-    """Settings of the post-processing stages (the `smooth:` section)."""
-    return section_settings("smooth")
-
-
-def submission_settings():
-    """Settings of the submission packaging (the `submission:` section)."""
-    return section_settings("submission")
-
-
-def evaluate_settings():
-    """Settings of the local evaluation (the `evaluate:` section)."""
-    return section_settings("evaluate")
 
 
 def read_manifest(dataset):
@@ -240,24 +216,44 @@ def dataset_tars(dataset, split):
     Jobs that read the data take these tars as inputs, not the manifest: the download rewrites the
     manifest on every run, and the tars keep their time stamps when the data did not change.
     """
-    return [f"{DATA_ROOT}/{dataset}/{split}/{name}.tar" for name in sequences_of(dataset, split)]
+    return expand(SEQUENCE_TAR, dataset=dataset, split=split, sequence=sequences_of(dataset, split))
 
 
 def dataset_file(dataset, name):
     """`<data_root>/<dataset>/<name>`, a file the download writes beside the splits (e.g. gt.tar.gz of the
-    synthetic world), once the download has run."""
-    read_manifest(dataset)
+    synthetic world). Does not wait for the download: input functions call `read_manifest(dataset)` first."""
     return f"{DATA_ROOT}/{dataset}/{name}"
 
 
+def mano_files(wildcards):
+    """Input function: the MANO model files (`<mano_dir>/MANO_{LEFT,RIGHT}.pkl`) read by the stages that get
+    `--mano-dir`, once every configured download has run (the synthetic source writes them there; with
+    real data the download checks that the official files are in place)."""
+    for dataset in DATASETS:
+        read_manifest(dataset)
+    return [f"{MANO_DIR}/{name}" for name in MANO_FILES]
+
+
+def output_path(pattern, **wildcards):
+    """One path of an upstream rule's output: `pattern` (`rules.<rule>.output.<name>`) with its wildcards
+    filled in from the keyword arguments (a missing one raises Snakemake's WildcardError, naming it).
+
+    Downstream rules name what they read this way rather than retyping the upstream path, so that a path
+    changes in one place (its rule).
+    """
+    (path,) = expand(pattern, **wildcards)
+    return path
+
+
 def crop_files_for(dataset, split):
-    """Crop-cache Parquet files of one dataset split (one per sequence)."""
-    return [f"results/crops/{dataset}/{split}/{name}.parquet" for name in sequences_of(dataset, split)]
+    """Crop-cache Parquet files of one dataset split (one per sequence; rule cache_crops)."""
+    names = sequences_of(dataset, split)
+    return expand(rules.cache_crops.output.crops, dataset=dataset, split=split, sequence=names)
 
 
 def crop_list_file(dataset, split):
     """List file of one dataset split's crop caches (rule crop_list; read by train/predict)."""
-    return f"results/crops/{dataset}/{split}.txt"
+    return output_path(rules.crop_list.output.crops_list, dataset=dataset, split=split)
 
 
 def split_crop_files(wildcards):
@@ -284,24 +280,13 @@ def crop_files(wildcards):
 
 
 def manifest_files(wildcards):
-    """Input function: the manifests of all configured datasets."""
-    return [f"{DATA_ROOT}/{dataset}/manifest.json" for dataset in DATASETS]
-
-
-FINAL_TARGETS.append(crop_files)
-
-
-# Helpers of the other topics: workflow/rules/common_<topic>.smk (functions and constants only; their
-# rules stay in <topic>.smk), included here so that every rule file sees them.
-for _helper in sorted(os.listdir(workflow.current_basedir)):
-    if _helper.startswith("common_") and _helper.endswith(".smk"):
-
-        include: _helper
+    """Input function: the manifests of all configured datasets (checkpoint download)."""
+    return expand(rules.download.output.manifest, dataset=DATASETS)
 
 
 # Values that point nowhere (unknown variants, a missing local_dir, test GT that real data lacks, the
 # synthetic MANO stand-in with real data, non-finite numbers, ...) stop the workflow here, before any job
 # runs, with the key and the fix (src/mvhand/workflow_config.py).
-from mvhand.workflow_config import check_config
+from mvhand.workflow_config import MANO_FILES, check_config
 
 check_config(config, MODEL_VARIANTS)

@@ -1,6 +1,7 @@
-# Cluster helpers (functions only; included by common.smk): the start-up check of a SLURM run that no
-# job asks for more than any node of the cluster has (SLURM would keep it PENDING forever and Snakemake
-# would wait forever). Called by `onstart:` in the Snakefile; logic in src/mvhand/cluster.py.
+# Cluster helpers (functions only; included by the Snakefile after common.smk): the start-up check of a
+# SLURM run that no job asks for more than any node of the cluster has (SLURM would keep it PENDING
+# forever and Snakemake would wait forever). Called by `onstart:` in the Snakefile; logic in
+# src/mvhand/cluster.py.
 
 import subprocess
 
@@ -43,9 +44,11 @@ def slurm_requests():
         group = workflow.dag.get_job_group(job)
         if group is not None:  # a bundle of cache_crops jobs: one SLURM job asking for what they use together
             req = JobRequest(
-                f"{job.rule.name} (group)", int(group.resources.get("_cores") or 1),
-                int(group.resources.get("mem_mb") or 0), int(group.resources.get("gpu") or 0),
-            )  # fmt: skip
+                f"{job.rule.name} (group)",
+                int(group.resources.get("_cores") or 1),
+                int(group.resources.get("mem_mb") or 0),
+                int(group.resources.get("gpu") or 0),
+            )
         else:
             req = JobRequest(
                 job.rule.name,
@@ -54,8 +57,14 @@ def slurm_requests():
                 int(job.resources.get("gpu") or 0),
             )
         old = largest.get(req.rule)
-        largest[req.rule] = req if old is None else JobRequest(req.rule, *(max(a, b) for a, b in zip(
-            (old.cpus, old.mem_mb, old.gpus), (req.cpus, req.mem_mb, req.gpus))))  # fmt: skip
+        if old is not None:  # the largest of each resource over the rule's jobs
+            req = JobRequest(
+                req.rule,
+                max(old.cpus, req.cpus),
+                max(old.mem_mb, req.mem_mb),
+                max(old.gpus, req.gpus),
+            )
+        largest[req.rule] = req
     return list(largest.values())
 
 

@@ -1,9 +1,7 @@
-# Helpers of the model stages (train, predict); included by common.smk, rules in model.smk.
+# Helpers of the model stages (train, predict; rules in model.smk): functions and constants only,
+# included by the Snakefile after common.smk.
 
-MODEL_VARIANTS = ("baseline", "full")
 PREDICT_SPLITS = ("pose_test", "shape_test", "val")
-# Keys of the train/predict sections that select jobs rather than set flags of the stage scripts.
-MODEL_WORKFLOW_KEYS = frozenset({"variants", "splits", "gpus"})
 
 
 def model_variants():
@@ -19,7 +17,7 @@ def predict_splits():
 def train_flags(wildcards):
     """Flags of train.py for one variant; `baseline` forces --extrinsic-noise 0; `gpus: 0` forces --device cpu;
     the backbone weights are passed as --pretrained-file (train_pretrained_file)."""
-    settings = {k: v for k, v in train_settings().items() if k not in MODEL_WORKFLOW_KEYS}
+    settings = section_settings("train")
     if wildcards.variant == "baseline":
         settings["extrinsic_noise"] = 0.0
     if train_gpus() == 0 and settings["device"] != "cpu":
@@ -48,7 +46,7 @@ def train_pretrained_input(wildcards):
 
 def predict_flags(wildcards):
     """Flags of predict.py (the predict: section)."""
-    return stage_flags({k: v for k, v in predict_settings().items() if k not in MODEL_WORKFLOW_KEYS})
+    return stage_flags(section_settings("predict"))
 
 
 # ---- what the model jobs request (resources derived from the config; docs/workflow.md "Cluster") -----
@@ -136,23 +134,18 @@ def predict_sequences_flag(wildcards, input):
     return ""
 
 
-def train_out_dir(wildcards):
-    return f"results/train/{wildcards.variant}"
+def train_out_dir(wildcards, output):
+    """Params function of train: its output folder (`results/train/<variant>`, that of output.model)."""
+    return os.path.dirname(output.model)
 
 
 def prediction_files(wildcards=None):
-    """Every prediction table of the configured variants, datasets and splits."""
-    return [
-        f"results/predict/{variant}/{dataset}/{split}.parquet"
-        for variant in model_variants()
-        for dataset in DATASETS
-        for split in predict_splits()
-    ]
+    """Every prediction table of the configured variants, datasets and splits (rule predict)."""
+    return expand(
+        rules.predict.output.predictions, variant=model_variants(), dataset=DATASETS, split=predict_splits()
+    )
 
 
 def model_files(wildcards=None):
-    return [f"results/train/{variant}/model.pt" for variant in model_variants()]
-
-
-FINAL_TARGETS.append(model_files)
-FINAL_TARGETS.append(prediction_files)
+    """The model of every configured training variant (rule train)."""
+    return expand(rules.train.output.model, variant=model_variants())

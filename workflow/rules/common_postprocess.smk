@@ -1,12 +1,20 @@
-# Helpers of workflow/rules/postprocess.smk (functions and constants only; included by common.smk).
-# ---- post-processing (workflow/rules/postprocess.smk) -------------------------------------------
+# Helpers of the post-processing stages (rules in postprocess.smk): functions and constants only,
+# included by the Snakefile after common.smk.
 
 SMOOTH_METHODS = ("raw", "neural", "online", "one_euro", "savgol")
 FINAL_CANDIDATE = config["submission"]["candidate"]
 EVAL_SPLIT = config["evaluate"]["split"]
 CANDIDATES = list(config["evaluate"]["candidates"])
+
+
+def candidate_wildcards(candidate):
+    """The wildcards of a candidate "<variant>-<method>": {"variant": ..., "method": ...}."""
+    variant, _, method = candidate.partition("-")
+    return {"variant": variant, "method": method}
+
+
 # training variants of the report's rows (their training curves are in the report)
-REPORT_VARIANTS = sorted({c.split("-")[0] for c in CANDIDATES})
+REPORT_VARIANTS = sorted({candidate_wildcards(c)["variant"] for c in CANDIDATES})
 
 
 wildcard_constraints:
@@ -17,7 +25,7 @@ wildcard_constraints:
 
 def smooth_gpus():
     """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
-    return 0 if smooth_settings()["device"] == "cpu" else 1
+    return 0 if config["smooth"]["device"] == "cpu" else 1
 
 
 def _split_dir(dataset, split):
@@ -33,13 +41,18 @@ def _shape_splits(split):
 def package_inputs(wildcards):
     """Input function of package_submission: smoothed pose predictions and shape predictions (the tars it
     reads: package_tars)."""
+    run = {"variant": wildcards.variant, "split": wildcards.split}
     inputs = {}
     for ds in DATASETS:
-        inputs[f"pose_{ds}"] = f"results/smooth/{wildcards.variant}/{wildcards.method}/{ds}/{wildcards.split}.parquet"
+        inputs[f"pose_{ds}"] = output_path(
+            rules.neural_smooth.output.table, method=wildcards.method, dataset=ds, **run
+        )
         for s in _shape_splits(wildcards.split):
-            inputs[f"shape_{ds}_{s}"] = f"results/predict/{wildcards.variant}/{ds}/{s}.parquet"
+            inputs[f"shape_{ds}_{s}"] = output_path(
+                rules.predict.output.predictions, variant=wildcards.variant, dataset=ds, split=s
+            )
     if wildcards.split == "val":
-        inputs["sequences"] = f"results/train/{wildcards.variant}/val_sequences.txt"
+        inputs["sequences"] = output_path(rules.train.output.val_sequences, variant=wildcards.variant)
     return inputs
 
 
@@ -66,25 +79,53 @@ def package_flags(wildcards, input):
 
 
 def eval_gt_inputs(wildcards):
-    """Input function of eval_gt: the held-out sequences (val; the data it reads: eval_gt_data)."""
+    """Input function of eval_gt: the held-out sequences chosen by train (val; the data it reads:
+    eval_gt_data)."""
     if wildcards.split != "val":
         return {}
-    return {"sequences": f"results/train/{config['evaluate']['val_variant']}/val_sequences.txt"}
+    return {
+        "sequences": output_path(rules.train.output.val_sequences, variant=config["evaluate"]["val_variant"])
+    }
+
+
+def eval_gt_archives():
+    """The GT archives merged by eval_gt for the test splits: `<data_root>/<dataset>/gt.tar.gz`, which the
+    download (synthetic source) writes beside the splits. Its input (eval_gt_data) and its flags."""
+    return [dataset_file(ds, "gt.tar.gz") for ds in DATASETS]
 
 
 def eval_gt_data(wildcards):
-    """Input function of eval_gt: the shipped GT archives (test splits) or the training tars (val)."""
+    """Input function of eval_gt: the GT archives (test splits; eval_gt_archives) once the download has run,
+    or the training tars and the MANO files packed into the archive (val). A separate input item, as in
+    package_submission, so that the unpacked ones stay named while the download runs."""
     if wildcards.split != "val":
-        return [dataset_file(ds, "gt.tar.gz") for ds in DATASETS]
-    return [tar for ds in DATASETS for tar in dataset_tars(ds, "train")]
+        for ds in DATASETS:
+            read_manifest(ds)  # the download writes the archives: wait for it
+        return eval_gt_archives()
+    return [tar for ds in DATASETS for tar in dataset_tars(ds, "train")] + mano_files(wildcards)
 
 
 def eval_gt_flags(wildcards, input):
-    """Params function of eval_gt."""
+    """Params function of eval_gt: --archive per GT archive (test splits; the files of input.data, named
+    here without waiting for the download so that a dry run before it prints the command), or --tars per
+    dataset with --sequences and --mano-dir (val)."""
     if wildcards.split == "val":
         tars = " ".join(f"--tars {ds}={_split_dir(ds, 'val')}" for ds in DATASETS)
         return f"{tars} --sequences {input.sequences} --mano-dir {MANO_DIR}"
-    return " ".join(f"--archive {DATA_ROOT}/{ds}/gt.tar.gz" for ds in DATASETS)
+    return " ".join(f"--archive {path}" for path in eval_gt_archives())
+
+
+def evaluate_submission(wildcards):
+    """Input function of evaluate: the {track} archive (pose or shape) of package_submission."""
+    pattern = getattr(rules.package_submission.output, wildcards.track)
+    return output_path(pattern, split=wildcards.split, variant=wildcards.variant, method=wildcards.method)
+
+
+def final_submission(track):
+    """Input of the submission rule: the {track} archive (pose or shape) of submission.candidate on
+    pose_test."""
+    pattern = getattr(rules.package_submission.output, track)
+    return output_path(pattern, split="pose_test", **candidate_wildcards(FINAL_CANDIDATE))
 
 
 def evaluate_phase(wildcards):
@@ -93,21 +134,30 @@ def evaluate_phase(wildcards):
 
 
 def report_inputs(wildcards):
-    """Input function of report: every candidate's pose archive, the final shape metrics, trajectories."""
+    """Input function of report: what it reads (the GT archive, every candidate's pose archive, the final
+    candidate's shape metrics, the online stats, the trajectories before/after Neural Smooth of the first
+    dataset, the training curves), plus every candidate's pose metrics, which it does not read: they
+    make the evaluate jobs part of the default run."""
     split = EVAL_SPLIT
-    inputs = {"gt": f"results/evaluate/{split}/gt.tar.gz"}
+    inputs = {"gt": output_path(rules.eval_gt.output.gt, split=split)}
     for cand in CANDIDATES:
-        inputs[f"cand_{cand}"] = f"results/submission/{split}/{cand}/pose_submission.tar.gz"
-        inputs[f"metrics_{cand}"] = f"results/evaluate/{split}/{cand}/pose.json"
-    inputs["shape_metrics"] = f"results/evaluate/{split}/{FINAL_CANDIDATE}/shape.json"
-    variant = FINAL_CANDIDATE.split("-")[0]
-    if "online" in {c.split("-", 1)[1] for c in CANDIDATES}:
+        run = {"split": split, **candidate_wildcards(cand)}
+        inputs[f"cand_{cand}"] = output_path(rules.package_submission.output.pose, **run)
+        inputs[f"metrics_{cand}"] = output_path(rules.evaluate.output.metrics, track="pose", **run)
+    final = candidate_wildcards(FINAL_CANDIDATE)
+    inputs["shape_metrics"] = output_path(rules.evaluate.output.metrics, split=split, track="shape", **final)
+    smoothed = {"variant": final["variant"], "split": split}
+    if "online" in {candidate_wildcards(c)["method"] for c in CANDIDATES}:
         for ds in DATASETS:
-            inputs[f"online_{ds}"] = f"results/smooth/{variant}/online/{ds}/{split}.json"
-    inputs["raw"] = f"results/smooth/{variant}/raw/{DATASETS[0]}/{split}.parquet"
-    inputs["smoothed"] = f"results/smooth/{variant}/neural/{DATASETS[0]}/{split}.parquet"
+            inputs[f"online_{ds}"] = output_path(
+                rules.neural_smooth.output.stats, method="online", dataset=ds, **smoothed
+            )
+    for key, method in (("raw", "raw"), ("smoothed", "neural")):
+        inputs[key] = output_path(
+            rules.neural_smooth.output.table, method=method, dataset=DATASETS[0], **smoothed
+        )
     for v in REPORT_VARIANTS:
-        inputs[f"train_{v}"] = f"results/train/{v}/metrics.csv"
+        inputs[f"curve_{v}"] = output_path(rules.train.output.loss_curve, variant=v)
     return inputs
 
 
@@ -115,12 +165,14 @@ def report_flags(wildcards, input):
     """Params function of report."""
     parts = [f"--candidate {c}={input[f'cand_{c}']}" for c in CANDIDATES]
     parts.append(f"--shape-metrics {input.shape_metrics}")
-    parts += [f"--online-stats {ds}={input[f'online_{ds}']}" for ds in DATASETS if f"online_{ds}" in input.keys()]
-    parts.append(f"--raw {input.raw} --smoothed {input.smoothed}")
-    # the loss-curve PNG written by train beside its metrics.csv
     parts += [
-        f"--training-curve {k[6:]}={os.path.join(os.path.dirname(v), 'loss.png')}"
-        for k, v in input.items()
-        if k.startswith("train_")
+        f"--online-stats {ds}={input[f'online_{ds}']}" for ds in DATASETS if f"online_{ds}" in input.keys()
     ]
+    parts.append(f"--raw {input.raw} --smoothed {input.smoothed}")
+    parts += [f"--training-curve {v}={input[f'curve_{v}']}" for v in REPORT_VARIANTS]
     return " ".join(parts)
+
+
+def report_out_dir(wildcards, output):
+    """Params function of report: the folder of its outputs (that of output.report)."""
+    return os.path.dirname(output.report)

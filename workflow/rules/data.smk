@@ -19,16 +19,16 @@ checkpoint download:
         manifest=f"{DATA_ROOT}/{{dataset}}/manifest.json",
     log:
         "logs/download/{dataset}.log",
-    params:
-        flags=download_flags,
-        output_dir=data_root,
-        mano_dir=MANO_DIR,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 2  # the synthetic generator uses up to 2 processes
     resources:
         mem_mb=4000,
         runtime=240,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=download_flags,
+        output_dir=data_root,
+        mano_dir=MANO_DIR,
     shell:
         "python {input.script} --dataset {wildcards.dataset} --output-dir {params.output_dir:q}"
         " --mano-dir {params.mano_dir:q} {params.flags} > {log} 2>&1"
@@ -37,24 +37,24 @@ checkpoint download:
 rule cache_crops:
     input:
         script=script_path("cache_crops.py"),
-        tar=f"{DATA_ROOT}/{{dataset}}/{{split}}/{{sequence}}.tar",
+        tar=SEQUENCE_TAR,
     output:
         crops="results/crops/{dataset}/{split}/{sequence}.parquet",
     log:
         "logs/cache_crops/{dataset}/{split}/{sequence}.log",
     benchmark:
         "benchmarks/cache_crops.{dataset}.{split}.{sequence}.tsv"
-    params:
-        flags=stage_flags(crops_settings()),
-    threads: config["crops"]["threads"]
-    resources:
-        mem_mb=2000,
-        runtime=60,
     # on SLURM (group-components in the profile): bundles of sequences per cluster job; common.smk
     group:
         crops_group
     conda:
         "../../envs/pipeline.yaml"
+    threads: config["crops"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        flags=stage_flags(section_settings("crops")),
     shell:
         "python {input.script} --input {input.tar:q} --output {output.crops:q}"
         " --dataset {wildcards.dataset} --threads {threads} {params.flags} > {log} 2>&1"
@@ -67,12 +67,12 @@ rule crop_list:
         crops_list="results/crops/{dataset}/{split}.txt",
     log:
         "logs/crop_list/{dataset}/{split}.log",
+    wildcard_constraints:
+        split="|".join(SPLITS),
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    wildcard_constraints:
-        split="|".join(SPLITS),
     run:
         write_crop_list(output.crops_list, input.crops, log[0])
 

@@ -12,7 +12,8 @@ localrules:
 rule neural_smooth:
     input:
         script=script_path("neural_smooth.py"),
-        predictions="results/predict/{variant}/{dataset}/{split}.parquet",
+        predictions=rules.predict.output.predictions,
+        mano=mano_files,
     output:
         table="results/smooth/{variant}/{method}/{dataset}/{split}.parquet",
         stats="results/smooth/{variant}/{method}/{dataset}/{split}.json",
@@ -20,16 +21,16 @@ rule neural_smooth:
         "logs/neural_smooth/{variant}/{method}/{dataset}/{split}.log",
     benchmark:
         "benchmarks/neural_smooth.{variant}.{method}.{dataset}.{split}.tsv"
-    params:
-        flags=stage_flags(smooth_settings()),
-        mano_dir=MANO_DIR,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=smooth_gpus(),
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=stage_flags(section_settings("smooth")),
+        mano_dir=MANO_DIR,
     shell:
         "python {input.script} --predictions {input.predictions:q} --mano-dir {params.mano_dir:q}"
         " --out {output.table:q} --method {wildcards.method} --threads {threads} {params.flags} > {log} 2>&1"
@@ -45,14 +46,14 @@ rule package_submission:
         shape="results/submission/{split}/{variant}-{method}/shape_submission.tar.gz",
     log:
         "logs/package_submission/{split}/{variant}-{method}.log",
-    params:
-        flags=package_flags,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=package_flags,
     shell:
         "python {input.script} {params.flags} --out-pose {output.pose:q} --out-shape {output.shape:q} > {log} 2>&1"
 
@@ -66,14 +67,14 @@ rule eval_gt:
         gt="results/evaluate/{split}/gt.tar.gz",
     log:
         "logs/eval_gt/{split}.log",
-    params:
-        flags=eval_gt_flags,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=eval_gt_flags,
     shell:
         "python {input.script} {params.flags} --out {output.gt:q} > {log} 2>&1"
 
@@ -81,20 +82,20 @@ rule eval_gt:
 rule evaluate:
     input:
         script=script_path("evaluate.py"),
-        gt="results/evaluate/{split}/gt.tar.gz",
-        submission="results/submission/{split}/{variant}-{method}/{track}_submission.tar.gz",
+        gt=rules.eval_gt.output.gt,
+        submission=evaluate_submission,
     output:
         metrics="results/evaluate/{split}/{variant}-{method}/{track}.json",
     log:
         "logs/evaluate/{split}/{variant}-{method}.{track}.log",
-    params:
-        phase=evaluate_phase,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        phase=evaluate_phase,
     shell:
         "python {input.script} --gt {input.gt:q} --submission {input.submission:q} --phase {params.phase}"
         " --out {output.metrics:q} > {log} 2>&1"
@@ -102,19 +103,19 @@ rule evaluate:
 
 rule submission:
     input:
-        pose=f"results/submission/pose_test/{FINAL_CANDIDATE}/pose_submission.tar.gz",
-        shape=f"results/submission/pose_test/{FINAL_CANDIDATE}/shape_submission.tar.gz",
+        pose=final_submission("pose"),
+        shape=final_submission("shape"),
     output:
         pose="results/submission/pose_submission.tar.gz",
         shape="results/submission/shape_submission.tar.gz",
     log:
         "logs/submission.log",
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../../envs/pipeline.yaml"
     shell:
         "(cp {input.pose:q} {output.pose:q} && cp {input.shape:q} {output.shape:q}) > {log} 2>&1"
 
@@ -122,6 +123,7 @@ rule submission:
 rule report:
     input:
         unpack(report_inputs),
+        mano=mano_files,
         script=script_path("report.py"),
     output:
         report="results/report/report.md",
@@ -129,38 +131,38 @@ rule report:
         shape="results/report/shape.tsv",  # with table1.tsv, the source of README.md's results block
         # shown by `snakemake --report report.html` (captions in workflow/report/)
         table1=report("results/report/table1.tsv", caption="../report/table1.rst", category="1. Table 1"),
-        pck=report("results/report/pck_curves.png", caption="../report/pck_curves.rst", category="2. Evaluation"),
+        pck=report(
+            "results/report/pck_curves.png", caption="../report/pck_curves.rst", category="2. Evaluation"
+        ),
         per_sequence=report(
-            "results/report/per_sequence_mpjpe.png", caption="../report/per_sequence.rst", category="2. Evaluation"
+            "results/report/per_sequence_mpjpe.png",
+            caption="../report/per_sequence.rst",
+            category="2. Evaluation",
         ),
         trajectory=report(
             "results/report/trajectory.png", caption="../report/trajectory.rst", category="3. Neural Smooth"
         ),
         curves=[
-            report(f"results/report/loss_{v}.png", caption="../report/training_curve.rst", category="4. Training",
-                   subcategory=v)
+            report(
+                f"results/report/loss_{v}.png",
+                caption="../report/training_curve.rst",
+                category="4. Training",
+                subcategory=v,
+            )
             for v in REPORT_VARIANTS
         ],
     log:
         "logs/report.log",
-    params:
-        flags=report_flags,
-        mano_dir=MANO_DIR,
+    conda:
+        "../../envs/pipeline.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/pipeline.yaml"
+    params:
+        flags=report_flags,
+        mano_dir=MANO_DIR,
+        out_dir=report_out_dir,
     shell:
         "python {input.script} --gt {input.gt:q} --mano-dir {params.mano_dir:q} {params.flags}"
-        " --out-dir results/report > {log} 2>&1"
-
-
-FINAL_TARGETS.extend(
-    [
-        "results/submission/pose_submission.tar.gz",
-        "results/submission/shape_submission.tar.gz",
-        "results/report/report.md",
-    ]
-)
+        " --out-dir {params.out_dir:q} > {log} 2>&1"
