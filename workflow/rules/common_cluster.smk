@@ -15,6 +15,9 @@ from mvhand.cluster import (
     requests_no_node_fits,
 )
 
+# memory of one cache_crops job (its rule's mem_mb; a job group asks for that times its simultaneous members)
+CROPS_MEM_MB = 2000
+
 # what to change when a rule's request is too large for every node
 CLUSTER_FIXES = {
     "cache_crops": "lower crops.threads",
@@ -33,11 +36,10 @@ def slurm_requests():
     largest = {"cache_crops": JobRequest("cache_crops", threads)}
     bundle = workflow.group_settings.group_components.get("crops")
     if bundle:  # the cache_crops groups too (planned only after the download): a full bundle's request
-        mem = workflow.get_rule("cache_crops").resources.get("mem_mb")
+        cores = int(workflow.resource_settings.cores or 1)
         largest["cache_crops (group)"] = group_request(
-            "cache_crops (group)", int(bundle), int(workflow.resource_settings.cores or 1), threads,
-            mem if isinstance(mem, int) else 0,
-        )  # fmt: skip
+            "cache_crops (group)", int(bundle), cores, threads, CROPS_MEM_MB
+        )
     for job in workflow.dag.needrun_jobs():
         if job.is_local:
             continue

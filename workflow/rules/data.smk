@@ -51,7 +51,7 @@ rule cache_crops:
         "../../envs/pipeline.yaml"
     threads: config["crops"]["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=CROPS_MEM_MB,
         runtime=60,
     params:
         flags=stage_flags(section_settings("crops")),
