@@ -459,14 +459,14 @@ def _train_defaults() -> dict:
 
 
 def _resume(
-    run_cfg: TrainConfig, resume: str, net: HandNet, opt, sched, model_cfg: dict, world: int, is_main: bool
+    cfg: TrainConfig, resume: str, net: HandNet, opt, sched, model_cfg: dict, world: int, is_main: bool
 ) -> _Progress:
     """Load the checkpoint that ``resume`` names into ``net``/``opt``/``sched`` and the global RNGs.
 
     ``resume="auto"`` after a settings change (e.g. a Snakemake re-run) deletes the old checkpoints and
     starts over; an explicit checkpoint of other settings is an InputError.
     """
-    ckpt_dir = Path(run_cfg.out_dir) / "checkpoints"
+    ckpt_dir = Path(cfg.out_dir) / "checkpoints"
     ckpt_path, ck = None, None
     explicit = resume not in ("auto", "none", "", None)
     if resume == "auto":
@@ -475,7 +475,7 @@ def _resume(
         ckpt_path = Path(resume)
         ck = load_checkpoint(ckpt_path)
     if ck is not None:
-        diff = config_diff(ck.get("train_config", {}), dataclasses.asdict(run_cfg), _train_defaults())
+        diff = config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg), _train_defaults())
         if ck.get("world_size", 1) != world:
             diff["world_size"] = (ck.get("world_size", 1), world)
         if ck["model_config"] != model_cfg:
@@ -505,25 +505,26 @@ def _resume(
     return start
 
 
-def _setup(cfg: TrainConfig, resume: str) -> _Run:
-    """Process group, seeds, data, validation baseline, model, optimiser, resumption, loaders, TensorBoard.
+@dataclass
+class _Data:
+    """The training and validation data of a run (:func:`_data`)."""
 
-    Writes ``config.json`` and ``val_sequences.txt`` (main rank).
+    train_set: SampleSettings
+    val_set: SampleSettings
+    train_index: CropIndex
+    val_index: CropIndex | None  # None without validation sequences
+    val_select: np.ndarray | None  # (n,) validation instances kept by ``val_max_instances``; None = all
+    val_names: list[str]
+    baseline_mpjpe: float  # mm; the trivial baseline's validation MPJPE (NaN without validation)
+
+
+def _data(cfg: TrainConfig, mano: ManoModel, device: torch.device, out: Path, is_main: bool) -> _Data:
+    """Split the crop cache's sequences into training / validation, index them, and score the trivial
+    baseline on the validation instances. Writes ``val_sequences.txt`` (main rank).
+
+    Raises:
+        InputError: unreadable crop files, no annotated training instance.
     """
-    rank, world, device = _dist_setup(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    is_main = rank == 0
-    if is_main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "config.json") as fh:
-            json.dump(dataclasses.asdict(cfg), fh, indent=2)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002
-    random.seed(cfg.seed)
-
-    mano = ManoModel.from_dir(cfg.mano_dir).to(device)
     names = crop_sequence_names(list(cfg.crops))
     train_names, val_names = split_sequences(names, cfg.val_fraction, cfg.seed)
     if is_main:
@@ -562,6 +563,29 @@ def _setup(cfg: TrainConfig, resume: str) -> _Run:
         baseline_mpjpe = float("nan")
     log.info("train: %d instances of %d sequences; val: %d instances of %d sequences; baseline %.1f mm",
              len(train_index), len(train_names), n_val, len(val_names), baseline_mpjpe)  # fmt: skip
+    return _Data(train_set, val_set, train_index, val_index, val_select, val_names, baseline_mpjpe)
+
+
+def _setup(cfg: TrainConfig, resume: str) -> _Run:
+    """Process group, seeds, data, validation baseline, model, optimiser, resumption, loaders, TensorBoard.
+
+    Writes ``config.json`` and ``val_sequences.txt`` (main rank).
+    """
+    rank, world, device = _dist_setup(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    is_main = rank == 0
+    if is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "config.json") as fh:
+            json.dump(dataclasses.asdict(cfg), fh, indent=2)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002
+    random.seed(cfg.seed)
+
+    mano = ManoModel.from_dir(cfg.mano_dir).to(device)
+    data = _data(cfg, mano, device, out, is_main)
 
     net = HandNet.from_config(cfg.model_config(), mano=mano.right, pretrained_file=cfg.pretrained_file).to(
         device
@@ -581,12 +605,12 @@ def _setup(cfg: TrainConfig, resume: str) -> _Run:
     if cfg.amp not in AMP_MODES:
         raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(AMP_MODES)}", "use auto")
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    stream = TrainStream(train_index, train_set, cfg.batch_size, cfg.iters_per_epoch, cfg.num_workers,
-                         rank, world, cfg.shuffle_row_groups)  # fmt: skip
+    stream = TrainStream(data.train_index, data.train_set, cfg.batch_size, cfg.iters_per_epoch,
+                         cfg.num_workers, rank, world, cfg.shuffle_row_groups)  # fmt: skip
     loader = _loader(stream, cfg.num_workers, device)
     val_loader = None
-    if val_index is not None:
-        val_stream = OrderedStream(val_index, val_set, cfg.batch_size, val_select)
+    if data.val_index is not None:
+        val_stream = OrderedStream(data.val_index, data.val_set, cfg.batch_size, data.val_select)
         val_loader = _loader(val_stream, min(cfg.num_workers, 2), device)
 
     tb = None
@@ -596,7 +620,7 @@ def _setup(cfg: TrainConfig, resume: str) -> _Run:
         tb = SummaryWriter(str(out / "tb"), purge_step=start.step)
     net.train()
     return _Run(cfg, rank, world, device, out, net, ddp_net, opt, sched, weights, model_cfg, amp, stream,
-                loader, val_loader, val_names, baseline_mpjpe, tb, start, start.step, start.steps,
+                loader, val_loader, data.val_names, data.baseline_mpjpe, tb, start, start.step, start.steps,
                 start.epochs)  # fmt: skip
 
 
