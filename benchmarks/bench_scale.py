@@ -247,8 +247,8 @@ def write_model(path: Path, mano_dir: Path) -> None:
     import torch
 
     from mvhand.geometry.mano import ManoModel
+    from mvhand.model.checkpoint import MODEL_FORMAT
     from mvhand.model.network import HandNet
-    from mvhand.model.training import MODEL_FORMAT
 
     mano = ManoModel.from_dir(mano_dir)
     net = HandNet("test_resnet", PRED_IMG_SIZE, 2, n_points=8, hidden=32, mano=mano.right)

@@ -88,3 +88,9 @@ def test_key_api_names_exist():
             if name and not hasattr(mod, name.group(0)):
                 missing.append(f"{module}.{name.group(0)}")
     assert not missing, f"docs/architecture.md names what the modules do not have: {missing}"
+
+
+def test_inference_loads_models_without_the_training_loop():
+    """Predicting needs the model-file contract (model.checkpoint), not the training module."""
+    assert "model.checkpoint" in imports_of("model.inference")
+    assert "model.training" not in imports_of("model.inference")

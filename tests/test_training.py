@@ -13,7 +13,8 @@ from fixtures import ShellPayload, training_crop_caches
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model import training
-from mvhand.model.training import TrainConfig, TrainingDivergedError, fit, load_model
+from mvhand.model.checkpoint import load_model
+from mvhand.model.training import TrainConfig, TrainingDivergedError, fit
 
 
 @pytest.fixture(scope="module")

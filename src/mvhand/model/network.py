@@ -48,11 +48,27 @@ __all__ = [
     "resample_pos_embed",
     "split_ftl",
     "masked_anchor",
+    "resolve_device",
 ]
 
 NUM_KP = 20  # canonical landmarks predicted per view (2D) and per hand (3D)
 IMAGE_MEAN = 0.45  # normalisation of [0, 1] grey levels fed to the backbone
 IMAGE_STD = 0.25
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device to run the network on: ``auto`` → cuda if available else cpu; ``cpu``; ``cuda[:i]``.
+
+    Raises:
+        InputError: ``cuda`` requested without a GPU (the fix: ``--device cpu``).
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            None, f"device {device!r} requested but no CUDA GPU is available", "use --device cpu"
+        )
+    return torch.device(device)
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Training loop: AdamW + cosine, bf16 autocast (GPU by default), DDP (torchrun), atomic checkpoints, exact resume.
 
-``fit(cfg)`` is the whole stage (``setup → train_one_epoch → evaluate`` per epoch, after detectron2's
-plain loop). Outputs in ``cfg.out_dir``::
+``fit(cfg)`` is the whole stage, a short loop after detectron2's plain one: ``_setup`` (process group,
+seeds, data, model, optimiser, resumption, loaders) → per epoch :func:`train_one_epoch` → ``_end_epoch``
+(:func:`evaluate`, checkpoint, logs) → ``_save_outputs`` (``model.pt``). Outputs in ``cfg.out_dir``::
 
-    model.pt            final weights + model config (rebuild with :func:`load_model`)
+    model.pt            final weights + model config (:mod:`mvhand.model.checkpoint`; rebuild with
+                        :func:`mvhand.model.checkpoint.load_model`)
     checkpoints/        ckpt_<step>.pt (atomic; the newest ``keep_checkpoints`` are kept)
     metrics.csv         one row per epoch (train loss terms, lr, val MPJPE, val 2D errors of the UV head and of
                         the reprojected 3D, trivial-baseline MPJPE)
@@ -28,16 +30,13 @@ that 2 CPU ranks resume exactly).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
 import logging
 import math
 import os
-import pickle
 import random
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,14 +46,26 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.geometry.cameras import project_pinhole_torch
 from mvhand.geometry.mano import ManoModel
-from mvhand.io_utils import InputError, atomic_path, atomic_write, pyplot, save_figure
+from mvhand.io_utils import InputError, atomic_write, pyplot, save_figure
+from mvhand.model.checkpoint import (
+    MODEL_FORMAT,
+    checkpoint_files,
+    checkpoint_name,
+    config_diff,
+    load_checkpoint,
+    newest_readable_checkpoint,
+    rng_state,
+    save_model_file,
+    set_rng_state,
+)
 from mvhand.model.data import AugmentConfig, split_sequences
 from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.model.network import HandNet, HandNetConfig
+from mvhand.model.network import HandNet, HandNetConfig, resolve_device
 from mvhand.model.stream import (
     CropIndex,
     OrderedStream,
@@ -71,17 +82,12 @@ __all__ = [
     "FitResult",
     "fit",
     "evaluate",
-    "load_model",
-    "load_checkpoint",
-    "resolve_device",
     "crop_sequence_names",
 ]
 
 log = logging.getLogger(__name__)
 _EVAL_KP = list(LANDMARKS_TO_EVAL)
 AMP_MODES = ("auto", "bf16", "off")
-_CKPT_RE = re.compile(r"ckpt_(\d+)\.pt$")
-MODEL_FORMAT = "mvhand.handnet/1"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -165,17 +171,6 @@ class FitResult:
     completed: bool
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → cuda if available else cpu; ``cuda`` without a GPU raises InputError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(
-            None, f"device {device!r} requested but no CUDA GPU is available", "use --device cpu"
-        )
-    return torch.device(device)
-
-
 def crop_sequence_names(files: list[str]) -> list[str]:
     """Sorted unique sequence names of crop-cache files (reads that column; checks the list-column widths)."""
     from mvhand.formats.crop_cache import check_crop_file
@@ -232,185 +227,6 @@ def _loader(ds, num_workers: int, device=None) -> DataLoader:
         worker_init_fn=_worker_init if num_workers > 0 else None,
         pin_memory=device is not None and device.type == "cuda",
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict:
-    """Every global RNG state as tensors and plain Python values (loadable with ``weights_only=True``)."""
-    kind, key, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - global state is what must be restored
-    st = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(kind),
-            "key": torch.from_numpy(np.asarray(key, np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    n = st["numpy"]
-    key = np.asarray(n["key"].numpy(), np.uint32)
-    np.random.set_state((n["kind"], key, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
-    version, internal, gauss = st["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint / model file written by this module, without running code from it.
-
-    The file is read with ``torch.load(weights_only=True)``: tensors and plain Python data only (what
-    :func:`fit` writes, RNG states included). A file that pickles anything else — e.g. a ``model.pt``
-    from elsewhere carrying a payload that would run a shell command — is refused; nothing in it runs.
-
-    Raises:
-        InputError: unreadable/corrupt file, a file holding other pickled objects (refused), or not an
-            mvhand model file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "model/checkpoint file not found", "train a model first (train stage)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        try:
-            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) or "?"
-        except Exception:  # noqa: BLE001 - the names are only for the message
-            names = "?"
-        raise InputError(
-            path,
-            f"refused to load: it pickles Python objects other than tensors and plain data ({names}), which "
-            "could run code; nothing in it was executed",
-            "use model files written by mvhand's train stage that you trust; a checkpoint of an older mvhand "
-            "cannot be resumed (delete it: training resumes from an older checkpoint or starts over)",
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated/corrupt files
-        raise InputError(
-            path,
-            f"corrupt or truncated checkpoint ({type(exc).__name__}: {exc})",
-            "delete it and resume from an older one or retrain",
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT or "model_config" not in ckpt:
-        raise InputError(
-            path, "not an mvhand HandNet model/checkpoint file", "pass a model.pt written by train.py"
-        )
-    return ckpt
-
-
-def _save(obj: dict, path: Path) -> None:
-    """``torch.save`` atomically. Through a Python file object, so that a full disk surfaces as the
-    ``OSError(ENOSPC)`` that :func:`atomic_path` turns into an InputError naming ``path`` and the fix
-    (torch's own file writer reports it as an opaque ``inline_container … unexpected pos`` RuntimeError)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        try:
-            torch.save(obj, fh)
-        except RuntimeError as exc:  # the zip writer's clean-up can mask the file object's OSError
-            err = exc.__context__
-            while err is not None and not isinstance(err, OSError):
-                err = err.__context__
-            if err is None:
-                raise
-            raise err from exc
-
-
-def _check_finite_weights(path: str | os.PathLike, state: dict) -> None:
-    """Refuse a model whose weights hold NaN/inf: every prediction from it would be NaN."""
-    floats = {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
-    bad = [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise InputError(
-            path,
-            f"{len(bad)} of {len(floats)} weight tensors hold NaN or inf values ({', '.join(bad[:3])}"
-            f"{', …' if len(bad) > 3 else ''}); every prediction from it would be NaN",
-            "retrain the model (with a lower lr if it diverged) or pass an earlier, finite checkpoint from "
-            "the training's checkpoints/ folder",
-        )
-
-
-def _newest_readable_checkpoint(ckpt_dir: Path, move_aside: bool = True) -> tuple[Path | None, dict | None]:
-    """The newest checkpoint of ``ckpt_dir`` that loads (``resume="auto"``).
-
-    Unreadable ones (truncated by a crash, corrupt, refused) are skipped with a warning and, if
-    ``move_aside`` (the main rank), renamed to ``*.unreadable`` so that they are neither resumed from nor
-    counted as the newest checkpoints when old ones are pruned.
-    """
-    for path in reversed(_checkpoints(ckpt_dir)):
-        try:
-            return path, load_checkpoint(path)
-        except InputError as exc:
-            log.warning("skipping checkpoint %s: %s", path, exc.problem)
-            if move_aside:
-                with contextlib.suppress(FileNotFoundError):
-                    path.replace(path.with_name(path.name + ".unreadable"))
-    return None, None
-
-
-def _build_net(model_cfg: dict, mano: ManoModel | None, path: str | os.PathLike) -> HandNet:
-    try:
-        return HandNet.from_config(model_cfg, mano=None if mano is None else mano.right)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(
-            path, f"cannot rebuild the model {model_cfg} ({exc})", "check the timm version"
-        ) from exc
-
-
-# Settings that may change between an interrupted run and its resumption (num_workers may not: the loader
-# shards the data per worker, so the sample order depends on it).
-_RUNTIME_KEYS = frozenset({"device", "threads", "checkpoint_every", "keep_checkpoints", "out_dir"})
-
-
-def _config_diff(old: dict, new: dict) -> dict:
-    """Experiment settings that differ between a checkpoint's training config and the current one.
-
-    A setting the checkpoint's mvhand did not have yet (e.g. ``amp``) counts as its default value.
-    """
-    defaults = {
-        f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-    }
-    old = {k: v for k, v in defaults.items() if k in new} | old
-    keys = (set(old) | set(new)) - _RUNTIME_KEYS
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
-
-
-def load_model(
-    path: str | os.PathLike, mano: ManoModel | None, device: torch.device | str = "cpu"
-) -> HandNet:
-    """Rebuild a trained :class:`HandNet` from ``model.pt`` (or a checkpoint), in eval mode.
-
-    Args:
-        path: model file written by :func:`fit`.
-        mano: MANO model (its right layer is attached), or None for a net without MANO output.
-        device: target device.
-
-    Raises:
-        InputError: see :func:`load_checkpoint`; also weights holding NaN/inf (the file is named).
-    """
-    ckpt = load_checkpoint(path)
-    _check_finite_weights(path, ckpt["model"])
-    net = _build_net(ckpt["model_config"], mano, path)
-    try:
-        net.load_net_state_dict(ckpt["model"])
-    except ValueError as exc:
-        raise InputError(path, str(exc), "the file belongs to another architecture") from exc
-    return net.to(device).eval()
-
-
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("ckpt_*.pt") if (m := _CKPT_RE.search(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -575,37 +391,140 @@ def _mean_over_ranks(vals: dict[str, float], world: int, device: torch.device) -
     return dict(zip(vals, (t / world).tolist(), strict=True))
 
 
-def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) -> FitResult:
-    """Train (or resume) a model; see the module docstring for the outputs.
+@dataclass
+class _Progress:
+    """Where a run starts: the position and logs restored from a checkpoint (zeros and empty lists when new)."""
 
-    Args:
-        cfg: training configuration.
-        resume: ``"auto"`` (newest readable checkpoint in ``out_dir/checkpoints`` if any), ``"none"``
-            (start over) or a checkpoint path.
-        max_steps: stop after this global step (simulates an interruption; a checkpoint is written).
+    epoch: int = 0  # epoch to start in
+    iter_in_epoch: int = 0  # iterations of that epoch already done
+    step: int = 0  # global optimisation steps done
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # the interrupted epoch's loss sums so far
+    epoch_steps: int = 0  # steps those sums cover
+    steps: list[dict] = field(default_factory=list)  # steps.csv rows so far
+    epochs: list[dict] = field(default_factory=list)  # metrics.csv rows so far
 
-    Returns:
-        :class:`FitResult` (``model_path`` is None when stopped early by ``max_steps``).
+
+@dataclass
+class _Run:
+    """One training run as :func:`_setup` builds it; :func:`train_one_epoch` advances ``step``,
+    ``steps_hist``, ``epochs_hist`` and ``last_good``."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    net: HandNet
+    ddp_net: torch.nn.Module  # ``net``, wrapped in DistributedDataParallel when world > 1
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    weights: LossWeights
+    model_cfg: dict
+    amp: bool
+    stream: TrainStream
+    loader: DataLoader
+    val_loader: DataLoader | None
+    val_names: list[str]
+    baseline_mpjpe: float  # mm
+    tb: object | None  # SummaryWriter on the main rank
+    start: _Progress
+    step: int = 0
+    steps_hist: list[dict] = field(default_factory=list)
+    epochs_hist: list[dict] = field(default_factory=list)
+    last_good: Path | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
+@dataclass
+class EpochStats:
+    """What :func:`train_one_epoch` returns."""
+
+    sums: dict[str, float]  # loss terms summed over the epoch's steps (those before a resume included)
+    steps: int  # steps the sums cover
+    t0: float  # time.time() when the epoch (or its resumed part) started
+    interrupted: bool = False  # stopped inside the epoch by max_steps (a checkpoint was written)
+
+
+def _train_defaults() -> dict:
+    return {
+        f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+    }
+
+
+def _resume(
+    cfg: TrainConfig, resume: str, net: HandNet, opt, sched, model_cfg: dict, world: int, is_main: bool
+) -> _Progress:
+    """Load the checkpoint that ``resume`` names into ``net``/``opt``/``sched`` and the global RNGs.
+
+    ``resume="auto"`` after a settings change (e.g. a Snakemake re-run) deletes the old checkpoints and
+    starts over; an explicit checkpoint of other settings is an InputError.
+    """
+    ckpt_dir = Path(cfg.out_dir) / "checkpoints"
+    ckpt_path, ck = None, None
+    explicit = resume not in ("auto", "none", "", None)
+    if resume == "auto":
+        ckpt_path, ck = newest_readable_checkpoint(ckpt_dir, move_aside=is_main)
+    elif explicit:
+        ckpt_path = Path(resume)
+        ck = load_checkpoint(ckpt_path)
+    if ck is not None:
+        diff = config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg), _train_defaults())
+        if ck.get("world_size", 1) != world:
+            diff["world_size"] = (ck.get("world_size", 1), world)
+        if ck["model_config"] != model_cfg:
+            diff["model"] = (ck["model_config"], model_cfg)
+        if diff and explicit:
+            raise InputError(ckpt_path, f"checkpoint is from another architecture or configuration "
+                             f"(checkpoint vs now: {diff})", "delete out_dir/checkpoints or pass --resume none")  # fmt: skip
+        if diff:  # resume=auto after a settings change (e.g. a Snakemake re-run): start over
+            log.warning("%s was written with other settings %s; starting over", ckpt_path, diff)
+            for old in checkpoint_files(ckpt_dir):
+                old.unlink(missing_ok=True)
+            ck = None
+    if ck is None:
+        return _Progress()
+    try:
+        net.load_net_state_dict(ck["model"])
+    except ValueError as exc:
+        raise InputError(ckpt_path, str(exc), "delete out_dir/checkpoints or pass --resume none") from exc
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    set_rng_state(ck["rng"])
+    # the interrupted epoch's loss sums so far: its train_* means then cover all its steps
+    start = _Progress(ck["epoch"], ck["iter_in_epoch"], ck["step"], dict(ck.get("epoch_sums", {})),
+                      int(ck.get("epoch_steps", 0)), ck["steps"], ck["epochs"])  # fmt: skip
+    log.info("resumed from %s (epoch %d, iteration %d, step %d)", ckpt_path, start.epoch, start.iter_in_epoch,
+             start.step)  # fmt: skip
+    return start
+
+
+@dataclass
+class _Data:
+    """The training and validation data of a run (:func:`_data`)."""
+
+    train_set: SampleSettings
+    val_set: SampleSettings
+    train_index: CropIndex
+    val_index: CropIndex | None  # None without validation sequences
+    val_select: np.ndarray | None  # (n,) validation instances kept by ``val_max_instances``; None = all
+    val_names: list[str]
+    baseline_mpjpe: float  # mm; the trivial baseline's validation MPJPE (NaN without validation)
+
+
+def _data(cfg: TrainConfig, mano: ManoModel, device: torch.device, out: Path, is_main: bool) -> _Data:
+    """Split the crop cache's sequences into training / validation, index them, and score the trivial
+    baseline on the validation instances. Writes ``val_sequences.txt`` (main rank).
 
     Raises:
-        InputError: bad inputs (no crops, no ground truth, corrupt/foreign checkpoint, …).
-        TrainingDivergedError: non-finite loss.
+        InputError: unreadable crop files, no annotated training instance.
     """
-    rank, world, device = _dist_setup(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    ckpt_dir = out / "checkpoints"
-    is_main = rank == 0
-    if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "config.json") as fh:
-            json.dump(dataclasses.asdict(cfg), fh, indent=2)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002
-    random.seed(cfg.seed)
-
-    mano = ManoModel.from_dir(cfg.mano_dir).to(device)
     names = crop_sequence_names(list(cfg.crops))
     train_names, val_names = split_sequences(names, cfg.val_fraction, cfg.seed)
     if is_main:
@@ -644,6 +563,29 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
         baseline_mpjpe = float("nan")
     log.info("train: %d instances of %d sequences; val: %d instances of %d sequences; baseline %.1f mm",
              len(train_index), len(train_names), n_val, len(val_names), baseline_mpjpe)  # fmt: skip
+    return _Data(train_set, val_set, train_index, val_index, val_select, val_names, baseline_mpjpe)
+
+
+def _setup(cfg: TrainConfig, resume: str) -> _Run:
+    """Process group, seeds, data, validation baseline, model, optimiser, resumption, loaders, TensorBoard.
+
+    Writes ``config.json`` and ``val_sequences.txt`` (main rank).
+    """
+    rank, world, device = _dist_setup(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    is_main = rank == 0
+    if is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "config.json") as fh:
+            json.dump(dataclasses.asdict(cfg), fh, indent=2)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002
+    random.seed(cfg.seed)
+
+    mano = ManoModel.from_dir(cfg.mano_dir).to(device)
+    data = _data(cfg, mano, device, out, is_main)
 
     net = HandNet.from_config(cfg.model_config(), mano=mano.right, pretrained_file=cfg.pretrained_file).to(
         device
@@ -653,47 +595,7 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.warmup_iters))
     weights = LossWeights(**cfg.loss_weights)
     model_cfg = cfg.model_config().to_dict()
-
-    start_epoch, start_iter, step = 0, 0, 0
-    resumed_sums, resumed_n = {}, 0
-    steps_hist: list[dict] = []
-    epochs_hist: list[dict] = []
-    ckpt_path, ck = None, None
-    explicit = resume not in ("auto", "none", "", None)
-    if resume == "auto":
-        ckpt_path, ck = _newest_readable_checkpoint(ckpt_dir, move_aside=is_main)
-    elif explicit:
-        ckpt_path = Path(resume)
-        ck = load_checkpoint(ckpt_path)
-    if ck is not None:
-        diff = _config_diff(ck.get("train_config", {}), dataclasses.asdict(cfg))
-        if ck.get("world_size", 1) != world:
-            diff["world_size"] = (ck.get("world_size", 1), world)
-        if ck["model_config"] != model_cfg:
-            diff["model"] = (ck["model_config"], model_cfg)
-        if diff and explicit:
-            raise InputError(ckpt_path, f"checkpoint is from another architecture or configuration "
-                             f"(checkpoint vs now: {diff})", "delete out_dir/checkpoints or pass --resume none")  # fmt: skip
-        if diff:  # resume=auto after a settings change (e.g. a Snakemake re-run): start over
-            log.warning("%s was written with other settings %s; starting over", ckpt_path, diff)
-            for old in _checkpoints(ckpt_dir):
-                old.unlink(missing_ok=True)
-            ck = None
-    if ck is not None:
-        try:
-            net.load_net_state_dict(ck["model"])
-        except ValueError as exc:
-            raise InputError(ckpt_path, str(exc), "delete out_dir/checkpoints or pass --resume none") from exc
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
-        start_epoch, start_iter, step = ck["epoch"], ck["iter_in_epoch"], ck["step"]
-        steps_hist, epochs_hist = ck["steps"], ck["epochs"]
-        # the interrupted epoch's loss sums so far: its train_* means then cover all its steps
-        resumed_sums, resumed_n = dict(ck.get("epoch_sums", {})), int(ck.get("epoch_steps", 0))
-        log.info(
-            "resumed from %s (epoch %d, iteration %d, step %d)", ckpt_path, start_epoch, start_iter, step
-        )
+    start = _resume(cfg, resume, net, opt, sched, model_cfg, world, is_main)
 
     ddp_net = net
     if world > 1:
@@ -703,129 +605,192 @@ def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) ->
     if cfg.amp not in AMP_MODES:
         raise InputError(None, f"train amp {cfg.amp!r} is not one of {', '.join(AMP_MODES)}", "use auto")
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    stream = TrainStream(train_index, train_set, cfg.batch_size, cfg.iters_per_epoch, cfg.num_workers,
-                         rank, world, cfg.shuffle_row_groups)  # fmt: skip
+    stream = TrainStream(data.train_index, data.train_set, cfg.batch_size, cfg.iters_per_epoch,
+                         cfg.num_workers, rank, world, cfg.shuffle_row_groups)  # fmt: skip
     loader = _loader(stream, cfg.num_workers, device)
     val_loader = None
-    if val_index is not None:
-        val_stream = OrderedStream(val_index, val_set, cfg.batch_size, val_select)
+    if data.val_index is not None:
+        val_stream = OrderedStream(data.val_index, data.val_set, cfg.batch_size, data.val_select)
         val_loader = _loader(val_stream, min(cfg.num_workers, 2), device)
 
     tb = None
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        tb = SummaryWriter(str(out / "tb"), purge_step=step)
-
-    def save_checkpoint(epoch: int, it: int) -> Path:
-        path = ckpt_dir / f"ckpt_{step:08d}.pt"
-        state = {
-            "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-            "epoch": epoch, "iter_in_epoch": it, "step": step, "steps": steps_hist, "epochs": epochs_hist,
-            "train_config": dataclasses.asdict(cfg), "epoch_sums": dict(sums), "epoch_steps": n_in_epoch,
-            "world_size": world,
-        }  # fmt: skip
-        _save(state, path)
-        for old in _checkpoints(ckpt_dir)[: -max(1, cfg.keep_checkpoints)]:
-            old.unlink(missing_ok=True)
-        return path
-
-    def write_logs() -> None:
-        _write_csv(out / "steps.csv", steps_hist)
-        _write_csv(out / "metrics.csv", epochs_hist)
-        _plot(out / "loss.png", steps_hist, epochs_hist)
-
-    from tqdm import tqdm
-
+        tb = SummaryWriter(str(out / "tb"), purge_step=start.step)
     net.train()
-    last_good = None
-    for epoch in range(start_epoch, cfg.epochs):
-        it0 = start_iter if epoch == start_epoch else 0
-        stream.set_epoch(epoch, it0)
-        t0 = time.time()
-        sums: dict[str, float] = dict(resumed_sums) if epoch == start_epoch and it0 > 0 else {}
-        n_in_epoch = resumed_n if epoch == start_epoch and it0 > 0 else 0
-        bar = tqdm(loader, total=cfg.iters_per_epoch - it0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not is_main, leave=False, mininterval=5.0)  # fmt: skip
-        it = it0
-        for batch in bar:
-            b = _to(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                out_ = ddp_net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
-            terms = compute_losses(out_, b, weights)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                bad = {k: float(v.detach()) for k, v in terms.items()}
-                raise TrainingDivergedError(
-                    f"non-finite training loss at step {step + 1} (terms {bad}); stopped. Last good checkpoint: "
-                    f"{last_good or 'none'} (lower --lr or check the crop cache, then resume)"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
-            sched.step()
-            step += 1
-            it += 1
-            n_in_epoch += 1
-            vals = {k: float(v.detach()) for k, v in terms.items()}
-            if world > 1:  # log the global batch's terms (the mean over ranks), not rank 0's slice
-                vals = _mean_over_ranks(vals, world, device)
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
-            steps_hist.append(
-                {"step": step, "epoch": epoch + 1, "loss": vals["loss"], "lr": sched.get_last_lr()[0]}
-            )
-            if tb is not None:
-                for k, v in vals.items():
-                    tb.add_scalar(f"train/{k}", v, step)
-                tb.add_scalar("train/lr", sched.get_last_lr()[0], step)
-            bar.set_postfix(loss=f"{vals['loss']:.3f}", mpjpe=f"{vals['kp3d']:.1f}mm")
-            stop = max_steps is not None and step >= max_steps
-            if is_main and it < cfg.iters_per_epoch and (step % cfg.checkpoint_every == 0 or stop):
-                last_good = save_checkpoint(epoch, it)
-            if stop and it < cfg.iters_per_epoch:
-                if tb is not None:
-                    tb.close()
-                if is_main:
-                    write_logs()
-                _dist_teardown(world)
-                return FitResult(None, steps_hist, epochs_hist, False)
-        bar.close()
-        row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0]}
-        row |= {f"train_{k}": v / max(1, n_in_epoch) for k, v in sums.items()}
-        if is_main:
-            ev = evaluate(net, flatten_units(val_loader) if val_loader is not None else (), device, amp)
-            row |= ev | {"val_baseline_mpjpe_mm": baseline_mpjpe, "epoch_time_s": time.time() - t0}
-            epochs_hist.append(row)
-            log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), "
-                     "val 2D %.2f px (3D reprojected %.2f px), %.0f s",
-                     epoch + 1, cfg.epochs, row.get("train_loss", float("nan")), row.get("train_kp3d", float("nan")),
-                     ev["val_mpjpe_mm"], baseline_mpjpe, ev["val_uv_px"], ev["val_reproj_px"],
-                     row["epoch_time_s"])  # fmt: skip
-            if tb is not None:
-                tb.add_scalar("val/mpjpe_mm", ev["val_mpjpe_mm"], step)
-                tb.add_scalar("val/uv_px", ev["val_uv_px"], step)
-                tb.add_scalar("val/reproj_px", ev["val_reproj_px"], step)
-                tb.add_scalar("val/baseline_mpjpe_mm", baseline_mpjpe, step)
-            last_good = save_checkpoint(epoch + 1, 0)
-            write_logs()
-        if max_steps is not None and step >= max_steps and epoch + 1 < cfg.epochs:
-            if tb is not None:
-                tb.close()
-            _dist_teardown(world)
-            return FitResult(None, steps_hist, epochs_hist, False)
+    return _Run(cfg, rank, world, device, out, net, ddp_net, opt, sched, weights, model_cfg, amp, stream,
+                loader, val_loader, data.val_names, data.baseline_mpjpe, tb, start, start.step, start.steps,
+                start.epochs)  # fmt: skip
 
-    model_path = out / "model.pt"
-    if is_main:
-        write_logs()  # also when resumed from the final checkpoint (a re-run of a finished training)
+
+def _save_checkpoint(run: _Run, epoch: int, it: int, stats: EpochStats) -> Path:
+    """Write ``checkpoints/ckpt_<step>.pt`` (resume at iteration ``it`` of ``epoch``); prune old ones."""
+    path = run.ckpt_dir / checkpoint_name(run.step)
+    state = {
+        "format": MODEL_FORMAT, "model_config": run.model_cfg, "model": run.net.net_state_dict(),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "rng": rng_state(),
+        "epoch": epoch, "iter_in_epoch": it, "step": run.step, "steps": run.steps_hist,
+        "epochs": run.epochs_hist, "train_config": dataclasses.asdict(run.cfg), "epoch_sums": dict(stats.sums),
+        "epoch_steps": stats.steps, "world_size": run.world,
+    }  # fmt: skip
+    save_model_file(state, path)
+    for old in checkpoint_files(run.ckpt_dir)[: -max(1, run.cfg.keep_checkpoints)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _write_logs(run: _Run) -> None:
+    """``steps.csv``, ``metrics.csv`` and ``loss.png`` from the history so far."""
+    _write_csv(run.out / "steps.csv", run.steps_hist)
+    _write_csv(run.out / "metrics.csv", run.epochs_hist)
+    _plot(run.out / "loss.png", run.steps_hist, run.epochs_hist)
+
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One optimisation step on ``batch``; returns the loss terms (the mean over the ranks under DDP).
+
+    Raises:
+        TrainingDivergedError: non-finite loss (nothing is updated).
+    """
+    b = _to(batch, run.device)
+    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+        out = run.ddp_net(b["images"], b["view_mask"], b["K"], b["T_world_from_crop"], b["anchor"])
+    terms = compute_losses(out, b, run.weights)
+    loss = terms["loss"]
+    if not torch.isfinite(loss):
+        bad = {k: float(v.detach()) for k, v in terms.items()}
+        raise TrainingDivergedError(
+            f"non-finite training loss at step {run.step + 1} (terms {bad}); stopped. Last good checkpoint: "
+            f"{run.last_good or 'none'} (lower --lr or check the crop cache, then resume)"
+        )
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.net.parameters(), 10.0)
+    run.opt.step()
+    run.sched.step()
+    run.step += 1
+    vals = {k: float(v.detach()) for k, v in terms.items()}
+    if run.world > 1:  # log the global batch's terms (the mean over ranks), not rank 0's slice
+        vals = _mean_over_ranks(vals, run.world, run.device)
+    return vals
+
+
+def train_one_epoch(run: _Run, epoch: int, max_steps: int | None = None) -> EpochStats:
+    """The optimisation steps of ``epoch`` (0-based; a resumed epoch from its saved iteration on).
+
+    Logs each step (``steps_hist``, TensorBoard), writes a checkpoint every ``checkpoint_every`` steps
+    inside the epoch, and stops inside the epoch at global step ``max_steps`` (with a checkpoint).
+    """
+    cfg = run.cfg
+    it0 = run.start.iter_in_epoch if epoch == run.start.epoch else 0
+    run.stream.set_epoch(epoch, it0)
+    resumed = epoch == run.start.epoch and it0 > 0
+    stats = EpochStats(dict(run.start.epoch_sums) if resumed else {}, run.start.epoch_steps if resumed else 0,
+                       time.time())  # fmt: skip
+    bar = tqdm(run.loader, total=cfg.iters_per_epoch - it0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not run.is_main, leave=False, mininterval=5.0)  # fmt: skip
+    it = it0
+    for batch in bar:
+        vals = _train_step(run, batch)
+        it += 1
+        stats.steps += 1
+        for k, v in vals.items():
+            stats.sums[k] = stats.sums.get(k, 0.0) + v
+        lr = run.sched.get_last_lr()[0]
+        run.steps_hist.append({"step": run.step, "epoch": epoch + 1, "loss": vals["loss"], "lr": lr})
+        if run.tb is not None:
+            for k, v in vals.items():
+                run.tb.add_scalar(f"train/{k}", v, run.step)
+            run.tb.add_scalar("train/lr", lr, run.step)
+        bar.set_postfix(loss=f"{vals['loss']:.3f}", mpjpe=f"{vals['kp3d']:.1f}mm")
+        stop = max_steps is not None and run.step >= max_steps
+        if run.is_main and it < cfg.iters_per_epoch and (run.step % cfg.checkpoint_every == 0 or stop):
+            run.last_good = _save_checkpoint(run, epoch, it, stats)
+        if stop and it < cfg.iters_per_epoch:
+            stats.interrupted = True
+            return stats
+    bar.close()
+    return stats
+
+
+def _end_epoch(run: _Run, epoch: int, stats: EpochStats) -> None:
+    """Main rank: :func:`evaluate`, the ``metrics.csv`` row, TensorBoard, the end-of-epoch checkpoint, logs."""
+    row = {"epoch": epoch + 1, "step": run.step, "lr": run.sched.get_last_lr()[0]}
+    row |= {f"train_{k}": v / max(1, stats.steps) for k, v in stats.sums.items()}
+    if not run.is_main:
+        return
+    val_batches = flatten_units(run.val_loader) if run.val_loader is not None else ()
+    ev = evaluate(run.net, val_batches, run.device, run.amp)
+    row |= ev | {"val_baseline_mpjpe_mm": run.baseline_mpjpe, "epoch_time_s": time.time() - stats.t0}
+    run.epochs_hist.append(row)
+    log.info("epoch %d/%d: loss %.4f, train 3D %.1f mm, val MPJPE %.1f mm (baseline %.1f mm), "
+             "val 2D %.2f px (3D reprojected %.2f px), %.0f s",
+             epoch + 1, run.cfg.epochs, row.get("train_loss", float("nan")), row.get("train_kp3d", float("nan")),
+             ev["val_mpjpe_mm"], run.baseline_mpjpe, ev["val_uv_px"], ev["val_reproj_px"],
+             row["epoch_time_s"])  # fmt: skip
+    if run.tb is not None:
+        run.tb.add_scalar("val/mpjpe_mm", ev["val_mpjpe_mm"], run.step)
+        run.tb.add_scalar("val/uv_px", ev["val_uv_px"], run.step)
+        run.tb.add_scalar("val/reproj_px", ev["val_reproj_px"], run.step)
+        run.tb.add_scalar("val/baseline_mpjpe_mm", run.baseline_mpjpe, run.step)
+    run.last_good = _save_checkpoint(run, epoch + 1, 0, stats)
+    _write_logs(run)
+
+
+def _save_outputs(run: _Run) -> Path:
+    """Main rank: the logs (also when resumed from the final checkpoint: a re-run of a finished training)
+    and ``model.pt``. Returns the path of ``model.pt``."""
+    model_path = run.out / "model.pt"
+    if run.is_main:
+        _write_logs(run)
         final = {
-            "format": MODEL_FORMAT, "model_config": model_cfg, "model": net.net_state_dict(),
-            "train_config": dataclasses.asdict(cfg), "val_sequences": val_names, "epochs": epochs_hist,
+            "format": MODEL_FORMAT, "model_config": run.model_cfg, "model": run.net.net_state_dict(),
+            "train_config": dataclasses.asdict(run.cfg), "val_sequences": run.val_names,
+            "epochs": run.epochs_hist,
         }  # fmt: skip
-        _save(final, model_path)
-        if tb is not None:
-            tb.close()
-    _dist_teardown(world)
-    return FitResult(model_path, steps_hist, epochs_hist, True)
+        save_model_file(final, model_path)
+    return model_path
+
+
+def _close(run: _Run, write_logs: bool = False) -> None:
+    """Close TensorBoard, write the logs if asked (main rank), end the process group."""
+    if run.tb is not None:
+        run.tb.close()
+    if write_logs and run.is_main:
+        _write_logs(run)
+    _dist_teardown(run.world)
+
+
+def fit(cfg: TrainConfig, resume: str = "auto", max_steps: int | None = None) -> FitResult:
+    """Train (or resume) a model; see the module docstring for the outputs.
+
+    ``_setup`` → per epoch ``train_one_epoch`` → ``_end_epoch`` (:func:`evaluate`, checkpoint, logs) →
+    ``_save_outputs``.
+
+    Args:
+        cfg: training configuration.
+        resume: ``"auto"`` (newest readable checkpoint in ``out_dir/checkpoints`` if any), ``"none"``
+            (start over) or a checkpoint path.
+        max_steps: stop after this global step (simulates an interruption; a checkpoint is written).
+
+    Returns:
+        :class:`FitResult` (``model_path`` is None when stopped early by ``max_steps``).
+
+    Raises:
+        InputError: bad inputs (no crops, no ground truth, corrupt/foreign checkpoint, …).
+        TrainingDivergedError: non-finite loss.
+    """
+    run = _setup(cfg, resume)
+    for epoch in range(run.start.epoch, cfg.epochs):
+        stats = train_one_epoch(run, epoch, max_steps)
+        if stats.interrupted:
+            _close(run, write_logs=True)
+            return FitResult(None, run.steps_hist, run.epochs_hist, False)
+        _end_epoch(run, epoch, stats)
+        if max_steps is not None and run.step >= max_steps and epoch + 1 < cfg.epochs:
+            _close(run)
+            return FitResult(None, run.steps_hist, run.epochs_hist, False)
+    model_path = _save_outputs(run)
+    _close(run)
+    return FitResult(model_path, run.steps_hist, run.epochs_hist, True)
