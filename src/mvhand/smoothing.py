@@ -190,7 +190,8 @@ def accel(x: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
 class NeuralSmoothConfig:
     """Neural Smooth settings (defaults = the report's, units as in the module docstring)."""
 
-    iterations: int = 500
+    solver: str = "gn"
+    iterations: int = 20
     lr: float = 1e-2
     weight_decay: float = 1e-2
     w_pose: float = 0.5
@@ -198,13 +199,23 @@ class NeuralSmoothConfig:
     w_position: float = 0.5
     w_2d: float = 1.0
     position_unit: float = 0.01
+    eps_pose: float = 1e-3
+    eps_orient: float = 1e-4
+    eps_position: float = 1e-5
+    eps_2d: float = 1e-4
+    lm_damping: float = 1e-3
+    tol: float = 1e-6
+    chunk_frames: int = 4096
     min_conf: float = 0.0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0:
+        if self.solver not in ("gn", "adamw"):
+            raise ValueError(f"Neural Smooth solver must be 'gn' or 'adamw', got {self.solver!r}")
+        if self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0 or self.chunk_frames < 3:
             raise ValueError(f"invalid Neural Smooth settings: {self}")
-        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay"):
+        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay", "lm_damping", "tol",
+                     "eps_pose", "eps_orient", "eps_position", "eps_2d"):  # fmt: skip
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Neural Smooth weight {name} must be finite and >= 0")
 
@@ -214,6 +225,7 @@ class _Landmarks:
 
     def __init__(self, mano, hand_side: np.ndarray, betas: torch.Tensor):
         self.mano = mano
+        self.hand_side = np.asarray(hand_side)
         self.side_idx = [np.flatnonzero(hand_side == s) for s in (0, 1)]
         self.side_idx_t = [torch.as_tensor(i, device=betas.device) for i in self.side_idx]
         self.betas = betas
@@ -261,6 +273,9 @@ class _Objective:
         self.kp = torch.as_tensor(kp, **f32)
         self.conf = torch.as_tensor(conf, **f32)
         self.conf_sum = float(conf.sum())
+        #: normalisers of the accel means and of L2D for :class:`_GaussNewton` (whole problem; set per chunk)
+        self.n_triplets: int | None = None
+        self.w2d_sum = max(self.conf_sum, 1e-6)
         self.focal = self.K[:, None, :2]
 
     def __call__(
@@ -360,6 +375,74 @@ def neural_smooth(
     if not free.any() or cfg.iterations == 0:
         return problem.init.copy()
 
+    if cfg.solver == "gn":
+        out = _solve_gn(problem, mano, cfg, init, free, history)
+    else:
+        out = _solve_adamw(problem, mano, cfg, init, free, history, progress)
+    keep = ~free
+    out.pose[keep], out.rot[keep], out.root[keep] = (
+        problem.init.pose[keep],
+        problem.init.rot[keep],
+        problem.init.root[keep],
+    )
+    return out
+
+
+def _chunks(segment: np.ndarray, chunk_frames: int) -> list[np.ndarray]:
+    """Consecutive index ranges of whole segments with at most ``chunk_frames`` frames (or one segment)."""
+    n = len(segment)
+    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    ends = np.r_[starts[1:], n]
+    out, begin = [], 0
+    for s, e in zip(starts, ends):
+        if s > begin and e - begin > chunk_frames:
+            out.append(np.arange(begin, s))
+            begin = s
+    out.append(np.arange(begin, n))
+    return [c for c in out if len(c)]
+
+
+def loss_terms(
+    problem: SmoothingProblem, mano, traj: Trajectory, cfg: NeuralSmoothConfig | None = None
+) -> dict:
+    """The exact (L1) Neural Smooth loss terms of ``traj`` on ``problem`` (floats; see the module docstring)."""
+    cfg = cfg or NeuralSmoothConfig()
+    obj = _Objective(problem, mano, cfg)
+    f32 = dict(dtype=torch.float32, device=torch.device(cfg.device))
+    with torch.no_grad():
+        terms = obj(
+            torch.as_tensor(traj.pose, **f32),
+            matrix_to_rotation_6d(torch.as_tensor(traj.rot, **f32)),
+            torch.as_tensor(traj.root, **f32),
+        )
+    return {k: float(v) for k, v in terms.items()}
+
+
+def _solve_gn(problem, mano, cfg, init: Trajectory, free: np.ndarray, history) -> Trajectory:
+    """:class:`_GaussNewton` chunk by chunk (whole segments per chunk, normalisers of the whole problem)."""
+    full = _Objective(problem, mano, cfg)
+    n_tri, w2d_sum = len(full.triplets), full.w2d_sum
+    x0 = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
+    x = x0.copy()
+    if history is not None:
+        history.append(loss_terms(problem, mano, init, cfg))
+    for idx in _chunks(problem.segment, cfg.chunk_frames):
+        if not free[idx].any():
+            continue
+        sub = problem.subset(idx) if len(idx) < problem.n else problem
+        obj = _Objective(sub, mano, cfg) if sub is not problem else full
+        obj.n_triplets, obj.w2d_sum = n_tri, w2d_sum
+        x[idx] = _GaussNewton(obj, x0[idx], free[idx], cfg).run(cfg.iterations)
+    with torch.no_grad():
+        rot = rotation_6d_to_matrix(torch.as_tensor(x[:, 15:21])).numpy()
+    out = Trajectory(x[:, :15].copy(), rot, x[:, 21:].copy())
+    if history is not None:
+        history.append(loss_terms(problem, mano, out, cfg))
+    return out
+
+
+def _solve_adamw(problem, mano, cfg, init: Trajectory, free: np.ndarray, history, progress) -> Trajectory:
+    """The report's solver: AdamW + cosine schedule on offsets from the network's values."""
     dev = torch.device(cfg.device)
     objective = _Objective(problem, mano, cfg)
     f32 = dict(dtype=torch.float32, device=dev)
@@ -401,13 +484,228 @@ def neural_smooth(
             rotation_6d_to_matrix(rot6d).cpu().double().numpy(),
             root.cpu().double().numpy(),
         )
-    keep = ~free
-    out.pose[keep], out.rot[keep], out.root[keep] = (
-        problem.init.pose[keep],
-        problem.init.rot[keep],
-        problem.init.root[keep],
-    )
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Gauss–Newton / Levenberg–Marquardt solver (default)
+# --------------------------------------------------------------------------------------------------
+
+#: parameters per frame: pose 15 | 6D orientation 6 | root position 3
+_P = 24
+_TERM_SLICES = {"pose": slice(0, 15), "orient": slice(15, 21), "position": slice(21, 24)}
+
+
+def _landmarks_and_jacobian(
+    landmarks: _Landmarks, pose: torch.Tensor, rot6d: torch.Tensor, root: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2D landmarks and their Jacobian with respect to the 24 per-frame parameters.
+
+    Uses ``lm = R(rot6d) · local(pose) + root`` (MANO rotates about the root joint), so only ``local``
+    needs derivatives through the kinematic chain: one forward-mode pass over the batch repeated 15×.
+
+    Args:
+        landmarks: the problem's :class:`_Landmarks` (betas and sides of these ``B`` frames).
+        pose: ``(B, 15)``; rot6d: ``(B, 6)``; root: ``(B, 3)`` metres (float32).
+
+    Returns:
+        ``lm (B, L, 3)`` metres and ``J (B, L, 3, 24)`` (``L`` = len(:data:`EVAL_2D_LANDMARKS`)).
+    """
+    import torch.autograd.forward_ad as fwad
+
+    B = pose.shape[0]
+    idx = list(EVAL_2D_LANDMARKS)
+    eye = torch.eye(3, dtype=pose.dtype, device=pose.device).expand(B, 3, 3)
+    zero = torch.zeros_like(root)
+    with torch.no_grad(), fwad.dual_level():
+        tang = (
+            torch.eye(15, dtype=pose.dtype, device=pose.device)[:, None].expand(15, B, 15).reshape(15 * B, 15)
+        )
+        dual = fwad.make_dual(pose.repeat(15, 1), tang)
+        lm_rep = _Landmarks(landmarks.mano, np.tile(landmarks.hand_side, 15), landmarks.betas.repeat(15, 1))
+        out = lm_rep(dual, eye.repeat(15, 1, 1), zero.repeat(15, 1))
+        prim, tan = fwad.unpack_dual(out)
+        local = prim[:B, idx]  # (B, L, 3), root-aligned at the origin
+        d_local = tan.view(15, B, 20, 3)[:, :, idx].permute(1, 2, 3, 0)  # (B, L, 3, 15)
+        t6 = torch.eye(6, dtype=pose.dtype, device=pose.device)[:, None].expand(6, B, 6).reshape(6 * B, 6)
+        rdual = fwad.make_dual(rot6d.repeat(6, 1), t6)
+        rp, rt = fwad.unpack_dual(rotation_6d_to_matrix(rdual))
+        R = rp[:B]  # (B, 3, 3)
+        dR = rt.view(6, B, 3, 3).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
+    lm = local @ R.transpose(1, 2) + root[:, None]
+    J = torch.empty(B, len(idx), 3, _P, dtype=pose.dtype, device=pose.device)
+    J[..., :15] = torch.einsum("bij,bljk->blik", R, d_local)
+    J[..., 15:21] = torch.einsum("bijk,blj->blik", dR, local)
+    J[..., 21:] = torch.eye(3, dtype=pose.dtype, device=pose.device)
+    return lm, J
+
+
+class _GaussNewton:
+    """Levenberg–Marquardt on the smoothed-L1 Neural Smooth objective of one chunk of whole segments.
+
+    Objective (the module's loss with ``|r|`` replaced by ``sqrt(r² + ε²)``, ε per term, see
+    :class:`NeuralSmoothConfig`), minimised by iteratively reweighted Gauss–Newton: each iteration
+    linearises the L2D residuals (Jacobians from :func:`_landmarks_and_jacobian`), weights every
+    residual by ``c / sqrt(r² + ε²)`` and solves the normal equations. Frames are ordered in time, so
+    the normal matrix is banded (24×24 frame blocks from L2D, second-difference couplings of the
+    accelerations to frames t±1, t±2): one banded Cholesky (``scipy.linalg.solveh_banded``, lower
+    bandwidth 48) per iteration, cost linear in frames.
+
+    Normalisations (``n_triplets``, ``w2d_sum``) are those of the whole problem, so the chunks' losses
+    add up to the full loss.
+    """
+
+    def __init__(self, objective: _Objective, x0: np.ndarray, free: np.ndarray, cfg: NeuralSmoothConfig):
+        self.obj, self.cfg = objective, cfg
+        self.x = x0.astype(np.float64).copy()  # (N, 24)
+        self.free = free
+        self.tri = objective.triplets.cpu().numpy()
+        n_tri = max(len(self.tri), 1) if objective.n_triplets is None else max(objective.n_triplets, 1)
+        self.c_acc = np.zeros(_P)
+        self.eps_acc = np.zeros(_P)
+        for name, sl in _TERM_SLICES.items():
+            width = sl.stop - sl.start
+            self.c_acc[sl] = getattr(cfg, f"w_{name}") / (n_tri * width)
+            self.eps_acc[sl] = getattr(cfg, f"eps_{name}")
+        self.use_2d = objective.conf_sum > 0 and cfg.w_2d > 0 and len(objective.view_instance) > 0
+        if self.use_2d:
+            T = objective.T
+            self.Rc, self.tc = T[:, :3, :3], T[:, :3, 3]
+            K = objective.K
+            self.kpn = (objective.kp - K[:, None, 2:4]) / K[:, None, 0:2]  # normalised image coordinates
+
+    # -- residuals ----------------------------------------------------------------------------------
+    def _accel(self, x: np.ndarray) -> np.ndarray:
+        t = self.tri
+        return x[t[:, 0]] - 2 * x[t[:, 1]] + x[t[:, 2]]  # (K, 24)
+
+    def _l2d(self, x: np.ndarray, jac: bool):
+        """Normalised 2D residuals ``(M, L, 2)``, their weights ``(M, L)`` and optionally ``J (M, L, 2, 24)``."""
+        obj = self.obj
+        xt = torch.as_tensor(x, dtype=torch.float32, device=obj.K.device)
+        pose, rot6d, root = xt[:, :15], xt[:, 15:21], xt[:, 21:]
+        if jac:
+            lm, J = _landmarks_and_jacobian(obj.landmarks, pose, rot6d, root)
+        else:
+            with torch.no_grad():
+                lm = obj.landmarks(pose, rotation_6d_to_matrix(rot6d), root)[:, EVAL_2D_LANDMARKS]
+        vi = obj.view_instance
+        v = (lm[vi] - self.tc[:, None]) @ self.Rc  # (M, L, 3) camera coordinates
+        z = v[..., 2]
+        ok = z > 1e-4
+        zs = torch.where(ok, z, torch.ones_like(z))
+        r = v[..., :2] / zs[..., None] - self.kpn
+        w = obj.conf * ok
+        r = torch.where(ok[..., None], r, torch.zeros_like(r))
+        if not jac:
+            return r.double().cpu().numpy(), w.double().cpu().numpy(), None
+        # d(v_xy / z)/dv = [[1/z, 0, −x/z²], [0, 1/z, −y/z²]]; dv/dlm = Rcᵀ
+        inv = 1.0 / zs
+        P = torch.zeros(*z.shape, 2, 3, dtype=v.dtype, device=v.device)
+        P[..., 0, 0] = inv
+        P[..., 1, 1] = inv
+        P[..., :, 2] = -v[..., :2] * (inv * inv)[..., None]
+        PR = P @ self.Rc.transpose(1, 2)[:, None]  # (M, L, 2, 3)
+        Jr = PR @ J[vi]  # (M, L, 2, 24)
+        return r.double().cpu().numpy(), w.double().cpu().numpy(), Jr.double().cpu().numpy()
+
+    def loss(self, x: np.ndarray) -> float:
+        """The smoothed objective at ``x``."""
+        a = self._accel(x)
+        f = float((self.c_acc * np.sqrt(a * a + self.eps_acc**2)).sum())
+        if self.use_2d:
+            r, w, _ = self._l2d(x, jac=False)
+            c = self.cfg.w_2d * w / self.obj.w2d_sum
+            f += float((c[..., None] * np.sqrt(r * r + self.cfg.eps_2d**2)).sum())
+        return f
+
+    # -- one normal-equation assembly ---------------------------------------------------------------
+    def _normal_equations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Banded IRLS normal matrix (lower form, ``(49, 24N)``), gradient ``(24N,)`` and loss."""
+        n = len(x)
+        ab = np.zeros((2 * _P + 1, n * _P))
+        g = np.zeros((n, _P))
+        a = self._accel(x)
+        s = np.sqrt(a * a + self.eps_acc**2)
+        f = float((self.c_acc * s).sum())
+        W = self.c_acc / s  # (K, 24) IRLS weights
+        t0, t1, t2 = self.tri.T
+        # gradient of Σ c·sqrt(a² + ε²): W·a times the second-difference stencil (1, −2, 1)
+        Wa = W * a
+        np.add.at(g, t0, Wa)
+        np.add.at(g, t1, -2 * Wa)
+        np.add.at(g, t2, Wa)
+        # Hessian of the stencil: diagonal per parameter, couplings at ±1 and ±2 frames
+        diag = np.zeros((n, _P))
+        np.add.at(diag, t0, W)
+        np.add.at(diag, t1, 4 * W)
+        np.add.at(diag, t2, W)
+        off1 = np.zeros((n, _P))  # entry (t−1 → t−2) stored at column t−2 ... general: (i+1, i) at i
+        np.add.at(off1, t1, -2 * W)  # (t, t−1) stored at column t−1
+        np.add.at(off1, t2, -2 * W)  # (t−1, t−2) stored at column t−2
+        off2 = np.zeros((n, _P))
+        np.add.at(off2, t2, W)  # (t, t−2) at column t−2
+        ab[0] = diag.reshape(-1)
+        ab[_P] = off1.reshape(-1)
+        ab[2 * _P] = off2.reshape(-1)
+        if self.use_2d:
+            r, w, Jr = self._l2d(x, jac=True)
+            c = self.cfg.w_2d * w / self.obj.w2d_sum  # (M, L)
+            s2 = np.sqrt(r * r + self.cfg.eps_2d**2)
+            f += float((c[..., None] * s2).sum())
+            W2 = c[..., None] / s2  # (M, L, 2)
+            vi = self.obj.view_instance.cpu().numpy()
+            gv = np.einsum("mlc,mlcp->mp", W2 * r, Jr)
+            np.add.at(g, vi, gv)
+            Hv = np.einsum("mlc,mlcp,mlcq->mpq", W2, Jr, Jr)  # (M, 24, 24)
+            H = np.zeros((n, _P, _P))
+            np.add.at(H, vi, Hv)
+            for o in range(_P):  # lower band entries (d + o, d) of each frame's block
+                ab[o].reshape(n, _P)[:, : _P - o] += np.diagonal(H, offset=-o, axis1=1, axis2=2)
+        return ab, g.reshape(-1), f
+
+    def _constrain(self, ab: np.ndarray, g: np.ndarray) -> None:
+        """Frozen frames: δ = 0 (identity rows/columns, zero gradient)."""
+        fixed = np.repeat(~self.free, _P)
+        if not fixed.any():
+            return
+        idx = np.flatnonzero(fixed)
+        for o in range(1, ab.shape[0]):
+            ab[o, idx] = 0.0  # entries (i + o, i)
+            j = idx - o
+            ab[o, j[j >= 0]] = 0.0  # entries (i, i − o)
+        ab[0, idx] = 1.0
+        g[idx] = 0.0
+
+    def run(self, iterations: int) -> np.ndarray:
+        from scipy.linalg import LinAlgError, solveh_banded
+
+        cfg = self.cfg
+        mu = cfg.lm_damping
+        for _ in range(iterations):
+            ab, g, f = self._normal_equations(self.x)
+            self._constrain(ab, g)
+            d0 = ab[0].copy()
+            floor = 1e-9 * max(float(d0.max()), 1e-30)
+            accepted = False
+            for _try in range(8):
+                abd = ab.copy()
+                abd[0] = d0 + mu * d0 + floor
+                try:
+                    step = solveh_banded(abd, -g, lower=True, check_finite=False)
+                except LinAlgError:
+                    mu *= 10.0
+                    continue
+                x_new = self.x + step.reshape(self.x.shape)
+                f_new = self.loss(x_new)
+                if np.isfinite(f_new) and f_new <= f:
+                    self.x, accepted = x_new, True
+                    mu = max(mu / 3.0, 1e-6)
+                    break
+                mu *= 10.0
+            if not accepted or (f - f_new) <= cfg.tol * f:
+                break
+        return self.x
 
 
 @dataclass
