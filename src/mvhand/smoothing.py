@@ -246,6 +246,55 @@ class _Landmarks:
                 )
         return out
 
+    def take(self, idx: np.ndarray) -> _Landmarks:
+        """The landmarks of instances ``idx`` (no MANO work; shares the float64 copy)."""
+        out = object.__new__(_Landmarks)
+        it = torch.as_tensor(idx, device=self.betas.device)
+        out.mano, out.hand_side, out.betas, out.j0 = self.mano, self.hand_side[idx], self.betas[it], self.j0[it]
+        out.side_idx = [np.flatnonzero(out.hand_side == s) for s in (0, 1)]
+        out.side_idx_t = [torch.as_tensor(i, device=self.betas.device) for i in out.side_idx]
+        out._mano64 = self.__dict__.get("_mano64")
+        return out
+
+    def local_and_jacobian(self, pose: torch.Tensor, step: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+        """Root-aligned landmarks ``local(pose)`` (``lm = R·local + root``) and ``d local / d pose``.
+
+        Forward differences in float64 (one batched MANO pass over the batch repeated 16×; truncation
+        error ≈ ``step`` relative, far below what Gauss–Newton needs).
+
+        Args:
+            pose: ``(B, 15)`` PCA pose.
+
+        Returns:
+            ``local (B, 20, 3)`` metres and ``J (B, 20, 3, 15)`` metres per PCA unit (float64).
+        """
+        import copy
+
+        if self.__dict__.get("_mano64") is None:
+            self._mano64 = copy.deepcopy(self.mano).double()
+        B = pose.shape[0]
+        p = pose.double()
+        eye = torch.eye(15, dtype=p.dtype, device=p.device) * step
+        local = p.new_zeros(B, 20, 3)
+        jac = p.new_zeros(B, 20, 3, 15)
+        for s in (0, 1):
+            i = self.side_idx_t[s]
+            b = len(self.side_idx[s])
+            if not b:
+                continue
+            ps = p[i]
+            batch = torch.cat([ps[None], ps[None] + eye[:, None]]).reshape(16 * b, 15)
+            j0 = self.j0[i].double()
+            out = self._mano64.layer(s).landmarks(
+                batch,
+                torch.eye(3, dtype=p.dtype, device=p.device).expand(16 * b, 3, 3),
+                (-j0).repeat(16, 1),
+                self.betas[i].double().repeat(16, 1),
+            ).view(16, b, 20, 3)
+            local[i] = out[0]
+            jac[i] = ((out[1:] - out[0]) / step).permute(1, 2, 3, 0)
+        return local, jac
+
 
 class _Objective:
     """The Neural Smooth loss over a :class:`SmoothingProblem` (torch, float32)."""
@@ -277,6 +326,32 @@ class _Objective:
         self.n_triplets: int | None = None
         self.w2d_sum = max(self.conf_sum, 1e-6)
         self.focal = self.K[:, None, :2]
+        self.segment = np.asarray(problem.segment)
+        order = np.argsort(problem.view_instance, kind="stable")
+        counts = np.bincount(problem.view_instance, minlength=problem.n)
+        self._view_order, self._view_start, self._view_count = order, np.cumsum(counts) - counts, counts
+
+    def take(self, idx: np.ndarray) -> _Objective:
+        """The objective of instances ``idx`` (sorted; their views, triplets inside ``idx``), cheaply.
+
+        Normalisers (``n_triplets``, ``w2d_sum``) are those of the window itself.
+        """
+        out = object.__new__(_Objective)
+        out.cfg = self.cfg
+        dev = self.K.device
+        cnt = self._view_count[idx]
+        first = np.repeat(self._view_start[idx] - np.cumsum(cnt) + cnt, cnt)
+        views = self._view_order[first + np.arange(int(cnt.sum()))]
+        vt = torch.as_tensor(views, dtype=torch.long, device=dev)
+        out.view_instance = torch.as_tensor(np.repeat(np.arange(len(idx)), cnt), dtype=torch.long, device=dev)
+        out.K, out.T, out.kp, out.conf = self.K[vt], self.T[vt], self.kp[vt], self.conf[vt]
+        out.focal = out.K[:, None, :2]
+        out.conf_sum = float(out.conf.sum())
+        out.n_triplets, out.w2d_sum = None, max(out.conf_sum, 1e-6)
+        out.segment = self.segment[idx]
+        out.triplets = torch.as_tensor(_triplets(out.segment), dtype=torch.long, device=dev)
+        out.landmarks = self.landmarks.take(idx)
+        return out
 
     def __call__(
         self, pose: torch.Tensor, rot6d: torch.Tensor, root: torch.Tensor
@@ -502,41 +577,33 @@ def _landmarks_and_jacobian(
     """L2D landmarks and their Jacobian with respect to the 24 per-frame parameters.
 
     Uses ``lm = R(rot6d) · local(pose) + root`` (MANO rotates about the root joint), so only ``local``
-    needs derivatives through the kinematic chain: one forward-mode pass over the batch repeated 15×.
+    needs derivatives through the kinematic chain (:meth:`_Landmarks.local_and_jacobian`); the 6D →
+    matrix derivative is analytic (forward-mode AD of :func:`rotation_6d_to_matrix`, six directions).
 
     Args:
         landmarks: the problem's :class:`_Landmarks` (betas and sides of these ``B`` frames).
-        pose: ``(B, 15)``; rot6d: ``(B, 6)``; root: ``(B, 3)`` metres (float32).
+        pose: ``(B, 15)``; rot6d: ``(B, 6)``; root: ``(B, 3)`` metres.
 
     Returns:
-        ``lm (B, L, 3)`` metres and ``J (B, L, 3, 24)`` (``L`` = len(:data:`EVAL_2D_LANDMARKS`)).
+        ``lm (B, L, 3)`` metres and ``J (B, L, 3, 24)`` (``L`` = len(:data:`EVAL_2D_LANDMARKS`)), float64.
     """
     import torch.autograd.forward_ad as fwad
 
     B = pose.shape[0]
     idx = list(EVAL_2D_LANDMARKS)
-    eye = torch.eye(3, dtype=pose.dtype, device=pose.device).expand(B, 3, 3)
-    zero = torch.zeros_like(root)
+    local, d_local = landmarks.local_and_jacobian(pose)
+    local, d_local = local[:, idx], d_local[:, idx]
+    r6 = rot6d.double()
     with torch.no_grad(), fwad.dual_level():
-        tang = (
-            torch.eye(15, dtype=pose.dtype, device=pose.device)[:, None].expand(15, B, 15).reshape(15 * B, 15)
-        )
-        dual = fwad.make_dual(pose.repeat(15, 1), tang)
-        lm_rep = _Landmarks(landmarks.mano, np.tile(landmarks.hand_side, 15), landmarks.betas.repeat(15, 1))
-        out = lm_rep(dual, eye.repeat(15, 1, 1), zero.repeat(15, 1))
-        prim, tan = fwad.unpack_dual(out)
-        local = prim[:B, idx]  # (B, L, 3), root-aligned at the origin
-        d_local = tan.view(15, B, 20, 3)[:, :, idx].permute(1, 2, 3, 0)  # (B, L, 3, 15)
-        t6 = torch.eye(6, dtype=pose.dtype, device=pose.device)[:, None].expand(6, B, 6).reshape(6 * B, 6)
-        rdual = fwad.make_dual(rot6d.repeat(6, 1), t6)
-        rp, rt = fwad.unpack_dual(rotation_6d_to_matrix(rdual))
+        t6 = torch.eye(6, dtype=r6.dtype, device=r6.device)[:, None].expand(6, B, 6).reshape(6 * B, 6)
+        rp, rt = fwad.unpack_dual(rotation_6d_to_matrix(fwad.make_dual(r6.repeat(6, 1), t6)))
         R = rp[:B]  # (B, 3, 3)
         dR = rt.view(6, B, 3, 3).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
-    lm = local @ R.transpose(1, 2) + root[:, None]
-    J = torch.empty(B, len(idx), 3, _P, dtype=pose.dtype, device=pose.device)
+    lm = local @ R.transpose(1, 2) + root.double()[:, None]
+    J = torch.empty(B, len(idx), 3, _P, dtype=torch.float64, device=pose.device)
     J[..., :15] = torch.einsum("bij,bljk->blik", R, d_local)
     J[..., 15:21] = torch.einsum("bijk,blj->blik", dR, local)
-    J[..., 21:] = torch.eye(3, dtype=pose.dtype, device=pose.device)
+    J[..., 21:] = torch.eye(3, dtype=torch.float64, device=pose.device)
     return lm, J
 
 
@@ -569,10 +636,10 @@ class _GaussNewton:
             self.eps_acc[sl] = getattr(cfg, f"eps_{name}")
         self.use_2d = objective.conf_sum > 0 and cfg.w_2d > 0 and len(objective.view_instance) > 0
         if self.use_2d:
-            T = objective.T
+            T, K = objective.T.double(), objective.K.double()
             self.Rc, self.tc = T[:, :3, :3], T[:, :3, 3]
-            K = objective.K
-            self.kpn = (objective.kp - K[:, None, 2:4]) / K[:, None, 0:2]  # normalised image coordinates
+            self.kpn = (objective.kp.double() - K[:, None, 2:4]) / K[:, None, 0:2]  # normalised image coords
+            self.conf = objective.conf.double()
 
     # -- residuals ----------------------------------------------------------------------------------
     def _accel(self, x: np.ndarray) -> np.ndarray:
@@ -580,7 +647,8 @@ class _GaussNewton:
         return x[t[:, 0]] - 2 * x[t[:, 1]] + x[t[:, 2]]  # (K, 24)
 
     def _l2d(self, x: np.ndarray, jac: bool):
-        """Normalised 2D residuals ``(M, L, 2)``, their weights ``(M, L)`` and optionally ``J (M, L, 2, 24)``."""
+        """Normalised 2D residuals ``(M, L, 2)`` and weights ``(M, L)`` (NumPy float64), or with ``jac``
+        the same as float64 tensors and the Jacobian ``J (M, L, 2, 24)``."""
         obj = self.obj
         xt = torch.as_tensor(x, dtype=torch.float32, device=obj.K.device)
         pose, rot6d, root = xt[:, :15], xt[:, 15:21], xt[:, 21:]
@@ -588,14 +656,14 @@ class _GaussNewton:
             lm, J = _landmarks_and_jacobian(obj.landmarks, pose, rot6d, root)
         else:
             with torch.no_grad():
-                lm = obj.landmarks(pose, rotation_6d_to_matrix(rot6d), root)[:, EVAL_2D_LANDMARKS]
+                lm = obj.landmarks(pose, rotation_6d_to_matrix(rot6d), root)[:, EVAL_2D_LANDMARKS].double()
         vi = obj.view_instance
         v = (lm[vi] - self.tc[:, None]) @ self.Rc  # (M, L, 3) camera coordinates
         z = v[..., 2]
         ok = z > 1e-4
         zs = torch.where(ok, z, torch.ones_like(z))
         r = v[..., :2] / zs[..., None] - self.kpn
-        w = obj.conf * ok
+        w = self.conf * ok
         r = torch.where(ok[..., None], r, torch.zeros_like(r))
         if not jac:
             return r.double().cpu().numpy(), w.double().cpu().numpy(), None
@@ -606,8 +674,7 @@ class _GaussNewton:
         P[..., 1, 1] = inv
         P[..., :, 2] = -v[..., :2] * (inv * inv)[..., None]
         PR = P @ self.Rc.transpose(1, 2)[:, None]  # (M, L, 2, 3)
-        Jr = PR @ J[vi]  # (M, L, 2, 24)
-        return r.double().cpu().numpy(), w.double().cpu().numpy(), Jr.double().cpu().numpy()
+        return r, w, PR @ J[vi]  # tensors; Jacobian (M, L, 2, 24)
 
     def loss(self, x: np.ndarray) -> float:
         """The smoothed objective at ``x``."""
@@ -649,17 +716,19 @@ class _GaussNewton:
         ab[_P] = off1.reshape(-1)
         ab[2 * _P] = off2.reshape(-1)
         if self.use_2d:
-            r, w, Jr = self._l2d(x, jac=True)
+            r, w, Jr = self._l2d(x, jac=True)  # torch, float64
             c = self.cfg.w_2d * w / self.obj.w2d_sum  # (M, L)
-            s2 = np.sqrt(r * r + self.cfg.eps_2d**2)
-            f += float((c[..., None] * s2).sum())
-            W2 = c[..., None] / s2  # (M, L, 2)
-            vi = self.obj.view_instance.cpu().numpy()
-            gv = np.einsum("mlc,mlcp->mp", W2 * r, Jr)
-            np.add.at(g, vi, gv)
-            Hv = np.einsum("mlc,mlcp,mlcq->mpq", W2, Jr, Jr)  # (M, 24, 24)
-            H = np.zeros((n, _P, _P))
-            np.add.at(H, vi, Hv)
+            s2 = torch.sqrt(r * r + self.cfg.eps_2d**2)
+            f += float((c[..., None] * s2).double().sum())
+            W2 = (c[..., None] / s2).reshape(len(r), -1)  # (M, 2L) IRLS weights
+            Jm = Jr.reshape(len(r), -1, _P)  # (M, 2L, 24)
+            gv = torch.einsum("mk,mkp->mp", W2 * r.reshape(len(r), -1), Jm)
+            Hv = Jm.transpose(1, 2) @ (W2[..., None] * Jm)  # (M, 24, 24)
+            vi = self.obj.view_instance
+            gf = torch.zeros(n, _P, dtype=Hv.dtype, device=Hv.device).index_add_(0, vi, gv)
+            H = torch.zeros(n, _P, _P, dtype=Hv.dtype, device=Hv.device).index_add_(0, vi, Hv)
+            g += gf.double().cpu().numpy()
+            H = H.double().cpu().numpy()
             for o in range(_P):  # lower band entries (d + o, d) of each frame's block
                 ab[o].reshape(n, _P)[:, : _P - o] += np.diagonal(H, offset=-o, axis1=1, axis2=2)
         return ab, g.reshape(-1), f
@@ -714,14 +783,16 @@ class OnlineSmoothConfig:
 
     Attributes:
         window: frames in the optimisation window (the newest included).
-        free: newest frames that are optimised; older window frames are frozen at their emitted values.
-        iterations: optimiser iterations per new frame (warm start from the previous window).
-        base: loss weights / lr / units (its ``iterations`` is ignored).
+        free: newest frames that are optimised; older window frames are frozen at their current values
+            (``free = window``, the default, re-optimises the whole window: a causal fixed-lag smoother;
+            frozen frames carry their velocity errors forward under the L1 acceleration prior).
+        iterations: Gauss–Newton iterations per new frame (warm start from the previous window).
+        base: loss weights, ε, damping (the solver is always Gauss–Newton; ``base.iterations`` is ignored).
     """
 
     window: int = 8
-    free: int = 2
-    iterations: int = 5
+    free: int = 8
+    iterations: int = 2
     base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
 
     def __post_init__(self) -> None:
@@ -734,9 +805,15 @@ def online_neural_smooth(
 ) -> tuple[Trajectory, np.ndarray]:
     """Causal Neural Smooth: frame t's output depends only on frames ≤ t.
 
-    All segments advance in lock-step (step k processes the k-th frame of every segment at once), which
-    is how a multi-stream server would batch them; the reported latency is the wall time of one step
-    divided by nothing — i.e. the time to emit one new frame for every active stream.
+    For each new frame the window of the last ``cfg.window`` frames is re-optimised (Gauss–Newton,
+    :class:`_GaussNewton`, ``cfg.iterations`` iterations, warm-started from the previous window's
+    solution; the new frame starts at the network's value); its older ``window − free`` frames are frozen
+    at their current values. The newest frame's solution is emitted. Windows of fewer than 3 frames (a
+    track's first two frames) are emitted unchanged, like segments shorter than 3 frames offline.
+
+    All segments advance in lock-step (step k processes the k-th frame of every segment at once, one
+    batched solve), which is how a multi-stream server would batch them; the latency of a step is the
+    time to emit one new frame for every active stream.
 
     Returns:
         the smoothed trajectory and ``(steps,)`` per-step latencies in seconds.
@@ -745,32 +822,32 @@ def online_neural_smooth(
     out = problem.init.copy()
     if problem.n == 0:
         return out, np.zeros(0)
+    base = replace(cfg.base, solver="gn")
+    init, hopeless = _sanitise_init(problem)
     seg = problem.segment
-    pos_in_seg = np.zeros(problem.n, np.int64)
-    for s in np.unique(seg):
-        idx = np.flatnonzero(seg == s)
-        pos_in_seg[idx] = np.arange(len(idx))
-    step_cfg = replace(cfg.base, iterations=cfg.iterations)
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    pos_in_seg = np.arange(problem.n) - np.repeat(starts, np.diff(np.r_[starts, problem.n]))
+    seg_len = np.bincount(seg)[seg]
+    full = _Objective(problem, mano, base)
+    x = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
     latencies = []
     steps = range(int(pos_in_seg.max()) + 1)
     if progress:
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="online smooth", unit="frame")
-    warm = problem.init.copy()
     for k in steps:
         t0 = time.perf_counter()
-        in_window = (pos_in_seg <= k) & (pos_in_seg > k - cfg.window)
-        idx = np.flatnonzero(in_window)
-        sub = problem.subset(idx)
-        # warm start: emitted values for frozen frames, the last window's solution for free ones
-        sub.init = Trajectory(warm.pose[idx].copy(), warm.rot[idx].copy(), warm.root[idx].copy())
-        frozen = pos_in_seg[idx] <= k - cfg.free
-        res = neural_smooth(sub, mano, step_cfg, frozen=frozen)
-        warm.pose[idx], warm.rot[idx], warm.root[idx] = res.pose, res.rot, res.root
+        idx = np.flatnonzero((pos_in_seg <= k) & (pos_in_seg > k - cfg.window) & (seg_len >= 3) & ~hopeless)
         newest = idx[pos_in_seg[idx] == k]
-        j = np.searchsorted(idx, newest)
-        out.pose[newest], out.rot[newest], out.root[newest] = res.pose[j], res.rot[j], res.root[j]
+        if k >= 2 and len(newest):
+            free = pos_in_seg[idx] > k - cfg.free
+            xw = _GaussNewton(full.take(idx), x[idx], free, base).run(cfg.iterations)
+            rot = rotation_6d_to_matrix(torch.as_tensor(xw[:, 15:21])).numpy()
+            xw[:, 15:21] = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1)  # warm start on the manifold
+            x[idx] = xw
+            j = pos_in_seg[idx] == k
+            out.pose[newest], out.rot[newest], out.root[newest] = xw[j, :15], rot[j], xw[j, 21:]
         latencies.append(time.perf_counter() - t0)
     return out, np.asarray(latencies)
 
