@@ -199,7 +199,7 @@ class NeuralSmoothConfig:
     w_position: float = 0.5
     w_2d: float = 1.0
     position_unit: float = 0.01
-    eps_pose: float = 1e-3
+    eps_pose: float = 1e-4
     eps_orient: float = 1e-4
     eps_position: float = 1e-5
     eps_2d: float = 1e-4
@@ -220,6 +220,20 @@ class NeuralSmoothConfig:
                 raise ValueError(f"Neural Smooth weight {name} must be finite and >= 0")
 
 
+_MANO64: dict[int, tuple] = {}
+
+
+def _float64_copy(mano):
+    """A float64 copy of ``mano`` (cached per model object) for finite-difference Jacobians."""
+    import copy
+
+    hit = _MANO64.get(id(mano))
+    if hit is None or hit[0] is not mano:
+        _MANO64.clear()  # one model at a time: no unbounded growth
+        hit = _MANO64[id(mano)] = (mano, copy.deepcopy(mano).double())
+    return hit[1]
+
+
 class _Landmarks:
     """MANO canonical landmarks for mixed left/right batches (landmark-only path)."""
 
@@ -234,6 +248,7 @@ class _Landmarks:
             for s in (0, 1):
                 if len(self.side_idx[s]):
                     self.j0[self.side_idx_t[s]] = mano.layer(s).root_joint(betas[self.side_idx_t[s]])
+        self.betas64, self.j064 = betas.double(), self.j0.double()
 
     def __call__(self, pose: torch.Tensor, rot: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
         out = pose.new_zeros(pose.shape[0], 20, 3)
@@ -247,13 +262,18 @@ class _Landmarks:
         return out
 
     def take(self, idx: np.ndarray) -> _Landmarks:
-        """The landmarks of instances ``idx`` (no MANO work; shares the float64 copy)."""
+        """The landmarks of instances ``idx`` (no MANO work)."""
         out = object.__new__(_Landmarks)
         it = torch.as_tensor(idx, device=self.betas.device)
-        out.mano, out.hand_side, out.betas, out.j0 = self.mano, self.hand_side[idx], self.betas[it], self.j0[it]
+        out.mano, out.hand_side, out.betas, out.j0 = (
+            self.mano,
+            self.hand_side[idx],
+            self.betas[it],
+            self.j0[it],
+        )
         out.side_idx = [np.flatnonzero(out.hand_side == s) for s in (0, 1)]
         out.side_idx_t = [torch.as_tensor(i, device=self.betas.device) for i in out.side_idx]
-        out._mano64 = self.__dict__.get("_mano64")
+        out.betas64, out.j064 = self.betas64[it], self.j064[it]
         return out
 
     def local_and_jacobian(self, pose: torch.Tensor, step: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,10 +288,7 @@ class _Landmarks:
         Returns:
             ``local (B, 20, 3)`` metres and ``J (B, 20, 3, 15)`` metres per PCA unit (float64).
         """
-        import copy
-
-        if self.__dict__.get("_mano64") is None:
-            self._mano64 = copy.deepcopy(self.mano).double()
+        mano64 = _float64_copy(self.mano)
         B = pose.shape[0]
         p = pose.double()
         eye = torch.eye(15, dtype=p.dtype, device=p.device) * step
@@ -284,13 +301,17 @@ class _Landmarks:
                 continue
             ps = p[i]
             batch = torch.cat([ps[None], ps[None] + eye[:, None]]).reshape(16 * b, 15)
-            j0 = self.j0[i].double()
-            out = self._mano64.layer(s).landmarks(
-                batch,
-                torch.eye(3, dtype=p.dtype, device=p.device).expand(16 * b, 3, 3),
-                (-j0).repeat(16, 1),
-                self.betas[i].double().repeat(16, 1),
-            ).view(16, b, 20, 3)
+            j0 = self.j064[i]
+            out = (
+                mano64.layer(s)
+                .landmarks(
+                    batch,
+                    torch.eye(3, dtype=p.dtype, device=p.device).expand(16 * b, 3, 3),
+                    (-j0).repeat(16, 1),
+                    self.betas64[i].repeat(16, 1),
+                )
+                .view(16, b, 20, 3)
+            )
             local[i] = out[0]
             jac[i] = ((out[1:] - out[0]) / step).permute(1, 2, 3, 0)
         return local, jac
@@ -326,6 +347,10 @@ class _Objective:
         self.n_triplets: int | None = None
         self.w2d_sum = max(self.conf_sum, 1e-6)
         self.focal = self.K[:, None, :2]
+        # float64 for Gauss–Newton: camera rotation / centre, keypoints in normalised image coordinates
+        T64, K64 = self.T.double(), self.K.double()
+        self.Rc64, self.tc64, self.conf64 = T64[:, :3, :3], T64[:, :3, 3], self.conf.double()
+        self.kpn64 = (self.kp.double() - K64[:, None, 2:4]) / K64[:, None, 0:2]
         self.segment = np.asarray(problem.segment)
         order = np.argsort(problem.view_instance, kind="stable")
         counts = np.bincount(problem.view_instance, minlength=problem.n)
@@ -346,6 +371,12 @@ class _Objective:
         out.view_instance = torch.as_tensor(np.repeat(np.arange(len(idx)), cnt), dtype=torch.long, device=dev)
         out.K, out.T, out.kp, out.conf = self.K[vt], self.T[vt], self.kp[vt], self.conf[vt]
         out.focal = out.K[:, None, :2]
+        out.Rc64, out.tc64, out.conf64, out.kpn64 = (
+            self.Rc64[vt],
+            self.tc64[vt],
+            self.conf64[vt],
+            self.kpn64[vt],
+        )
         out.conf_sum = float(out.conf.sum())
         out.n_triplets, out.w2d_sum = None, max(out.conf_sum, 1e-6)
         out.segment = self.segment[idx]
@@ -578,7 +609,7 @@ def _landmarks_and_jacobian(
 
     Uses ``lm = R(rot6d) · local(pose) + root`` (MANO rotates about the root joint), so only ``local``
     needs derivatives through the kinematic chain (:meth:`_Landmarks.local_and_jacobian`); the 6D →
-    matrix derivative is analytic (forward-mode AD of :func:`rotation_6d_to_matrix`, six directions).
+    matrix derivative is a float64 forward difference too (six directions).
 
     Args:
         landmarks: the problem's :class:`_Landmarks` (betas and sides of these ``B`` frames).
@@ -587,24 +618,38 @@ def _landmarks_and_jacobian(
     Returns:
         ``lm (B, L, 3)`` metres and ``J (B, L, 3, 24)`` (``L`` = len(:data:`EVAL_2D_LANDMARKS`)), float64.
     """
-    import torch.autograd.forward_ad as fwad
-
     B = pose.shape[0]
     idx = list(EVAL_2D_LANDMARKS)
     local, d_local = landmarks.local_and_jacobian(pose)
     local, d_local = local[:, idx], d_local[:, idx]
     r6 = rot6d.double()
-    with torch.no_grad(), fwad.dual_level():
-        t6 = torch.eye(6, dtype=r6.dtype, device=r6.device)[:, None].expand(6, B, 6).reshape(6 * B, 6)
-        rp, rt = fwad.unpack_dual(rotation_6d_to_matrix(fwad.make_dual(r6.repeat(6, 1), t6)))
-        R = rp[:B]  # (B, 3, 3)
-        dR = rt.view(6, B, 3, 3).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
+    h = 1e-7
+    with torch.no_grad():
+        rr = rotation_6d_to_matrix(
+            torch.cat([r6[None], r6[None] + h * torch.eye(6, dtype=r6.dtype)[:, None]])
+        )
+        R = rr[0]  # (B, 3, 3)
+        dR = ((rr[1:] - rr[0]) / h).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
     lm = local @ R.transpose(1, 2) + root.double()[:, None]
     J = torch.empty(B, len(idx), 3, _P, dtype=torch.float64, device=pose.device)
     J[..., :15] = torch.einsum("bij,bljk->blik", R, d_local)
     J[..., 15:21] = torch.einsum("bijk,blj->blik", dR, local)
     J[..., 21:] = torch.eye(3, dtype=torch.float64, device=pose.device)
     return lm, J
+
+
+def _retract(x: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Project the 6D orientation of free frames back onto rotations (orthonormal columns, in place).
+
+    The 6D vector has three directions that do not change the rotation; without this the solver would
+    lower accel(orientation) by shrinking/shearing them, which the emitted (orthonormal) rotations undo.
+    """
+    f = np.flatnonzero(free)
+    a1, a2 = x[f, 15:18], x[f, 18:21]
+    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
+    b2 = a2 - (b1 * a2).sum(-1, keepdims=True) * b1
+    x[f, 15:18], x[f, 18:21] = b1, b2 / np.linalg.norm(b2, axis=-1, keepdims=True)
+    return x
 
 
 class _GaussNewton:
@@ -636,10 +681,8 @@ class _GaussNewton:
             self.eps_acc[sl] = getattr(cfg, f"eps_{name}")
         self.use_2d = objective.conf_sum > 0 and cfg.w_2d > 0 and len(objective.view_instance) > 0
         if self.use_2d:
-            T, K = objective.T.double(), objective.K.double()
-            self.Rc, self.tc = T[:, :3, :3], T[:, :3, 3]
-            self.kpn = (objective.kp.double() - K[:, None, 2:4]) / K[:, None, 0:2]  # normalised image coords
-            self.conf = objective.conf.double()
+            self.Rc, self.tc = objective.Rc64, objective.tc64
+            self.kpn, self.conf = objective.kpn64, objective.conf64
 
     # -- residuals ----------------------------------------------------------------------------------
     def _accel(self, x: np.ndarray) -> np.ndarray:
@@ -765,7 +808,7 @@ class _GaussNewton:
                 except LinAlgError:
                     mu *= 10.0
                     continue
-                x_new = self.x + step.reshape(self.x.shape)
+                x_new = _retract(self.x + step.reshape(self.x.shape), self.free)
                 f_new = self.loss(x_new)
                 if np.isfinite(f_new) and f_new <= f:
                     self.x, accepted = x_new, True

@@ -129,9 +129,9 @@ def planned_jobs(output: str) -> list[PlannedJob]:
     return jobs
 
 
-#: CPU threads of rules whose use does not depend on the config (single-threaded scripts; the smoother's
-#: torch threads and the synthetic generator's processes are fixed at 2)
-FIXED_CPUS = {"neural_smooth": 2, "report": 2, "download": 2}
+#: CPU threads of rules whose use does not depend on the config (single-threaded scripts; the smoother runs
+#: one torch thread, the synthetic generator's processes are fixed at 2)
+FIXED_CPUS = {"neural_smooth": 1, "report": 2, "download": 2}
 
 
 def expected_use(rule: str, cfg: dict) -> tuple[int, int]:

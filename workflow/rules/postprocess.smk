@@ -24,7 +24,7 @@ rule neural_smooth:
     params:
         flags=stage_flags(smooth_settings()),
         mano_dir=MANO_DIR,
-    threads: 2
+    threads: 1  # one torch thread: more spin-wait on busy cores (docs/smoothing.md)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -39,28 +39,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, type=Path, help="smoothed prediction Parquet")
     p.add_argument("--method", choices=["raw", "neural", "online", "one_euro", "savgol"], default="neural")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--w-pose", type=float, default=0.5)
-    p.add_argument("--w-orient", type=float, default=0.5)
-    p.add_argument("--w-position", type=float, default=0.5)
-    p.add_argument("--w-2d", type=float, default=1.0)
-    p.add_argument("--position-unit", type=float, default=0.01, help="metres per optimiser unit of position")
+    d, o = sm.NeuralSmoothConfig(), sm.OnlineSmoothConfig()  # one source of truth for the defaults
     p.add_argument(
-        "--min-conf", type=float, default=0.0, help="2D keypoints below this confidence are ignored"
+        "--solver", choices=["gn", "adamw"], default=d.solver, help="Gauss-Newton/LM or AdamW+cosine"
+    )
+    p.add_argument("--iterations", type=int, default=d.iterations, help="solver iterations (offline)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--w-pose", type=float, default=d.w_pose)
+    p.add_argument("--w-orient", type=float, default=d.w_orient)
+    p.add_argument("--w-position", type=float, default=d.w_position)
+    p.add_argument("--w-2d", type=float, default=d.w_2d)
+    p.add_argument(
+        "--position-unit", type=float, default=d.position_unit, help="metres per AdamW unit of position"
+    )
+    for term in ("pose", "orient", "position", "2d"):
+        p.add_argument(
+            f"--eps-{term}", type=float, default=getattr(d, f"eps_{term}"),
+            help=f"Gauss-Newton: L1 of the {term} term smoothed as sqrt(r^2 + eps^2)",
+        )  # fmt: skip
+    p.add_argument(
+        "--lm-damping", type=float, default=d.lm_damping, help="initial Levenberg-Marquardt damping"
+    )
+    p.add_argument(
+        "--tol", type=float, default=d.tol, help="stop when the loss drops by less than tol (relative)"
+    )
+    p.add_argument("--chunk-frames", type=int, default=d.chunk_frames, help="frames per Gauss-Newton chunk")
+    p.add_argument(
+        "--min-conf", type=float, default=d.min_conf, help="2D keypoints below this confidence are ignored"
     )
     p.add_argument("--max-gap", type=int, default=1, help="frame-id step that still counts as consecutive")
-    p.add_argument("--online-window", type=int, default=8)
-    p.add_argument("--online-free", type=int, default=2)
-    p.add_argument("--online-iterations", type=int, default=5)
+    p.add_argument("--online-window", type=int, default=o.window)
+    p.add_argument("--online-free", type=int, default=o.free)
+    p.add_argument("--online-iterations", type=int, default=o.iterations)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--one-euro-min-cutoff", type=float, default=4.0)
     p.add_argument("--one-euro-beta", type=float, default=0.5)
     p.add_argument("--savgol-window", type=int, default=9)
     p.add_argument("--savgol-polyorder", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (1: more threads on busy cores spin-wait and were measured 12x slower)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -120,8 +141,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads, 1))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     df = sm.sort_predictions(
         read_prediction_table(args.predictions)
@@ -133,9 +153,11 @@ def main(argv=None) -> int:
 
     mano = ManoModel.from_dir(args.mano_dir).to(device)
     base = sm.NeuralSmoothConfig(
-        iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay, w_pose=args.w_pose,
-        w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d, position_unit=args.position_unit,
-        min_conf=args.min_conf, device=device,
+        solver=args.solver, iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay,
+        w_pose=args.w_pose, w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d,
+        position_unit=args.position_unit, eps_pose=args.eps_pose, eps_orient=args.eps_orient,
+        eps_position=args.eps_position, eps_2d=args.eps_2d, lm_damping=args.lm_damping, tol=args.tol,
+        chunk_frames=args.chunk_frames, min_conf=args.min_conf, device=device,
     )  # fmt: skip
     stats: dict = {"method": args.method, "instances": len(df)}
     t0 = time.perf_counter()
