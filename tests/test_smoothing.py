@@ -218,7 +218,7 @@ def test_default_settings_recover_known_optimum(mano_model):
     init.root += np.array([0.006, -0.005, 0.0066])  # |bias| = 10.2 mm
     problem, gt_lm = _problem(gt, init, mano_model)
     before = _landmark_error_mm(init, problem, gt_lm, mano_model)
-    out = sm.neural_smooth(problem, mano_model)  # defaults: Gauss-Newton, 20 iterations
+    out = sm.neural_smooth(problem, mano_model)  # defaults: Gauss-Newton, 10 iterations
     after = _landmark_error_mm(out, problem, gt_lm, mano_model)
     assert before > 10.0
     assert after < 2.0, (before, after)

@@ -191,7 +191,7 @@ class NeuralSmoothConfig:
     """Neural Smooth settings (defaults = the report's, units as in the module docstring)."""
 
     solver: str = "gn"
-    iterations: int = 20
+    iterations: int = 10
     lr: float = 1e-2
     weight_decay: float = 1e-2
     w_pose: float = 0.5
@@ -204,7 +204,7 @@ class NeuralSmoothConfig:
     eps_position: float = 1e-5
     eps_2d: float = 1e-4
     lm_damping: float = 1e-3
-    tol: float = 1e-6
+    tol: float = 1e-3
     chunk_frames: int = 4096
     min_conf: float = 0.0
     device: str = "cpu"
@@ -794,7 +794,9 @@ class _GaussNewton:
 
         cfg = self.cfg
         mu = cfg.lm_damping
+        self.iterations_run = 0
         for _ in range(iterations):
+            self.iterations_run += 1
             ab, g, f = self._normal_equations(self.x)
             self._constrain(ab, g)
             d0 = ab[0].copy()
