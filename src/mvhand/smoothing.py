@@ -837,7 +837,7 @@ class OnlineSmoothConfig:
 
     window: int = 8
     free: int = 8
-    iterations: int = 2
+    iterations: int = 1
     base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
 
     def __post_init__(self) -> None:
