@@ -71,10 +71,11 @@ def candidates() -> tuple[dict, dict]:
     d = sm.OnlineSmoothConfig()
     online = {
         f"online defaults (window {d.window}, {d.free} free, {d.iterations} it)": d,
-        "online window 8, 2 it": replace(d, iterations=2),
-        "online window 5": replace(d, window=5, free=5),
+        "online, 2 it": replace(d, iterations=2),
+        "online window 3": replace(d, window=3, free=3),
+        "online window 8": replace(d, window=8, free=8),
         "online window 12": replace(d, window=12, free=12),
-        "online window 8, 2 free (older frozen)": replace(d, free=2),
+        "online window 8, 2 free (older frozen)": replace(d, window=8, free=2),
     }
     return offline, online
 

@@ -835,8 +835,8 @@ class OnlineSmoothConfig:
         base: loss weights, ε, damping (the solver is always Gauss–Newton; ``base.iterations`` is ignored).
     """
 
-    window: int = 8
-    free: int = 8
+    window: int = 5
+    free: int = 5
     iterations: int = 1
     base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
 
