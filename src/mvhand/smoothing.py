@@ -7,22 +7,24 @@ orientation and root position become trainable parameters initialised from the n
     accel(x) = mean_t |x_t − 2 x_{t−1} + x_{t−2}|,
 
 where L2D compares the MANO landmarks projected through every available crop camera with the
-network's 2D keypoints (confidence-weighted, wrist excluded). AdamW (lr 1e-2, cosine), 500 iterations.
+network's 2D keypoints (confidence-weighted, wrist excluded). The report minimises it with AdamW
+(lr 1e-2, cosine, 500 iterations; ``solver="adamw"``); the default solver is Gauss–Newton /
+Levenberg–Marquardt on the same loss with the L1 terms smoothed as ``sqrt(r² + ε²)``
+(:class:`_GaussNewton`: banded normal equations, ~10 iterations; docs/smoothing.md).
 
 Units and parameterisation (our choices, documented in docs/smoothing.md):
 
 * orientation: continuous 6D (first two rotation-matrix columns): no axis-angle wrap-around;
-* position: the MANO root joint in world metres; the optimiser works on an offset in units of
-  ``position_unit`` metres, so that Adam's step size (≈ lr per unit) is ``lr·position_unit`` metres;
+* position: the MANO root joint in world metres (AdamW works on an offset in units of
+  ``position_unit`` metres, so that Adam's step size, ≈ lr per unit, is ``lr·position_unit`` metres);
 * L2D: pixel error divided by the crop camera's focal length (normalised image coordinates, i.e.
   ≈ radians), independent of crop size;
 * all sequences and hands are optimised together in one batch; segments (runs of consecutive frames of
   one hand) are independent: accelerations never straddle a gap. Segments shorter than 3 frames have
   no acceleration term and are returned unchanged.
 
-The online variant is causal: for each new frame it optimises a sliding window whose older frames are
-frozen at their previously emitted values and whose newest ``free`` frames are free, warm-started from
-the previous solution.
+The online variant is causal: for each new frame it re-optimises a sliding window of the newest frames
+(Gauss–Newton, warm-started from the previous window's solution) and emits the newest frame.
 """
 
 from __future__ import annotations
