@@ -628,7 +628,7 @@ def _landmarks_and_jacobian(
     h = 1e-7
     with torch.no_grad():
         rr = rotation_6d_to_matrix(
-            torch.cat([r6[None], r6[None] + h * torch.eye(6, dtype=r6.dtype)[:, None]])
+            torch.cat([r6[None], r6[None] + h * torch.eye(6, dtype=r6.dtype, device=r6.device)[:, None]])
         )
         R = rr[0]  # (B, 3, 3)
         dR = ((rr[1:] - rr[0]) / h).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
