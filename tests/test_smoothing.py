@@ -281,6 +281,23 @@ def test_chunks_split_at_segments_and_give_the_same_solution(mano_model):
     np.testing.assert_allclose(two.root, one.root, atol=2e-4)
 
 
+def test_worker_processes_give_the_same_solution(mano_model):
+    rng = np.random.default_rng(25)
+    parts = [_problem(g, _noisy(g, rng), mano_model)[0] for g in (_trajectory(8, rng), _trajectory(6, rng))]
+    n0 = parts[0].n
+    problem = sm.SmoothingProblem(
+        sm.Trajectory(*(np.concatenate([getattr(p.init, a) for p in parts]) for a in ("pose", "rot", "root"))),
+        np.concatenate([p.betas for p in parts]), np.concatenate([p.hand_side for p in parts]),
+        np.r_[np.zeros(n0, np.int64), np.ones(parts[1].n, np.int64)],
+        np.r_[parts[0].view_instance, parts[1].view_instance + n0],
+        *(np.concatenate([getattr(p, a) for p in parts]) for a in ("view_K", "view_T_world_from_crop", "view_kp2d", "view_conf")),
+    )  # fmt: skip
+    one = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(chunk_frames=8))
+    two = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(chunk_frames=8, workers=2))
+    np.testing.assert_array_equal(two.root, one.root)
+    np.testing.assert_array_equal(two.pose, one.pose)
+
+
 def test_online_is_causal_and_helps(mano_model):
     rng = np.random.default_rng(5)
     gt = _trajectory(14, rng)

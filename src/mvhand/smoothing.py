@@ -208,13 +208,17 @@ class NeuralSmoothConfig:
     lm_damping: float = 1e-3
     tol: float = 1e-3
     chunk_frames: int = 4096
+    workers: int = 1
     min_conf: float = 0.0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.solver not in ("gn", "adamw"):
             raise ValueError(f"Neural Smooth solver must be 'gn' or 'adamw', got {self.solver!r}")
-        if self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0 or self.chunk_frames < 3:
+        if (
+            self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0 or self.chunk_frames < 3
+            or self.workers < 1
+        ):  # fmt: skip
             raise ValueError(f"invalid Neural Smooth settings: {self}")
         for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay", "lm_damping", "tol",
                      "eps_pose", "eps_orient", "eps_position", "eps_2d"):  # fmt: skip
@@ -526,26 +530,66 @@ def loss_terms(
     return {k: float(v) for k, v in terms.items()}
 
 
+def _solve_chunk(job: tuple) -> tuple[np.ndarray, int]:
+    """One chunk's Gauss–Newton solve (also the worker function of ``workers > 1``).
+
+    Args:
+        job: ``(problem, mano, cfg, x0 (n, 24), free (n,), n_triplets, w2d_sum)``: the chunk's problem and the
+            whole problem's normalisers.
+
+    Returns:
+        the solution ``(n, 24)`` and the iterations run.
+    """
+    problem, mano, cfg, x0, free, n_tri, w2d_sum = job
+    obj = _Objective(problem, mano, cfg)
+    obj.n_triplets, obj.w2d_sum = n_tri, w2d_sum
+    gn = _GaussNewton(obj, x0, free, cfg)
+    return gn.run(cfg.iterations), gn.iterations_run
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
 def _solve_gn(problem, mano, cfg, init: Trajectory, free: np.ndarray, history) -> Trajectory:
-    """:class:`_GaussNewton` chunk by chunk (whole segments per chunk, normalisers of the whole problem)."""
+    """:class:`_GaussNewton` chunk by chunk (whole segments per chunk, normalisers of the whole problem).
+
+    With ``cfg.workers > 1`` (CPU only) the chunks are solved by that many worker processes (spawned, one
+    torch thread each); the result is the same as with one.
+    """
     full = _Objective(problem, mano, cfg)
     n_tri, w2d_sum = len(full.triplets), full.w2d_sum
     x0 = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
     x = x0.copy()
     if history is not None:
         history.append(loss_terms(problem, mano, init, cfg))
-    for idx in _chunks(problem.segment, cfg.chunk_frames):
-        if not free[idx].any():
-            continue
-        sub = problem.subset(idx) if len(idx) < problem.n else problem
-        obj = _Objective(sub, mano, cfg) if sub is not problem else full
-        obj.n_triplets, obj.w2d_sum = n_tri, w2d_sum
-        x[idx] = _GaussNewton(obj, x0[idx], free[idx], cfg).run(cfg.iterations)
+    chunks = [idx for idx in _chunks(problem.segment, cfg.chunk_frames) if free[idx].any()]
+
+    def jobs():
+        for idx in chunks:
+            sub = problem.subset(idx) if len(idx) < problem.n else problem
+            yield sub, mano, cfg, x0[idx], free[idx], n_tri, w2d_sum
+
+    if cfg.workers > 1 and len(chunks) > 1 and torch.device(cfg.device).type == "cpu":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            min(cfg.workers, len(chunks)), mp_context=ctx, initializer=_worker_init
+        ) as ex:
+            results = list(ex.map(_solve_chunk, jobs()))
+    else:
+        results = [_solve_chunk(job) for job in jobs()]
+    for idx, (xi, _) in zip(chunks, results, strict=True):
+        x[idx] = xi
     with torch.no_grad():
         rot = rotation_6d_to_matrix(torch.as_tensor(x[:, 15:21])).numpy()
     out = Trajectory(x[:, :15].copy(), rot, x[:, 21:].copy())
     if history is not None:
-        history.append(loss_terms(problem, mano, out, cfg))
+        final = loss_terms(problem, mano, out, cfg)
+        final["gn_iterations_mean"] = float(np.mean([k for _, k in results])) if results else 0.0
+        history.append(final)
     return out
 
 

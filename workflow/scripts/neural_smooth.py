@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--chunk-frames", type=int, default=d.chunk_frames, help="frames per Gauss-Newton chunk")
     p.add_argument(
+        "--workers", type=int, default=d.workers, help="processes solving Gauss-Newton chunks in parallel"
+    )
+    p.add_argument(
         "--min-conf", type=float, default=d.min_conf, help="2D keypoints below this confidence are ignored"
     )
     p.add_argument("--max-gap", type=int, default=1, help="frame-id step that still counts as consecutive")
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
         w_pose=args.w_pose, w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d,
         position_unit=args.position_unit, eps_pose=args.eps_pose, eps_orient=args.eps_orient,
         eps_position=args.eps_position, eps_2d=args.eps_2d, lm_damping=args.lm_damping, tol=args.tol,
-        chunk_frames=args.chunk_frames, min_conf=args.min_conf, device=device,
+        chunk_frames=args.chunk_frames, workers=args.workers, min_conf=args.min_conf, device=device,
     )  # fmt: skip
     stats: dict = {"method": args.method, "instances": len(df)}
     t0 = time.perf_counter()
@@ -180,6 +183,7 @@ def main(argv=None) -> int:
         traj = sm.neural_smooth(problem, mano, base, progress=True, history=history)
         if history:
             stats["loss_first"], stats["loss_last"] = history[0], history[-1]
+        stats["solver"] = base.solver
     elif args.method == "online":
         cfg = sm.OnlineSmoothConfig(args.online_window, args.online_free, args.online_iterations, base)
         traj, lat = sm.online_neural_smooth(problem, mano, cfg, progress=True)
