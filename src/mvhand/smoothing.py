@@ -190,7 +190,22 @@ def accel(x: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class NeuralSmoothConfig:
-    """Neural Smooth settings (defaults = the report's, units as in the module docstring)."""
+    """Neural Smooth settings (units as in the module docstring; docs/smoothing.md explains the defaults).
+
+    Attributes:
+        solver: ``"gn"`` (Gauss–Newton/LM, default) or ``"adamw"`` (the report's AdamW + cosine).
+        iterations: solver iterations (GN stops earlier when an iteration gains < ``tol``; AdamW: ~500).
+        lr, weight_decay, position_unit: AdamW only (learning rate, decay, metres per position unit).
+        w_pose, w_orient, w_position, w_2d: the report's loss weights.
+        eps_pose, eps_orient, eps_position, eps_2d: GN only; ``|r|`` of each term is smoothed as
+            ``sqrt(r² + ε²)`` (PCA units, 6D units, metres, normalised image coordinates).
+        lm_damping: GN: initial Levenberg–Marquardt damping, relative to the normal matrix's diagonal.
+        tol: GN: relative loss decrease below which iterations stop.
+        chunk_frames: GN: whole tracks of at most this many frames are solved together (memory bound).
+        workers: GN on CPU: processes solving chunks in parallel (same result as 1).
+        min_conf: 2D keypoints with lower confidence are ignored.
+        device: torch device of the landmark computations.
+    """
 
     solver: str = "gn"
     iterations: int = 10
