@@ -856,7 +856,7 @@ _SEMANTIC = [
     ("evaluate.split", {"source": "huggingface"}, "set `evaluate.split: val`"),
     ("train.pretrained_file", {"train": {"pretrained_file": "hiera.pth"}}, "local timm weights file"),
     ("smooth.savgol_polyorder", {"smooth": {"savgol_window": 5, "savgol_polyorder": 4}}, "savgol_polyorder <= 3"),
-    ("smooth.online_free", {"smooth": {"online_free": 9}}, "online_free <= 8"),
+    ("smooth.online_free", {"smooth": {"online_free": 6}}, "online_free <= 5"),
     ("train.gpus", {"train": {"gpus": 0, "device": "cuda"}}, "train.gpus >= 1 to train on GPUs, or train.device: cpu"),
 ]  # fmt: skip
 

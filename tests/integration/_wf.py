@@ -137,9 +137,9 @@ def planned_jobs(output: str) -> list[PlannedJob]:
     return jobs
 
 
-#: CPU threads of rules whose use does not depend on the config (single-threaded scripts; the smoother's
-#: torch threads and the synthetic generator's processes are fixed at 2)
-FIXED_CPUS = {"neural_smooth": 2, "report": 2, "download": 2}
+#: CPU threads of rules whose use does not depend on the config (single-threaded scripts; the synthetic
+#: generator's processes are fixed at 2)
+FIXED_CPUS = {"report": 2, "download": 2}
 
 
 def expected_use(rule: str, cfg: dict) -> tuple[int, int]:
@@ -154,7 +154,7 @@ def expected_use(rule: str, cfg: dict) -> tuple[int, int]:
             predict.get("device", "auto") != "cpu"
         )
     if rule == "neural_smooth":
-        return FIXED_CPUS[rule], int(smooth.get("device", "cpu") != "cpu")
+        return smooth.get("workers", 1), int(smooth.get("device", "cpu") != "cpu")
     if rule == "cache_crops":
         return cfg["crops"].get("threads", 1), 0
     return FIXED_CPUS.get(rule, 1), 0

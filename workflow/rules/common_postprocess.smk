@@ -23,6 +23,11 @@ wildcard_constraints:
     track="pose|shape",
 
 
+def smooth_workers():
+    """CPU threads of a neural_smooth job: `smooth.workers` processes of one torch thread each (default 1)."""
+    return int(config["smooth"]["workers"])
+
+
 def smooth_gpus():
     """GPUs of a neural_smooth job (resource `gpu`): 0 with `smooth.device: cpu` (the default), else 1."""
     return 0 if config["smooth"]["device"] == "cpu" else 1

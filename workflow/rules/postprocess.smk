@@ -23,7 +23,7 @@ rule neural_smooth:
         "benchmarks/neural_smooth.{variant}.{method}.{dataset}.{split}.tsv"
     conda:
         "../../envs/pipeline.yaml"
-    threads: 2
+    threads: smooth_workers()  # processes of one torch thread each: more threads spin-wait on busy cores
     resources:
         mem_mb=4000,
         runtime=60,
@@ -33,7 +33,7 @@ rule neural_smooth:
         mano_dir=MANO_DIR,
     shell:
         "python {input.script} --predictions {input.predictions:q} --mano-dir {params.mano_dir:q}"
-        " --out {output.table:q} --method {wildcards.method} --threads {threads} {params.flags} > {log} 2>&1"
+        " --out {output.table:q} --method {wildcards.method} --threads 1 {params.flags} > {log} 2>&1"
 
 
 rule package_submission:

@@ -39,19 +39,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, type=Path, help="smoothed prediction Parquet")
     p.add_argument("--method", choices=["raw", "neural", "online", "one_euro", "savgol"], default="neural")
-    neural, online = sm.NeuralSmoothConfig, sm.OnlineSmoothConfig
-    p.add_argument("--iterations", type=int, default=neural.iterations)
-    p.add_argument("--lr", type=float, default=neural.lr)
-    p.add_argument("--weight-decay", type=float, default=neural.weight_decay)
+    neural, online = sm.NeuralSmoothConfig, sm.OnlineSmoothConfig  # one source of truth for the defaults
+    p.add_argument(
+        "--solver", choices=["gn", "adamw"], default=neural.solver, help="Gauss-Newton/LM or AdamW+cosine"
+    )
+    p.add_argument("--iterations", type=int, default=neural.iterations, help="solver iterations (offline)")
+    p.add_argument("--lr", type=float, default=neural.lr, help="AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=neural.weight_decay, help="AdamW weight decay")
     p.add_argument("--w-pose", type=float, default=neural.w_pose)
     p.add_argument("--w-orient", type=float, default=neural.w_orient)
     p.add_argument("--w-position", type=float, default=neural.w_position)
     p.add_argument("--w-2d", type=float, default=neural.w_2d)
     p.add_argument(
-        "--position-unit",
-        type=float,
-        default=neural.position_unit,
-        help="metres per optimiser unit of position",
+        "--position-unit", type=float, default=neural.position_unit, help="metres per AdamW unit of position"
+    )
+    for term in ("pose", "orient", "position", "2d"):
+        p.add_argument(
+            f"--eps-{term}", type=float, default=getattr(neural, f"eps_{term}"),
+            help=f"Gauss-Newton: L1 of the {term} term smoothed as sqrt(r^2 + eps^2)",
+        )  # fmt: skip
+    p.add_argument(
+        "--lm-damping", type=float, default=neural.lm_damping, help="initial Levenberg-Marquardt damping"
+    )
+    p.add_argument(
+        "--tol", type=float, default=neural.tol, help="stop when the loss drops by less than tol (relative)"
+    )
+    p.add_argument(
+        "--chunk-frames", type=int, default=neural.chunk_frames, help="frames per Gauss-Newton chunk"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=neural.workers,
+        help="processes solving Gauss-Newton chunks in parallel",
     )
     p.add_argument(
         "--min-conf",
@@ -74,7 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--savgol-window", type=int, default=default_of(sm.savitzky_golay, "window"))
     p.add_argument("--savgol-polyorder", type=int, default=default_of(sm.savitzky_golay, "polyorder"))
     p.add_argument("--device", default=neural.device, help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (1: more threads on busy cores spin-wait and were measured 12x slower)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -134,8 +157,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads, 1))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     df = sm.sort_predictions(
         read_prediction_table(args.predictions)
@@ -147,9 +169,11 @@ def main(argv=None) -> int:
 
     mano = ManoModel.from_dir(args.mano_dir).to(device)
     base = sm.NeuralSmoothConfig(
-        iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay, w_pose=args.w_pose,
-        w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d, position_unit=args.position_unit,
-        min_conf=args.min_conf, device=device,
+        solver=args.solver, iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay,
+        w_pose=args.w_pose, w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d,
+        position_unit=args.position_unit, eps_pose=args.eps_pose, eps_orient=args.eps_orient,
+        eps_position=args.eps_position, eps_2d=args.eps_2d, lm_damping=args.lm_damping, tol=args.tol,
+        chunk_frames=args.chunk_frames, workers=args.workers, min_conf=args.min_conf, device=device,
     )  # fmt: skip
     stats: dict = {"method": args.method, "instances": len(df)}
     t0 = time.perf_counter()
@@ -172,6 +196,7 @@ def main(argv=None) -> int:
         traj = sm.neural_smooth(problem, mano, base, progress=True, history=history)
         if history:
             stats["loss_first"], stats["loss_last"] = history[0], history[-1]
+        stats["solver"] = base.solver
     elif args.method == "online":
         cfg = sm.OnlineSmoothConfig(args.online_window, args.online_free, args.online_iterations, base)
         traj, lat = sm.online_neural_smooth(problem, mano, cfg, progress=True)

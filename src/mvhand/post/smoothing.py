@@ -7,22 +7,24 @@ orientation and root position become trainable parameters initialised from the n
     accel(x) = mean_t |x_t − 2 x_{t−1} + x_{t−2}|,
 
 where L2D compares the MANO landmarks projected through every available crop camera with the
-network's 2D keypoints (confidence-weighted, wrist excluded). AdamW (lr 1e-2, cosine), 500 iterations.
+network's 2D keypoints (confidence-weighted, wrist excluded). The report minimises it with AdamW
+(lr 1e-2, cosine, 500 iterations; ``solver="adamw"``); the default solver is Gauss–Newton /
+Levenberg–Marquardt on the same loss with the L1 terms smoothed as ``sqrt(r² + ε²)``
+(:class:`_GaussNewton`: banded normal equations, ~10 iterations; docs/smoothing.md).
 
 Units and parameterisation (our choices, documented in docs/smoothing.md):
 
 * orientation: continuous 6D (first two rotation-matrix columns): no axis-angle wrap-around;
-* position: the MANO root joint in world metres; the optimiser works on an offset in units of
-  ``position_unit`` metres, so that Adam's step size (≈ lr per unit) is ``lr·position_unit`` metres;
+* position: the MANO root joint in world metres (AdamW works on an offset in units of
+  ``position_unit`` metres, so that Adam's step size, ≈ lr per unit, is ``lr·position_unit`` metres);
 * L2D: pixel error divided by the crop camera's focal length (normalised image coordinates, i.e.
   ≈ radians), independent of crop size;
 * all sequences and hands are optimised together in one batch; segments (runs of consecutive frames of
   one hand) are independent: accelerations never straddle a gap. Segments shorter than 3 frames have
   no acceleration term and are returned unchanged.
 
-The online variant is causal: for each new frame it optimises a sliding window whose older frames are
-frozen at their previously emitted values and whose newest ``free`` frames are free, warm-started from
-the previous solution.
+The online variant is causal: for each new frame it re-optimises a sliding window of the newest frames
+(Gauss–Newton, warm-started from the previous window's solution) and emits the newest frame.
 """
 
 from __future__ import annotations
@@ -188,9 +190,25 @@ def accel(x: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class NeuralSmoothConfig:
-    """Neural Smooth settings (defaults = the report's, units as in the module docstring)."""
+    """Neural Smooth settings (units as in the module docstring; docs/smoothing.md explains the defaults).
 
-    iterations: int = 500
+    Attributes:
+        solver: ``"gn"`` (Gauss–Newton/LM, default) or ``"adamw"`` (the report's AdamW + cosine).
+        iterations: solver iterations (GN stops earlier when an iteration gains < ``tol``; AdamW: ~500).
+        lr, weight_decay, position_unit: AdamW only (learning rate, decay, metres per position unit).
+        w_pose, w_orient, w_position, w_2d: the report's loss weights.
+        eps_pose, eps_orient, eps_position, eps_2d: GN only; ``|r|`` of each term is smoothed as
+            ``sqrt(r² + ε²)`` (PCA units, 6D units, metres, normalised image coordinates).
+        lm_damping: GN: initial Levenberg–Marquardt damping, relative to the normal matrix's diagonal.
+        tol: GN: relative loss decrease below which iterations stop.
+        chunk_frames: GN: whole tracks of at most this many frames are solved together (memory bound).
+        workers: GN on CPU: processes solving chunks in parallel (same result as 1).
+        min_conf: 2D keypoints with lower confidence are ignored.
+        device: torch device of the landmark computations.
+    """
+
+    solver: str = "gn"
+    iterations: int = 10
     lr: float = 1e-2
     weight_decay: float = 1e-2
     w_pose: float = 0.5
@@ -198,15 +216,43 @@ class NeuralSmoothConfig:
     w_position: float = 0.5
     w_2d: float = 1.0
     position_unit: float = 0.01
+    eps_pose: float = 1e-4
+    eps_orient: float = 1e-4
+    eps_position: float = 1e-5
+    eps_2d: float = 1e-4
+    lm_damping: float = 1e-3
+    tol: float = 1e-3
+    chunk_frames: int = 4096
+    workers: int = 1
     min_conf: float = 0.0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0:
+        if self.solver not in ("gn", "adamw"):
+            raise ValueError(f"Neural Smooth solver must be 'gn' or 'adamw', got {self.solver!r}")
+        if (
+            self.iterations < 0 or self.lr <= 0 or self.position_unit <= 0 or self.chunk_frames < 3
+            or self.workers < 1
+        ):  # fmt: skip
             raise ValueError(f"invalid Neural Smooth settings: {self}")
-        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay"):
+        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay", "lm_damping", "tol",
+                     "eps_pose", "eps_orient", "eps_position", "eps_2d"):  # fmt: skip
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Neural Smooth weight {name} must be finite and >= 0")
+
+
+_MANO64: dict[int, tuple] = {}
+
+
+def _float64_copy(mano):
+    """A float64 copy of ``mano`` (cached per model object) for finite-difference Jacobians."""
+    import copy
+
+    hit = _MANO64.get(id(mano))
+    if hit is None or hit[0] is not mano:
+        _MANO64.clear()  # one model at a time: no unbounded growth
+        hit = _MANO64[id(mano)] = (mano, copy.deepcopy(mano).double())
+    return hit[1]
 
 
 class _Landmarks:
@@ -214,6 +260,7 @@ class _Landmarks:
 
     def __init__(self, mano, hand_side: np.ndarray, betas: torch.Tensor):
         self.mano = mano
+        self.hand_side = np.asarray(hand_side)
         self.side_idx = [np.flatnonzero(hand_side == s) for s in (0, 1)]
         self.side_idx_t = [torch.as_tensor(i, device=betas.device) for i in self.side_idx]
         self.betas = betas
@@ -222,6 +269,7 @@ class _Landmarks:
             for s in (0, 1):
                 if len(self.side_idx[s]):
                     self.j0[self.side_idx_t[s]] = mano.layer(s).root_joint(betas[self.side_idx_t[s]])
+        self.betas64, self.j064 = betas.double(), self.j0.double()
 
     def __call__(self, pose: torch.Tensor, rot: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
         out = pose.new_zeros(pose.shape[0], 20, 3)
@@ -233,6 +281,61 @@ class _Landmarks:
                     0, i, self.mano.layer(s).landmarks(pose[i], rot[i], transl[i], self.betas[i])
                 )
         return out
+
+    def take(self, idx: np.ndarray) -> _Landmarks:
+        """The landmarks of instances ``idx`` (no MANO work)."""
+        out = object.__new__(_Landmarks)
+        it = torch.as_tensor(idx, device=self.betas.device)
+        out.mano, out.hand_side, out.betas, out.j0 = (
+            self.mano,
+            self.hand_side[idx],
+            self.betas[it],
+            self.j0[it],
+        )
+        out.side_idx = [np.flatnonzero(out.hand_side == s) for s in (0, 1)]
+        out.side_idx_t = [torch.as_tensor(i, device=self.betas.device) for i in out.side_idx]
+        out.betas64, out.j064 = self.betas64[it], self.j064[it]
+        return out
+
+    def local_and_jacobian(self, pose: torch.Tensor, step: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+        """Root-aligned landmarks ``local(pose)`` (``lm = R·local + root``) and ``d local / d pose``.
+
+        Forward differences in float64 (one batched MANO pass over the batch repeated 16×; truncation
+        error ≈ ``step`` relative, far below what Gauss–Newton needs).
+
+        Args:
+            pose: ``(B, 15)`` PCA pose.
+
+        Returns:
+            ``local (B, 20, 3)`` metres and ``J (B, 20, 3, 15)`` metres per PCA unit (float64).
+        """
+        mano64 = _float64_copy(self.mano)
+        B = pose.shape[0]
+        p = pose.double()
+        eye = torch.eye(15, dtype=p.dtype, device=p.device) * step
+        local = p.new_zeros(B, 20, 3)
+        jac = p.new_zeros(B, 20, 3, 15)
+        for s in (0, 1):
+            i = self.side_idx_t[s]
+            b = len(self.side_idx[s])
+            if not b:
+                continue
+            ps = p[i]
+            batch = torch.cat([ps[None], ps[None] + eye[:, None]]).reshape(16 * b, 15)
+            j0 = self.j064[i]
+            out = (
+                mano64.layer(s)
+                .landmarks(
+                    batch,
+                    torch.eye(3, dtype=p.dtype, device=p.device).expand(16 * b, 3, 3),
+                    (-j0).repeat(16, 1),
+                    self.betas64[i].repeat(16, 1),
+                )
+                .view(16, b, 20, 3)
+            )
+            local[i] = out[0]
+            jac[i] = ((out[1:] - out[0]) / step).permute(1, 2, 3, 0)
+        return local, jac
 
 
 class _Objective:
@@ -261,7 +364,46 @@ class _Objective:
         self.kp = torch.as_tensor(kp, **f32)
         self.conf = torch.as_tensor(conf, **f32)
         self.conf_sum = float(conf.sum())
+        #: normalisers of the accel means and of L2D for :class:`_GaussNewton` (whole problem; set per chunk)
+        self.n_triplets: int | None = None
+        self.w2d_sum = max(self.conf_sum, 1e-6)
         self.focal = self.K[:, None, :2]
+        # float64 for Gauss–Newton: camera rotation / centre, keypoints in normalised image coordinates
+        T64, K64 = self.T.double(), self.K.double()
+        self.Rc64, self.tc64, self.conf64 = T64[:, :3, :3], T64[:, :3, 3], self.conf.double()
+        self.kpn64 = (self.kp.double() - K64[:, None, 2:4]) / K64[:, None, 0:2]
+        self.segment = np.asarray(problem.segment)
+        order = np.argsort(problem.view_instance, kind="stable")
+        counts = np.bincount(problem.view_instance, minlength=problem.n)
+        self._view_order, self._view_start, self._view_count = order, np.cumsum(counts) - counts, counts
+
+    def take(self, idx: np.ndarray) -> _Objective:
+        """The objective of instances ``idx`` (sorted; their views, triplets inside ``idx``), cheaply.
+
+        Normalisers (``n_triplets``, ``w2d_sum``) are those of the window itself.
+        """
+        out = object.__new__(_Objective)
+        out.cfg = self.cfg
+        dev = self.K.device
+        cnt = self._view_count[idx]
+        first = np.repeat(self._view_start[idx] - np.cumsum(cnt) + cnt, cnt)
+        views = self._view_order[first + np.arange(int(cnt.sum()))]
+        vt = torch.as_tensor(views, dtype=torch.long, device=dev)
+        out.view_instance = torch.as_tensor(np.repeat(np.arange(len(idx)), cnt), dtype=torch.long, device=dev)
+        out.K, out.T, out.kp, out.conf = self.K[vt], self.T[vt], self.kp[vt], self.conf[vt]
+        out.focal = out.K[:, None, :2]
+        out.Rc64, out.tc64, out.conf64, out.kpn64 = (
+            self.Rc64[vt],
+            self.tc64[vt],
+            self.conf64[vt],
+            self.kpn64[vt],
+        )
+        out.conf_sum = float(out.conf.sum())
+        out.n_triplets, out.w2d_sum = None, max(out.conf_sum, 1e-6)
+        out.segment = self.segment[idx]
+        out.triplets = torch.as_tensor(_triplets(out.segment), dtype=torch.long, device=dev)
+        out.landmarks = self.landmarks.take(idx)
+        return out
 
     def __call__(
         self, pose: torch.Tensor, rot6d: torch.Tensor, root: torch.Tensor
@@ -360,6 +502,114 @@ def neural_smooth(
     if not free.any() or cfg.iterations == 0:
         return problem.init.copy()
 
+    if cfg.solver == "gn":
+        out = _solve_gn(problem, mano, cfg, init, free, history)
+    else:
+        out = _solve_adamw(problem, mano, cfg, init, free, history, progress)
+    keep = ~free
+    out.pose[keep], out.rot[keep], out.root[keep] = (
+        problem.init.pose[keep],
+        problem.init.rot[keep],
+        problem.init.root[keep],
+    )
+    return out
+
+
+def _chunks(segment: np.ndarray, chunk_frames: int) -> list[np.ndarray]:
+    """Consecutive index ranges of whole segments with at most ``chunk_frames`` frames (or one segment)."""
+    n = len(segment)
+    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    ends = np.r_[starts[1:], n]
+    out, begin = [], 0
+    for s, e in zip(starts, ends):
+        if s > begin and e - begin > chunk_frames:
+            out.append(np.arange(begin, s))
+            begin = s
+    out.append(np.arange(begin, n))
+    return [c for c in out if len(c)]
+
+
+def loss_terms(
+    problem: SmoothingProblem, mano, traj: Trajectory, cfg: NeuralSmoothConfig | None = None
+) -> dict:
+    """The exact (L1) Neural Smooth loss terms of ``traj`` on ``problem`` (floats; see the module docstring)."""
+    cfg = cfg or NeuralSmoothConfig()
+    obj = _Objective(problem, mano, cfg)
+    f32 = dict(dtype=torch.float32, device=torch.device(cfg.device))
+    with torch.no_grad():
+        terms = obj(
+            torch.as_tensor(traj.pose, **f32),
+            matrix_to_rotation_6d(torch.as_tensor(traj.rot, **f32)),
+            torch.as_tensor(traj.root, **f32),
+        )
+    return {k: float(v) for k, v in terms.items()}
+
+
+def _solve_chunk(job: tuple) -> tuple[np.ndarray, int]:
+    """One chunk's Gauss–Newton solve (also the worker function of ``workers > 1``).
+
+    Args:
+        job: ``(problem, mano, cfg, x0 (n, 24), free (n,), n_triplets, w2d_sum)``: the chunk's problem and the
+            whole problem's normalisers.
+
+    Returns:
+        the solution ``(n, 24)`` and the iterations run.
+    """
+    problem, mano, cfg, x0, free, n_tri, w2d_sum = job
+    obj = _Objective(problem, mano, cfg)
+    obj.n_triplets, obj.w2d_sum = n_tri, w2d_sum
+    gn = _GaussNewton(obj, x0, free, cfg)
+    return gn.run(cfg.iterations), gn.iterations_run
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _solve_gn(problem, mano, cfg, init: Trajectory, free: np.ndarray, history) -> Trajectory:
+    """:class:`_GaussNewton` chunk by chunk (whole segments per chunk, normalisers of the whole problem).
+
+    With ``cfg.workers > 1`` (CPU only) the chunks are solved by that many worker processes (spawned, one
+    torch thread each); the result is the same as with one.
+    """
+    full = _Objective(problem, mano, cfg)
+    n_tri, w2d_sum = len(full.triplets), full.w2d_sum
+    x0 = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
+    x = x0.copy()
+    if history is not None:
+        history.append(loss_terms(problem, mano, init, cfg))
+    chunks = [idx for idx in _chunks(problem.segment, cfg.chunk_frames) if free[idx].any()]
+
+    def jobs():
+        for idx in chunks:
+            sub = problem.subset(idx) if len(idx) < problem.n else problem
+            yield sub, mano, cfg, x0[idx], free[idx], n_tri, w2d_sum
+
+    if cfg.workers > 1 and len(chunks) > 1 and torch.device(cfg.device).type == "cpu":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            min(cfg.workers, len(chunks)), mp_context=ctx, initializer=_worker_init
+        ) as ex:
+            results = list(ex.map(_solve_chunk, jobs()))
+    else:
+        results = [_solve_chunk(job) for job in jobs()]
+    for idx, (xi, _) in zip(chunks, results, strict=True):
+        x[idx] = xi
+    with torch.no_grad():
+        rot = rotation_6d_to_matrix(torch.as_tensor(x[:, 15:21])).numpy()
+    out = Trajectory(x[:, :15].copy(), rot, x[:, 21:].copy())
+    if history is not None:
+        final = loss_terms(problem, mano, out, cfg)
+        final["gn_iterations_mean"] = float(np.mean([k for _, k in results])) if results else 0.0
+        history.append(final)
+    return out
+
+
+def _solve_adamw(problem, mano, cfg, init: Trajectory, free: np.ndarray, history, progress) -> Trajectory:
+    """The report's solver: AdamW + cosine schedule on offsets from the network's values."""
     dev = torch.device(cfg.device)
     objective = _Objective(problem, mano, cfg)
     f32 = dict(dtype=torch.float32, device=dev)
@@ -401,13 +651,236 @@ def neural_smooth(
             rotation_6d_to_matrix(rot6d).cpu().double().numpy(),
             root.cpu().double().numpy(),
         )
-    keep = ~free
-    out.pose[keep], out.rot[keep], out.root[keep] = (
-        problem.init.pose[keep],
-        problem.init.rot[keep],
-        problem.init.root[keep],
-    )
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Gauss–Newton / Levenberg–Marquardt solver (default)
+# --------------------------------------------------------------------------------------------------
+
+#: parameters per frame: pose 15 | 6D orientation 6 | root position 3
+_P = 24
+_TERM_SLICES = {"pose": slice(0, 15), "orient": slice(15, 21), "position": slice(21, 24)}
+
+
+def _landmarks_and_jacobian(
+    landmarks: _Landmarks, pose: torch.Tensor, rot6d: torch.Tensor, root: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2D landmarks and their Jacobian with respect to the 24 per-frame parameters.
+
+    Uses ``lm = R(rot6d) · local(pose) + root`` (MANO rotates about the root joint), so only ``local``
+    needs derivatives through the kinematic chain (:meth:`_Landmarks.local_and_jacobian`); the 6D →
+    matrix derivative is a float64 forward difference too (six directions).
+
+    Args:
+        landmarks: the problem's :class:`_Landmarks` (betas and sides of these ``B`` frames).
+        pose: ``(B, 15)``; rot6d: ``(B, 6)``; root: ``(B, 3)`` metres.
+
+    Returns:
+        ``lm (B, L, 3)`` metres and ``J (B, L, 3, 24)`` (``L`` = len(:data:`EVAL_2D_LANDMARKS`)), float64.
+    """
+    B = pose.shape[0]
+    idx = list(EVAL_2D_LANDMARKS)
+    local, d_local = landmarks.local_and_jacobian(pose)
+    local, d_local = local[:, idx], d_local[:, idx]
+    r6 = rot6d.double()
+    h = 1e-7
+    with torch.no_grad():
+        rr = rotation_6d_to_matrix(
+            torch.cat([r6[None], r6[None] + h * torch.eye(6, dtype=r6.dtype, device=r6.device)[:, None]])
+        )
+        R = rr[0]  # (B, 3, 3)
+        dR = ((rr[1:] - rr[0]) / h).permute(1, 2, 3, 0)  # (B, 3, 3, 6)
+    lm = local @ R.transpose(1, 2) + root.double()[:, None]
+    J = torch.empty(B, len(idx), 3, _P, dtype=torch.float64, device=pose.device)
+    J[..., :15] = torch.einsum("bij,bljk->blik", R, d_local)
+    J[..., 15:21] = torch.einsum("bijk,blj->blik", dR, local)
+    J[..., 21:] = torch.eye(3, dtype=torch.float64, device=pose.device)
+    return lm, J
+
+
+def _retract(x: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Project the 6D orientation of free frames back onto rotations (orthonormal columns, in place).
+
+    The 6D vector has three directions that do not change the rotation; without this the solver would
+    lower accel(orientation) by shrinking/shearing them, which the emitted (orthonormal) rotations undo.
+    """
+    f = np.flatnonzero(free)
+    a1, a2 = x[f, 15:18], x[f, 18:21]
+    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
+    b2 = a2 - (b1 * a2).sum(-1, keepdims=True) * b1
+    x[f, 15:18], x[f, 18:21] = b1, b2 / np.linalg.norm(b2, axis=-1, keepdims=True)
+    return x
+
+
+class _GaussNewton:
+    """Levenberg–Marquardt on the smoothed-L1 Neural Smooth objective of one chunk of whole segments.
+
+    Objective (the module's loss with ``|r|`` replaced by ``sqrt(r² + ε²)``, ε per term, see
+    :class:`NeuralSmoothConfig`), minimised by iteratively reweighted Gauss–Newton: each iteration
+    linearises the L2D residuals (Jacobians from :func:`_landmarks_and_jacobian`), weights every
+    residual by ``c / sqrt(r² + ε²)`` and solves the normal equations. Frames are ordered in time, so
+    the normal matrix is banded (24×24 frame blocks from L2D, second-difference couplings of the
+    accelerations to frames t±1, t±2): one banded Cholesky (``scipy.linalg.solveh_banded``, lower
+    bandwidth 48) per iteration, cost linear in frames.
+
+    Normalisations (``n_triplets``, ``w2d_sum``) are those of the whole problem, so the chunks' losses
+    add up to the full loss.
+    """
+
+    def __init__(self, objective: _Objective, x0: np.ndarray, free: np.ndarray, cfg: NeuralSmoothConfig):
+        self.obj, self.cfg = objective, cfg
+        self.x = x0.astype(np.float64).copy()  # (N, 24)
+        self.free = free
+        self.tri = objective.triplets.cpu().numpy()
+        n_tri = max(len(self.tri), 1) if objective.n_triplets is None else max(objective.n_triplets, 1)
+        self.c_acc = np.zeros(_P)
+        self.eps_acc = np.zeros(_P)
+        for name, sl in _TERM_SLICES.items():
+            width = sl.stop - sl.start
+            self.c_acc[sl] = getattr(cfg, f"w_{name}") / (n_tri * width)
+            self.eps_acc[sl] = getattr(cfg, f"eps_{name}")
+        self.use_2d = objective.conf_sum > 0 and cfg.w_2d > 0 and len(objective.view_instance) > 0
+        if self.use_2d:
+            self.Rc, self.tc = objective.Rc64, objective.tc64
+            self.kpn, self.conf = objective.kpn64, objective.conf64
+
+    # -- residuals ----------------------------------------------------------------------------------
+    def _accel(self, x: np.ndarray) -> np.ndarray:
+        t = self.tri
+        return x[t[:, 0]] - 2 * x[t[:, 1]] + x[t[:, 2]]  # (K, 24)
+
+    def _l2d(self, x: np.ndarray, jac: bool):
+        """Normalised 2D residuals ``(M, L, 2)`` and weights ``(M, L)`` (NumPy float64), or with ``jac``
+        the same as float64 tensors and the Jacobian ``J (M, L, 2, 24)``."""
+        obj = self.obj
+        xt = torch.as_tensor(x, dtype=torch.float32, device=obj.K.device)
+        pose, rot6d, root = xt[:, :15], xt[:, 15:21], xt[:, 21:]
+        if jac:
+            lm, J = _landmarks_and_jacobian(obj.landmarks, pose, rot6d, root)
+        else:
+            with torch.no_grad():
+                lm = obj.landmarks(pose, rotation_6d_to_matrix(rot6d), root)[:, EVAL_2D_LANDMARKS].double()
+        vi = obj.view_instance
+        v = (lm[vi] - self.tc[:, None]) @ self.Rc  # (M, L, 3) camera coordinates
+        z = v[..., 2]
+        ok = z > 1e-4
+        zs = torch.where(ok, z, torch.ones_like(z))
+        r = v[..., :2] / zs[..., None] - self.kpn
+        w = self.conf * ok
+        r = torch.where(ok[..., None], r, torch.zeros_like(r))
+        if not jac:
+            return r.double().cpu().numpy(), w.double().cpu().numpy(), None
+        # d(v_xy / z)/dv = [[1/z, 0, −x/z²], [0, 1/z, −y/z²]]; dv/dlm = Rcᵀ
+        inv = 1.0 / zs
+        P = torch.zeros(*z.shape, 2, 3, dtype=v.dtype, device=v.device)
+        P[..., 0, 0] = inv
+        P[..., 1, 1] = inv
+        P[..., :, 2] = -v[..., :2] * (inv * inv)[..., None]
+        PR = P @ self.Rc.transpose(1, 2)[:, None]  # (M, L, 2, 3)
+        return r, w, PR @ J[vi]  # tensors; Jacobian (M, L, 2, 24)
+
+    def loss(self, x: np.ndarray) -> float:
+        """The smoothed objective at ``x``."""
+        a = self._accel(x)
+        f = float((self.c_acc * np.sqrt(a * a + self.eps_acc**2)).sum())
+        if self.use_2d:
+            r, w, _ = self._l2d(x, jac=False)
+            c = self.cfg.w_2d * w / self.obj.w2d_sum
+            f += float((c[..., None] * np.sqrt(r * r + self.cfg.eps_2d**2)).sum())
+        return f
+
+    # -- one normal-equation assembly ---------------------------------------------------------------
+    def _normal_equations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Banded IRLS normal matrix (lower form, ``(49, 24N)``), gradient ``(24N,)`` and loss."""
+        n = len(x)
+        ab = np.zeros((2 * _P + 1, n * _P))
+        g = np.zeros((n, _P))
+        a = self._accel(x)
+        s = np.sqrt(a * a + self.eps_acc**2)
+        f = float((self.c_acc * s).sum())
+        W = self.c_acc / s  # (K, 24) IRLS weights
+        t0, t1, t2 = self.tri.T
+        # gradient of Σ c·sqrt(a² + ε²): W·a times the second-difference stencil (1, −2, 1)
+        Wa = W * a
+        np.add.at(g, t0, Wa)
+        np.add.at(g, t1, -2 * Wa)
+        np.add.at(g, t2, Wa)
+        # Hessian of the stencil: diagonal per parameter, couplings at ±1 and ±2 frames
+        diag = np.zeros((n, _P))
+        np.add.at(diag, t0, W)
+        np.add.at(diag, t1, 4 * W)
+        np.add.at(diag, t2, W)
+        off1 = np.zeros((n, _P))  # entry (t−1 → t−2) stored at column t−2 ... general: (i+1, i) at i
+        np.add.at(off1, t1, -2 * W)  # (t, t−1) stored at column t−1
+        np.add.at(off1, t2, -2 * W)  # (t−1, t−2) stored at column t−2
+        off2 = np.zeros((n, _P))
+        np.add.at(off2, t2, W)  # (t, t−2) at column t−2
+        ab[0] = diag.reshape(-1)
+        ab[_P] = off1.reshape(-1)
+        ab[2 * _P] = off2.reshape(-1)
+        if self.use_2d:
+            r, w, Jr = self._l2d(x, jac=True)  # torch, float64
+            c = self.cfg.w_2d * w / self.obj.w2d_sum  # (M, L)
+            s2 = torch.sqrt(r * r + self.cfg.eps_2d**2)
+            f += float((c[..., None] * s2).double().sum())
+            W2 = (c[..., None] / s2).reshape(len(r), -1)  # (M, 2L) IRLS weights
+            Jm = Jr.reshape(len(r), -1, _P)  # (M, 2L, 24)
+            gv = torch.einsum("mk,mkp->mp", W2 * r.reshape(len(r), -1), Jm)
+            Hv = Jm.transpose(1, 2) @ (W2[..., None] * Jm)  # (M, 24, 24)
+            vi = self.obj.view_instance
+            gf = torch.zeros(n, _P, dtype=Hv.dtype, device=Hv.device).index_add_(0, vi, gv)
+            H = torch.zeros(n, _P, _P, dtype=Hv.dtype, device=Hv.device).index_add_(0, vi, Hv)
+            g += gf.double().cpu().numpy()
+            H = H.double().cpu().numpy()
+            for o in range(_P):  # lower band entries (d + o, d) of each frame's block
+                ab[o].reshape(n, _P)[:, : _P - o] += np.diagonal(H, offset=-o, axis1=1, axis2=2)
+        return ab, g.reshape(-1), f
+
+    def _constrain(self, ab: np.ndarray, g: np.ndarray) -> None:
+        """Frozen frames: δ = 0 (identity rows/columns, zero gradient)."""
+        fixed = np.repeat(~self.free, _P)
+        if not fixed.any():
+            return
+        idx = np.flatnonzero(fixed)
+        for o in range(1, ab.shape[0]):
+            ab[o, idx] = 0.0  # entries (i + o, i)
+            j = idx - o
+            ab[o, j[j >= 0]] = 0.0  # entries (i, i − o)
+        ab[0, idx] = 1.0
+        g[idx] = 0.0
+
+    def run(self, iterations: int) -> np.ndarray:
+        from scipy.linalg import LinAlgError, solveh_banded
+
+        cfg = self.cfg
+        mu = cfg.lm_damping
+        self.iterations_run = 0
+        for _ in range(iterations):
+            self.iterations_run += 1
+            ab, g, f = self._normal_equations(self.x)
+            self._constrain(ab, g)
+            d0 = ab[0].copy()
+            floor = 1e-9 * max(float(d0.max()), 1e-30)
+            accepted = False
+            for _try in range(8):
+                abd = ab.copy()
+                abd[0] = d0 + mu * d0 + floor
+                try:
+                    step = solveh_banded(abd, -g, lower=True, check_finite=False)
+                except LinAlgError:
+                    mu *= 10.0
+                    continue
+                x_new = _retract(self.x + step.reshape(self.x.shape), self.free)
+                f_new = self.loss(x_new)
+                if np.isfinite(f_new) and f_new <= f:
+                    self.x, accepted = x_new, True
+                    mu = max(mu / 3.0, 1e-6)
+                    break
+                mu *= 10.0
+            if not accepted or (f - f_new) <= cfg.tol * f:
+                break
+        return self.x
 
 
 @dataclass
@@ -416,14 +889,16 @@ class OnlineSmoothConfig:
 
     Attributes:
         window: frames in the optimisation window (the newest included).
-        free: newest frames that are optimised; older window frames are frozen at their emitted values.
-        iterations: optimiser iterations per new frame (warm start from the previous window).
-        base: loss weights / lr / units (its ``iterations`` is ignored).
+        free: newest frames that are optimised; older window frames are frozen at their current values
+            (``free = window``, the default, re-optimises the whole window: a causal fixed-lag smoother;
+            frozen frames carry their velocity errors forward under the L1 acceleration prior).
+        iterations: Gauss–Newton iterations per new frame (warm start from the previous window).
+        base: loss weights, ε, damping (the solver is always Gauss–Newton; ``base.iterations`` is ignored).
     """
 
-    window: int = 8
-    free: int = 2
-    iterations: int = 5
+    window: int = 5
+    free: int = 5
+    iterations: int = 1
     base: NeuralSmoothConfig = field(default_factory=NeuralSmoothConfig)
 
     def __post_init__(self) -> None:
@@ -436,9 +911,15 @@ def online_neural_smooth(
 ) -> tuple[Trajectory, np.ndarray]:
     """Causal Neural Smooth: frame t's output depends only on frames ≤ t.
 
-    All segments advance in lock-step (step k processes the k-th frame of every segment at once), which
-    is how a multi-stream server would batch them; the reported latency is the wall time of one step
-    divided by nothing — i.e. the time to emit one new frame for every active stream.
+    For each new frame the window of the last ``cfg.window`` frames is re-optimised (Gauss–Newton,
+    :class:`_GaussNewton`, ``cfg.iterations`` iterations, warm-started from the previous window's
+    solution; the new frame starts at the network's value); its older ``window − free`` frames are frozen
+    at their current values. The newest frame's solution is emitted. Windows of fewer than 3 frames (a
+    track's first two frames) are emitted unchanged, like segments shorter than 3 frames offline.
+
+    All segments advance in lock-step (step k processes the k-th frame of every segment at once, one
+    batched solve), which is how a multi-stream server would batch them; the latency of a step is the
+    time to emit one new frame for every active stream.
 
     Returns:
         the smoothed trajectory and ``(steps,)`` per-step latencies in seconds.
@@ -447,32 +928,32 @@ def online_neural_smooth(
     out = problem.init.copy()
     if problem.n == 0:
         return out, np.zeros(0)
+    base = replace(cfg.base, solver="gn")
+    init, hopeless = _sanitise_init(problem)
     seg = problem.segment
-    pos_in_seg = np.zeros(problem.n, np.int64)
-    for s in np.unique(seg):
-        idx = np.flatnonzero(seg == s)
-        pos_in_seg[idx] = np.arange(len(idx))
-    step_cfg = replace(cfg.base, iterations=cfg.iterations)
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    pos_in_seg = np.arange(problem.n) - np.repeat(starts, np.diff(np.r_[starts, problem.n]))
+    seg_len = np.bincount(seg)[seg]
+    full = _Objective(problem, mano, base)
+    x = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
     latencies = []
     steps = range(int(pos_in_seg.max()) + 1)
     if progress:
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="online smooth", unit="frame")
-    warm = problem.init.copy()
     for k in steps:
         t0 = time.perf_counter()
-        in_window = (pos_in_seg <= k) & (pos_in_seg > k - cfg.window)
-        idx = np.flatnonzero(in_window)
-        sub = problem.subset(idx)
-        # warm start: emitted values for frozen frames, the last window's solution for free ones
-        sub.init = Trajectory(warm.pose[idx].copy(), warm.rot[idx].copy(), warm.root[idx].copy())
-        frozen = pos_in_seg[idx] <= k - cfg.free
-        res = neural_smooth(sub, mano, step_cfg, frozen=frozen)
-        warm.pose[idx], warm.rot[idx], warm.root[idx] = res.pose, res.rot, res.root
+        idx = np.flatnonzero((pos_in_seg <= k) & (pos_in_seg > k - cfg.window) & (seg_len >= 3) & ~hopeless)
         newest = idx[pos_in_seg[idx] == k]
-        j = np.searchsorted(idx, newest)
-        out.pose[newest], out.rot[newest], out.root[newest] = res.pose[j], res.rot[j], res.root[j]
+        if k >= 2 and len(newest):
+            free = pos_in_seg[idx] > k - cfg.free
+            xw = _GaussNewton(full.take(idx), x[idx], free, base).run(cfg.iterations)
+            rot = rotation_6d_to_matrix(torch.as_tensor(xw[:, 15:21])).numpy()
+            xw[:, 15:21] = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1)  # warm start on the manifold
+            x[idx] = xw
+            j = pos_in_seg[idx] == k
+            out.pose[newest], out.rot[newest], out.root[newest] = xw[j, :15], rot[j], xw[j, 21:]
         latencies.append(time.perf_counter() - t0)
     return out, np.asarray(latencies)
 
