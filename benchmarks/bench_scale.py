@@ -245,9 +245,9 @@ def child_predict(files: list[str], mano_dir: str, model: str, out: str) -> dict
 def write_model(path: Path, mano_dir: Path) -> None:
     """A small untrained HandNet saved in the train stage's model format (predict's cost is reading + crops)."""
     import torch
-    from mvhand.model.network.checkpoint import MODEL_FORMAT
 
     from mvhand.geometry.mano import ManoModel
+    from mvhand.model.checkpoint import MODEL_FORMAT
     from mvhand.model.network import HandNet
 
     mano = ManoModel.from_dir(mano_dir)

@@ -36,7 +36,8 @@ _TRAIN_FIELDS = (
 )  # fmt: skip
 _NEURAL_FIELDS = (
     "iterations", "lr", "weight_decay", "w_pose", "w_orient", "w_position", "w_2d", "position_unit", "min_conf",
-    "device",
+    "device", "solver", "eps_pose", "eps_orient", "eps_position", "eps_2d", "lm_damping", "tol", "chunk_frames",
+    "workers",
 )  # fmt: skip
 
 #: schema section -> (stage script, the script's required arguments, {key: (owner, name in owner)}, workflow keys)

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fixtures import make_crop_cache
-from mvhand.model.network.checkpoint import MODEL_FORMAT
 
 from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
+from mvhand.model.checkpoint import MODEL_FORMAT
 from mvhand.model.data import CropDataset, collate
 from mvhand.model.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
 from mvhand.model.network import HandNet
@@ -74,7 +74,7 @@ def test_left_hand_is_mirror_of_network_output(env):
     rows = predict(
         d / "model.pt", crops[:1], d / "mano", None, betas="pred", device="cpu", progress=False
     ).to_pylist()
-    from mvhand.model.network.checkpoint import load_model
+    from mvhand.model.checkpoint import load_model
 
     net = load_model(d / "model.pt", mano)
     ds = CropDataset(crops[:1], 32, 2, train=False, mano=mano)

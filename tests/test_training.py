@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 from fixtures import ShellPayload, training_crop_caches
-from mvhand.model.network.checkpoint import load_model
 
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model import training
+from mvhand.model.checkpoint import load_model
 from mvhand.model.training import TrainConfig, TrainingDivergedError, fit
 
 

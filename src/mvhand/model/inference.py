@@ -27,10 +27,10 @@ from tqdm import tqdm
 from mvhand.geometry.mano import ManoModel
 from mvhand.geometry.transforms import axis_angle_from_matrix
 from mvhand.io_utils import InputError, atomic_path
+from mvhand.model.checkpoint import load_model
 from mvhand.model.data import unflip_points, unflip_rotation
 from mvhand.model.losses import landmark_errors_mm
 from mvhand.model.network import resolve_device
-from mvhand.model.network.checkpoint import load_model
 from mvhand.model.stream import CropIndex, OrderedStream, SampleSettings, flatten_units
 
 __all__ = ["PREDICTION_SCHEMA", "predict", "read_sequences_file", "stored_crop_keypoints"]

@@ -4,8 +4,8 @@
 seeds, data, model, optimiser, resumption, loaders) → per epoch :func:`train_one_epoch` → ``_end_epoch``
 (:func:`evaluate`, checkpoint, logs) → ``_save_outputs`` (``model.pt``). Outputs in ``cfg.out_dir``::
 
-    model.pt            final weights + model config (:mod:`mvhand.model.network.checkpoint`; rebuild with
-                        :func:`mvhand.model.network.checkpoint.load_model`)
+    model.pt            final weights + model config (:mod:`mvhand.model.checkpoint`; rebuild with
+                        :func:`mvhand.model.checkpoint.load_model`)
     checkpoints/        ckpt_<step>.pt (atomic; the newest ``keep_checkpoints`` are kept)
     metrics.csv         one row per epoch (train loss terms, lr, val MPJPE, val 2D errors of the UV head and of
                         the reprojected 3D, trivial-baseline MPJPE)
@@ -52,10 +52,7 @@ from mvhand.constants import LANDMARKS_TO_EVAL
 from mvhand.geometry.cameras import project_pinhole_torch
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError, atomic_write, pyplot, save_figure
-from mvhand.model.data import AugmentConfig, split_sequences
-from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
-from mvhand.model.network import HandNet, HandNetConfig, resolve_device
-from mvhand.model.network.checkpoint import (
+from mvhand.model.checkpoint import (
     MODEL_FORMAT,
     checkpoint_files,
     checkpoint_name,
@@ -66,6 +63,9 @@ from mvhand.model.network.checkpoint import (
     save_model_file,
     set_rng_state,
 )
+from mvhand.model.data import AugmentConfig, split_sequences
+from mvhand.model.losses import LossWeights, compute_losses, landmark_errors_mm
+from mvhand.model.network import HandNet, HandNetConfig, resolve_device
 from mvhand.model.stream import (
     CropIndex,
     OrderedStream,
