@@ -873,10 +873,13 @@ def test_config_values_that_point_nowhere(key, patch, fix):
 
 
 def _full_config(**patch) -> dict:
-    """The repository's config.yaml with a patch (what validation gives the checks: every section present)."""
+    """The repository's config.yaml with a patch (what validation gives the checks: every section present).
+    Its relative `mano_dir` would be read from the working directory, where a pipeline run may have left the
+    synthetic MANO files: the checks see a folder without MANO files instead, unless the patch names one."""
     import yaml
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["mano_dir"] = str(ROOT / "tests" / "data" / "no-mano-here")
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
