@@ -169,7 +169,7 @@ def test_default_of_reads_fields_and_parameters():
 
 
 #: settings config.yaml deliberately sets away from the library default (each with its reason in config.yaml)
-DELIBERATE = {("train", "loss_weights")}
+DELIBERATE = {("train", "loss_weights"), ("smooth", "w_2d")}
 
 
 def test_config_yaml_differs_from_the_defaults_only_deliberately():
