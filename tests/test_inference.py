@@ -12,11 +12,12 @@ import torch
 from fixtures import make_crop_cache
 
 from mvhand.constants import LANDMARKS_TO_EVAL
+from mvhand.formats.predictions import PREDICTION_SCHEMA
 from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model.checkpoint import MODEL_FORMAT
 from mvhand.model.data import CropDataset, collate
-from mvhand.model.inference import PREDICTION_SCHEMA, predict, stored_crop_keypoints
+from mvhand.model.inference import predict, stored_crop_keypoints
 from mvhand.model.network import HandNet
 from mvhand.synthetic.mano_model import write_synthetic_mano
 

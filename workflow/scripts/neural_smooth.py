@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mvhand.cli import default_of, run
+from mvhand.formats.predictions import check_view_columns, read_prediction_table, require_columns
 from mvhand.io_utils import InputError, atomic_path, atomic_write
 from mvhand.post import smoothing as sm
-from mvhand.post.packaging import read_prediction_table
 
 log = logging.getLogger("neural_smooth")
 
@@ -102,32 +101,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 _FIX_TABLE = "re-run the predict stage (a table written by hand must follow docs/model.md)"
-#: values per view in the view columns of a prediction table
-_VIEW_WIDTHS = {"view_kp2d": 40, "view_conf": 20, "view_intrinsics": 4, "view_T_world_from_crop": 16}
-
-
-def _check_view_columns(df: pd.DataFrame, source: Path) -> None:
-    """Every view entry has its fixed length and every row as many entries in each view column."""
-    missing = [c for c in (*sm.PREDICTION_COLUMNS,) if c not in df.columns]
-    if missing:
-        raise InputError(source, f"prediction table lacks columns {missing}", _FIX_TABLE)
-    counts = None
-    for col, width in _VIEW_WIDTHS.items():
-        lens = [len(v) for v in df[col]]
-        if counts is not None and lens != counts:
-            i = next(k for k, (a, b) in enumerate(zip(lens, counts, strict=True)) if a != b)
-            raise InputError(
-                source, f"row {i}: column {col!r} has {lens[i]} views, view_kp2d has {counts[i]}", _FIX_TABLE
-            )
-        counts = lens
-        for i, views in enumerate(df[col]):
-            for v in views:
-                if len(v) != width:
-                    raise InputError(
-                        source,
-                        f"row {i}: column {col!r} holds a view of {len(v)} values, expected {width}",
-                        _FIX_TABLE,
-                    )
 
 
 def _finite(traj: sm.Trajectory) -> np.ndarray:
@@ -162,7 +135,8 @@ def main(argv=None) -> int:
     df = sm.sort_predictions(
         read_prediction_table(args.predictions)
     )  # keys checked: one row per frame and hand
-    _check_view_columns(df, args.predictions)
+    require_columns(df, sm.PREDICTION_COLUMNS, str(args.predictions))
+    check_view_columns(df, str(args.predictions))
     log.info("%s: %d hand instances, method %s", args.predictions, len(df), args.method)
 
     from mvhand.geometry.mano import ManoModel

@@ -7,7 +7,7 @@ submission-ready for the side's MANO layer: ``transl = root − J0_side(β)`` wi
 ``landmarks`` are the FK of exactly the submitted parameters (side layer, same betas), so ``mpjpe_mm``
 equals what the challenge evaluator computes for that hand.
 
-The output schema is :data:`PREDICTION_SCHEMA` (documented in docs/model.md).
+The output schema is :data:`mvhand.formats.predictions.PREDICTION_SCHEMA` (documented in docs/model.md).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from mvhand.formats.predictions import PREDICTION_SCHEMA
 from mvhand.geometry.mano import ManoModel
 from mvhand.geometry.transforms import axis_angle_from_matrix
 from mvhand.io_utils import InputError, atomic_path
@@ -33,33 +34,9 @@ from mvhand.model.losses import landmark_errors_mm
 from mvhand.model.network import resolve_device
 from mvhand.model.stream import CropIndex, OrderedStream, SampleSettings, flatten_units
 
-__all__ = ["PREDICTION_SCHEMA", "predict", "read_sequences_file", "stored_crop_keypoints"]
+__all__ = ["predict", "read_sequences_file", "stored_crop_keypoints"]
 
 log = logging.getLogger(__name__)
-
-_F32 = pa.float32()
-PREDICTION_SCHEMA = pa.schema(
-    [
-        pa.field("sequence_name", pa.string(), nullable=False),
-        pa.field("frame_id", pa.int32(), nullable=False),
-        pa.field("hand_side", pa.int8(), nullable=False),
-        pa.field("mano_theta", pa.list_(_F32, 15), nullable=False),
-        pa.field("wrist_xform", pa.list_(_F32, 6), nullable=False),
-        pa.field("mano_beta_pred", pa.list_(_F32, 10), nullable=False),
-        pa.field("mano_beta", pa.list_(_F32, 10), nullable=False),
-        pa.field("global_rot", pa.list_(_F32, 9), nullable=False),
-        pa.field("root", pa.list_(_F32, 3), nullable=False),
-        pa.field("landmarks", pa.list_(_F32, 60), nullable=False),
-        pa.field("n_views", pa.int8(), nullable=False),
-        pa.field("view_stream_ids", pa.list_(pa.string()), nullable=False),
-        pa.field("view_kp2d", pa.list_(pa.list_(_F32, 40)), nullable=False),
-        pa.field("view_conf", pa.list_(pa.list_(_F32, 20)), nullable=False),
-        pa.field("view_intrinsics", pa.list_(pa.list_(_F32, 4)), nullable=False),
-        pa.field("view_T_world_from_crop", pa.list_(pa.list_(_F32, 16)), nullable=False),
-        pa.field("mpjpe_mm", pa.float32(), nullable=True),
-    ],
-    metadata={"mvhand.predictions": "1"},
-)
 
 
 def read_sequences_file(path: str | os.PathLike) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvhand.formats.predictions import check_prediction_keys, read_prediction_table
 from mvhand.formats.sequence import sequence_name
 from mvhand.formats.submission import (
     PoseEntry,
@@ -33,9 +34,7 @@ from mvhand.io_utils import InputError
 
 __all__ = [
     "MAX_FILLED_FRACTION",
-    "check_prediction_keys",
     "pose_entries_from_predictions",
-    "read_prediction_table",
     "shape_entries_from_predictions",
     "package_submissions",
 ]
@@ -44,65 +43,6 @@ log = logging.getLogger(__name__)
 
 #: Default cap on the fraction of expected pose instances that may be filled from a neighbouring frame.
 MAX_FILLED_FRACTION = 0.1
-_KEY_COLUMNS = ("sequence_name", "frame_id", "hand_side")
-
-
-def check_prediction_keys(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Validate the row keys of a prediction table; returns it with integer ``frame_id`` / ``hand_side``.
-
-    One row per (sequence, frame, hand), integer frame ids, hand sides 0 (left) / 1 (right): a table that
-    breaks this would otherwise be truncated, mis-sorted or silently mis-assigned downstream.
-
-    Raises:
-        InputError: a missing key column, a fractional / non-finite frame id, a hand side other than 0 or 1,
-            or duplicate rows (the first offenders are listed).
-    """
-    fix = "re-run the predict stage (and neural_smooth); a table written by hand needs one row per frame and hand"
-    missing = [c for c in _KEY_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(source, f"prediction table lacks column(s) {missing}", fix)
-    out = df.copy()
-    for col, allowed in (("frame_id", None), ("hand_side", (0, 1))):
-        raw = pd.to_numeric(out[col], errors="coerce").to_numpy(np.float64)
-        bad = ~np.isfinite(raw) | (raw != np.round(raw))
-        if allowed is not None:
-            bad |= ~np.isin(raw, allowed)
-        if bad.any():
-            rows = np.flatnonzero(bad)[:3].tolist()
-            what = "0 (left) or 1 (right)" if allowed else "an integer"
-            shown = [out[col].iloc[i] for i in rows]
-            raise InputError(
-                source, f"{col} must be {what}: {int(bad.sum())} rows are not (rows {rows}: {shown})", fix
-            )
-        out[col] = raw.astype(np.int64)
-    dup = out.duplicated(list(_KEY_COLUMNS), keep=False)
-    if dup.any():
-        first = out.loc[dup, list(_KEY_COLUMNS)].drop_duplicates().head(3).to_records(index=False).tolist()
-        raise InputError(
-            source,
-            f"{int(dup.sum())} rows share their (sequence_name, frame_id, hand_side) with another row "
-            f"(e.g. {first})",
-            fix,
-        )
-    return out
-
-
-def read_prediction_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a prediction / smoothed table (Parquet) and validate its keys (:func:`check_prediction_keys`).
-
-    Raises:
-        InputError: missing or unreadable file, or invalid keys; the message names the file and the fix.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "prediction table not found", "run the predict stage first")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
-        raise InputError(
-            path, f"cannot read Parquet ({exc})", "delete it and re-run the stage that wrote it"
-        ) from exc
-    return check_prediction_keys(df, str(path))
 
 
 def _finite_rows(df: pd.DataFrame) -> np.ndarray:

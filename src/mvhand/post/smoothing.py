@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
+from mvhand.formats.predictions import require_columns
 from mvhand.geometry.cameras import project_pinhole_torch
 from mvhand.geometry.transforms import matrix_to_rotation_6d, rotation_6d_to_matrix
 
@@ -1043,7 +1044,7 @@ def one_euro(
 # Prediction tables (the Parquet written by ``predict``)
 # --------------------------------------------------------------------------------------------------
 
-#: columns of the prediction table that smoothing reads.
+#: columns of the prediction table (:mod:`mvhand.formats.predictions`) that smoothing reads.
 PREDICTION_COLUMNS = (
     "sequence_name", "frame_id", "hand_side", "global_rot", "root", "mano_theta", "mano_beta_pred",
     "view_kp2d", "view_conf", "view_intrinsics", "view_T_world_from_crop",
@@ -1071,9 +1072,7 @@ def problem_from_predictions(df, betas_column: str | None = None, max_gap: int =
             prediction's ``wrist_xform`` was computed with — if present, else ``"mano_beta_pred"``).
         max_gap: frame-id step that still counts as consecutive.
     """
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"prediction table lacks columns {missing}; re-run the predict stage")
+    require_columns(df, PREDICTION_COLUMNS, "prediction table")
     if betas_column is None:
         betas_column = "mano_beta" if "mano_beta" in df.columns else "mano_beta_pred"
     n = len(df)
