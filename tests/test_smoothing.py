@@ -411,7 +411,7 @@ def test_prediction_table_round_trip(mano_model):
             torch.ones(6, dtype=torch.long),
         )
     np.testing.assert_allclose(lm.numpy(), ref.numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \[.view_kp2d.\]"):
         sm.problem_from_predictions(df.drop(columns=["view_kp2d"]))
 
 
