@@ -17,7 +17,6 @@ import pytest
 import torch
 from fixtures import NO_AUG, make_crop_cache
 
-from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model import stream as crop_stream
 from mvhand.model.data import AugmentConfig, CropDataset
@@ -30,7 +29,6 @@ from mvhand.model.stream import (
     shard_batches,
 )
 from mvhand.model.training import _loader
-from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 def _rewrite(path: Path, row_group_size: int) -> Path:
@@ -41,10 +39,9 @@ def _rewrite(path: Path, row_group_size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mano(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mano")
-    write_synthetic_mano(d)
-    return ManoModel.from_dir(d)
+def mano(mano_model):
+    """The session's synthetic MANO model (conftest.py)."""
+    return mano_model
 
 
 @pytest.fixture(scope="module")

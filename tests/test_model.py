@@ -9,10 +9,8 @@ import pytest
 import torch
 from fixtures import ShellPayload
 
-from mvhand.geometry.mano import ManoModel
 from mvhand.geometry.transforms import rodrigues
 from mvhand.model.network import HandNet, HandNetConfig, create_backbone, masked_anchor, split_ftl
-from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 def _rand_T(rng: np.random.Generator, B: int, V: int) -> torch.Tensor:
@@ -76,10 +74,9 @@ def test_split_ftl_equivariance():
 
 
 @pytest.fixture(scope="module")
-def mano(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mano")
-    write_synthetic_mano(d)
-    return ManoModel.from_dir(d)
+def mano(mano_model):
+    """The session's synthetic MANO model (conftest.py)."""
+    return mano_model
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit"])

@@ -262,17 +262,21 @@ def test_landmark_jacobian_matches_autograd(mano_model):
     assert matrix_to_rotation_6d(torch.as_tensor(tr.rot)).shape == (3, 6)
 
 
-def test_chunks_split_at_segments_and_give_the_same_solution(mano_model):
-    rng = np.random.default_rng(24)
-    parts = [_problem(g, _noisy(g, rng), mano_model)[0] for g in (_trajectory(9, rng), _trajectory(7, rng))]
-    n0 = parts[0].n
-    problem = sm.SmoothingProblem(
+def _two_tracks(mano_model, rng, n0: int, n1: int) -> sm.SmoothingProblem:
+    """One problem of two noisy tracks (segments 0 and 1) of ``n0`` and ``n1`` frames."""
+    parts = [_problem(g, _noisy(g, rng), mano_model)[0] for g in (_trajectory(n0, rng), _trajectory(n1, rng))]
+    return sm.SmoothingProblem(
         sm.Trajectory(*(np.concatenate([getattr(p.init, a) for p in parts]) for a in ("pose", "rot", "root"))),
         np.concatenate([p.betas for p in parts]), np.concatenate([p.hand_side for p in parts]),
-        np.r_[np.zeros(n0, np.int64), np.ones(parts[1].n, np.int64)],
-        np.r_[parts[0].view_instance, parts[1].view_instance + n0],
+        np.r_[np.zeros(parts[0].n, np.int64), np.ones(parts[1].n, np.int64)],
+        np.r_[parts[0].view_instance, parts[1].view_instance + parts[0].n],
         *(np.concatenate([getattr(p, a) for p in parts]) for a in ("view_K", "view_T_world_from_crop", "view_kp2d", "view_conf")),
     )  # fmt: skip
+
+
+def test_chunks_split_at_segments_and_give_the_same_solution(mano_model):
+    rng = np.random.default_rng(24)
+    problem = _two_tracks(mano_model, rng, 9, 7)
     chunks = sm._chunks(problem.segment, 10)
     assert [len(c) for c in chunks] == [9, 7]
     assert [len(c) for c in sm._chunks(problem.segment, 4096)] == [16]
@@ -283,15 +287,7 @@ def test_chunks_split_at_segments_and_give_the_same_solution(mano_model):
 
 def test_worker_processes_give_the_same_solution(mano_model):
     rng = np.random.default_rng(25)
-    parts = [_problem(g, _noisy(g, rng), mano_model)[0] for g in (_trajectory(8, rng), _trajectory(6, rng))]
-    n0 = parts[0].n
-    problem = sm.SmoothingProblem(
-        sm.Trajectory(*(np.concatenate([getattr(p.init, a) for p in parts]) for a in ("pose", "rot", "root"))),
-        np.concatenate([p.betas for p in parts]), np.concatenate([p.hand_side for p in parts]),
-        np.r_[np.zeros(n0, np.int64), np.ones(parts[1].n, np.int64)],
-        np.r_[parts[0].view_instance, parts[1].view_instance + n0],
-        *(np.concatenate([getattr(p, a) for p in parts]) for a in ("view_K", "view_T_world_from_crop", "view_kp2d", "view_conf")),
-    )  # fmt: skip
+    problem = _two_tracks(mano_model, rng, 8, 6)
     one = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(chunk_frames=8))
     two = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(chunk_frames=8, workers=2))
     np.testing.assert_array_equal(two.root, one.root)

@@ -14,7 +14,6 @@ import torch
 from fixtures import DOT_LANDMARK, make_crop_cache
 
 from mvhand.geometry.cameras import project_pinhole
-from mvhand.geometry.mano import ManoModel
 from mvhand.io_utils import InputError
 from mvhand.model.data import (
     REQUIRED_COLUMNS,
@@ -25,14 +24,12 @@ from mvhand.model.data import (
     crop_homography,
     split_sequences,
 )
-from mvhand.synthetic.mano_model import write_synthetic_mano
 
 
 @pytest.fixture(scope="module")
-def mano(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mano")
-    write_synthetic_mano(d)
-    return ManoModel.from_dir(d)
+def mano(mano_model):
+    """The session's synthetic MANO model (conftest.py)."""
+    return mano_model
 
 
 @pytest.fixture(scope="module")
