@@ -45,14 +45,13 @@ def test_requests_that_no_node_fits():
     assert requests_no_node_fits([JobRequest("x", 1)], []) == [JobRequest("x", 1)]
 
 
-def test_group_request_is_what_the_simultaneous_members_use():
+def test_group_request_asks_for_cores_and_the_simultaneous_members_memory():
     # the shipped profile: bundles of 64, cores 16, crops.threads 1 (2,000 MB each): 16 side by side
     assert group_request("g", 64, 16, 1, 2000) == JobRequest("g", 16, 32000)
-    # threads 2 on the 2-CPU test node with cores 16: 8 side by side -> 16 CPUs, more than the node has
-    assert group_request("g", 64, 16, 2, 2000) == JobRequest("g", 16, 16000)
+    # cores 16 on the 2-CPU test node: refused before anything is submitted
     assert requests_no_node_fits([group_request("g", 64, 16, 2, 2000)], [NodeSize("vm", 2, 20489, 0)])
-    # cores = the node's CPUs: one member at a time fits
-    assert group_request("g", 64, 2, 2, 2000) == JobRequest("g", 2, 2000)
-    # fewer members than cores allow, and a member larger than cores (runs alone)
-    assert group_request("g", 3, 16, 1, 100) == JobRequest("g", 3, 300)
+    # cores = the node's CPUs fits, whatever the bundle's size
+    assert group_request("g", 64, 2, 1, 2000) == JobRequest("g", 2, 4000)
+    assert group_request("g", 1, 2, 1, 2000) == JobRequest("g", 2, 2000)
+    # a member larger than cores runs alone and needs its own threads
     assert group_request("g", 64, 4, 8, 100) == JobRequest("g", 8, 100)

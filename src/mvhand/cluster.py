@@ -83,9 +83,11 @@ def requests_no_node_fits(requests: Iterable[JobRequest], nodes: Iterable[NodeSi
 def group_request(rule: str, members: int, cores: int, threads: int, mem_mb: int) -> JobRequest:
     """What a Snakemake job group of ``members`` jobs of one rule asks SLURM for, before the group exists.
 
-    Snakemake runs a group's jobs side by side as far as ``cores`` (the profile's ``cores``) allows and asks
-    for the sum of what the simultaneous ones use: ``p = max(1, min(members, cores // threads))`` jobs at a
-    time, ``p · threads`` CPUs and ``p · mem_mb`` MB (one job at a time when ``threads > cores``).
+    The SLURM plugin submits a group job with ``--cpus-per-task`` = ``cores`` (the profile's ``cores`` or
+    ``--cores``; measured on the one-node cluster of tests/integration/test_slurm_cluster.py: every bundle,
+    of 1 or 2 members, asked for ``cores``), never less than one member's ``threads``. Memory is bounded by
+    the members that can run side by side, ``p = max(1, min(members, cores // threads))``, times one
+    member's ``mem_mb`` (an upper bound: the plugin was seen asking for one member's memory).
 
     Args:
         rule: name shown in messages (e.g. ``"cache_crops (group)"``).
@@ -94,4 +96,4 @@ def group_request(rule: str, members: int, cores: int, threads: int, mem_mb: int
         threads, mem_mb: what one member job uses.
     """
     parallel = max(1, min(members, cores // max(1, threads)))
-    return JobRequest(rule, parallel * threads, parallel * mem_mb)
+    return JobRequest(rule, max(cores, threads), parallel * mem_mb)

@@ -140,9 +140,12 @@ def sacct_jobs(run_uuid: str, expected: int, timeout: float = 60) -> list[dict[s
 
 
 def _rule_of(comment: str) -> str:
-    """`rule_<rule>_wildcards_<...>` (the plugin's --comment) -> rule."""
+    """`rule_<rule>_wildcards_<...>` (the plugin's --comment) -> rule; a group job's comment,
+    `rule_<group id>_<rule>` (e.g. `rule_crops-umetrack-shape_test-0_cache_crops`), -> its rule."""
     assert comment.startswith("rule_"), comment
-    return comment[len("rule_") :].split("_wildcards_")[0]
+    name = comment[len("rule_") :].split("_wildcards_")[0]
+    group = re.match(r"^crops-[^-]+-.+?-\d+_(.+)$", name)
+    return group.group(1) if group else name
 
 
 def _rows(path: Path) -> str:
@@ -172,8 +175,9 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 
 
 def crops_bundle_cpus(workdir: Path) -> list[int]:
-    """CPUs each cache_crops group job asks for, one entry per bundle, from a dry run with the profile (the
-    members' count per bundle, the node-sized `cores`, crops.threads; mvhand.cluster.group_request)."""
+    """CPUs each cache_crops group job asks for, one entry per bundle, from a dry run with the profile
+    (bundles, the node-sized `cores`, crops.threads; mvhand.cluster.group_request, which the start-up check
+    uses too)."""
     jobs = planned_jobs(
         run_snakemake(workdir, "-n", "--cores", str(node_cpus()), "--workflow-profile", str(PROFILE),
                       "--forcerun", "cache_crops", "--", "crops").stdout
