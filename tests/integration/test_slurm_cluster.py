@@ -213,7 +213,8 @@ def test_every_non_local_rule_ran_as_a_slurm_job(slurm_run):
     rows = sacct_jobs(run_uuid, sum(wanted.values()))
     assert Counter(_rule_of(r["Comment"]) for r in rows) == wanted
     assert {(r["State"], r["ExitCode"]) for r in rows} == {("COMPLETED", "0:0")}, rows
-    submitted = re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+)", log, re.M)
+    # "Job <n>" for single jobs, "Job <uuid>" for group jobs
+    submitted = re.findall(r"^Job \S+ has been submitted with SLURM jobid (\d+)", log, re.M)
     assert sorted(submitted) == sorted(r["JobID"] for r in rows)
     # what SLURM allocated: the CPUs each stage (or bundle of cache_crops jobs) keeps busy, no GPU
     for r in rows:
