@@ -35,7 +35,7 @@ _TRAIN_FIELDS = (
     "amp", "shuffle_row_groups",
 )  # fmt: skip
 _NEURAL_FIELDS = (
-    "iterations", "lr", "weight_decay", "w_pose", "w_orient", "w_position", "w_2d", "position_unit", "min_conf",
+    "iterations", "lr", "weight_decay", "w_pose", "w_orient", "w_position", "w_2d", "w_depth", "position_unit", "min_conf",
     "device", "solver", "eps_pose", "eps_orient", "eps_position", "eps_2d", "lm_damping", "tol", "chunk_frames",
     "workers",
 )  # fmt: skip
@@ -169,7 +169,7 @@ def test_default_of_reads_fields_and_parameters():
 
 
 #: settings config.yaml deliberately sets away from the library default (each with its reason in config.yaml)
-DELIBERATE = {("train", "loss_weights"), ("smooth", "w_2d")}
+DELIBERATE = {("train", "loss_weights"), ("smooth", "w_2d"), ("smooth", "w_depth")}
 
 
 def test_config_yaml_differs_from_the_defaults_only_deliberately():

@@ -239,6 +239,55 @@ def test_gauss_newton_reaches_adamw_reference_loss(mano_model):
     assert loss_gn <= 1.02 * loss_ref, (loss_gn, loss_ref)
 
 
+def test_depth_term_keeps_the_networks_depth_and_lets_2d_fix_the_rest(mano_model):
+    """w_depth (beyond the report) pins the root's offset from the network's *along the viewing direction*;
+    an offset across it is still corrected by the exact 2D. The report's loss (w_depth 0) fixes both."""
+    rng = np.random.default_rng(24)
+    gt = _trajectory(30, rng)
+    u0 = gt.root / np.linalg.norm(gt.root, axis=-1, keepdims=True)  # from the mean camera centre (origin)
+    across = np.cross(u0, [0.0, 1.0, 0.0])
+    across /= np.linalg.norm(across, axis=-1, keepdims=True)
+
+    def offsets_mm(offset, cfg):
+        init = sm.Trajectory(gt.pose.copy(), gt.rot.copy(), gt.root + offset)
+        out = sm.neural_smooth(_problem(gt, init, mano_model)[0], mano_model, cfg)
+        d = out.root - gt.root
+        along = (d * u0).sum(-1)
+        return along.mean() * 1000, np.linalg.norm(d - along[:, None] * u0, axis=-1).mean() * 1000
+
+    depth_term, report = sm.NeuralSmoothConfig(w_depth=100.0), sm.NeuralSmoothConfig(iterations=30)
+    along, rest = offsets_mm(0.010 * across, depth_term)  # the network's depth is right: 2D fixes the rest
+    assert abs(along) < 1.0 and rest < 1.0, (along, rest)
+    along, _ = offsets_mm(0.015 * u0, depth_term)  # 15 mm too deep: the term keeps (most of) it
+    assert 13.0 < along < 16.0, along
+    along, rest = offsets_mm(0.015 * u0, report)  # the report's loss: two views' exact 2D fix the depth
+    assert abs(along) < 1.0 and rest < 1.0, (along, rest)
+
+
+def test_depth_term_gradient_matches_autograd(mano_model):
+    """The Gauss–Newton assembly of the depth term (gradient, loss) equals autograd of the torch objective."""
+    from mvhand.geometry.transforms import matrix_to_rotation_6d
+
+    rng = np.random.default_rng(25)
+    gt = _trajectory(8, rng)
+    problem, _ = _problem(gt, _noisy(gt, rng), mano_model)
+    cfg = sm.NeuralSmoothConfig(w_pose=0.0, w_orient=0.0, w_position=0.0, w_2d=0.0, w_depth=3.0)
+    obj = sm._Objective(problem, mano_model, cfg)
+    x = np.concatenate([gt.pose, gt.rot[:, :, 0], gt.rot[:, :, 1], gt.root], -1)  # ≠ the network's root
+    gn = sm._GaussNewton(obj, x, np.ones(len(x), bool), cfg)
+    _, g, f = gn._normal_equations(x)
+    root = torch.tensor(gt.root, dtype=torch.float64, requires_grad=True)
+    terms = obj(
+        torch.as_tensor(gt.pose, dtype=torch.float32),
+        matrix_to_rotation_6d(torch.as_tensor(gt.rot, dtype=torch.float32)),
+        root,
+    )
+    terms["depth"].backward()
+    assert f == pytest.approx(3.0 * float(terms["depth"]), rel=1e-5) and f > 0
+    np.testing.assert_allclose(g.reshape(-1, 24)[:, 21:], 3.0 * root.grad.numpy(), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(g.reshape(-1, 24)[:, :21], 0.0)
+
+
 def test_landmark_jacobian_matches_autograd(mano_model):
     from mvhand.geometry.transforms import matrix_to_rotation_6d, rotation_6d_to_matrix
 

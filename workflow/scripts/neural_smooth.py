@@ -50,6 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--w-position", type=float, default=neural.w_position)
     p.add_argument("--w-2d", type=float, default=neural.w_2d)
     p.add_argument(
+        "--w-depth", type=float, default=neural.w_depth,
+        help="beyond the report: weight of a squared pull (m^2) of the root's depth, along the viewing direction, "
+        "to the network's (0 = the report's loss)",
+    )  # fmt: skip
+    p.add_argument(
         "--position-unit", type=float, default=neural.position_unit, help="metres per AdamW unit of position"
     )
     for term in ("pose", "orient", "position", "2d"):
@@ -145,7 +150,7 @@ def main(argv=None) -> int:
     base = sm.NeuralSmoothConfig(
         solver=args.solver, iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay,
         w_pose=args.w_pose, w_orient=args.w_orient, w_position=args.w_position, w_2d=args.w_2d,
-        position_unit=args.position_unit, eps_pose=args.eps_pose, eps_orient=args.eps_orient,
+        w_depth=args.w_depth, position_unit=args.position_unit, eps_pose=args.eps_pose, eps_orient=args.eps_orient,
         eps_position=args.eps_position, eps_2d=args.eps_2d, lm_damping=args.lm_damping, tol=args.tol,
         chunk_frames=args.chunk_frames, workers=args.workers, min_conf=args.min_conf, device=device,
     )  # fmt: skip

@@ -137,7 +137,7 @@ class TrainConfig:
     uv_head: str = "heatmap"
     pretrained_file: str = ""
     batch_size: int = 16
-    epochs: int = 12
+    epochs: int = 30
     iters_per_epoch: int = 50
     lr: float = 1e-3
     weight_decay: float = 1e-2

@@ -198,6 +198,10 @@ class NeuralSmoothConfig:
         iterations: solver iterations (GN stops earlier when an iteration gains < ``tol``; AdamW: ~500).
         lr, weight_decay, position_unit: AdamW only (learning rate, decay, metres per position unit).
         w_pose, w_orient, w_position, w_2d: the report's loss weights.
+        w_depth: weight of a term beyond the report (0 = the report's loss): the mean squared offset, m²,
+            of the root from the network's root along each frame's viewing direction (mean camera centre →
+            the network's root). A Gaussian prior on depth: it keeps the depth that narrow-baseline views
+            cannot triangulate near the network's and leaves the directions across the views to L2D.
         eps_pose, eps_orient, eps_position, eps_2d: GN only; ``|r|`` of each term is smoothed as
             ``sqrt(r² + ε²)`` (PCA units, 6D units, metres, normalised image coordinates).
         lm_damping: GN: initial Levenberg–Marquardt damping, relative to the normal matrix's diagonal.
@@ -216,6 +220,7 @@ class NeuralSmoothConfig:
     w_orient: float = 0.5
     w_position: float = 0.5
     w_2d: float = 1.0
+    w_depth: float = 0.0
     position_unit: float = 0.01
     eps_pose: float = 1e-4
     eps_orient: float = 1e-4
@@ -236,7 +241,7 @@ class NeuralSmoothConfig:
             or self.workers < 1
         ):  # fmt: skip
             raise ValueError(f"invalid Neural Smooth settings: {self}")
-        for name in ("w_pose", "w_orient", "w_position", "w_2d", "weight_decay", "lm_damping", "tol",
+        for name in ("w_pose", "w_orient", "w_position", "w_2d", "w_depth", "weight_decay", "lm_damping", "tol",
                      "eps_pose", "eps_orient", "eps_position", "eps_2d"):  # fmt: skip
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Neural Smooth weight {name} must be finite and >= 0")
@@ -374,6 +379,8 @@ class _Objective:
         self.Rc64, self.tc64, self.conf64 = T64[:, :3, :3], T64[:, :3, 3], self.conf.double()
         self.kpn64 = (self.kp.double() - K64[:, None, 2:4]) / K64[:, None, 0:2]
         self.segment = np.asarray(problem.segment)
+        self.depth_ref, self.depth_dir, self.depth_w = _depth_prior(problem, valid_cam)
+        self.n_depth = max(float(self.depth_w.sum()), 1.0)
         order = np.argsort(problem.view_instance, kind="stable")
         counts = np.bincount(problem.view_instance, minlength=problem.n)
         self._view_order, self._view_start, self._view_count = order, np.cumsum(counts) - counts, counts
@@ -402,6 +409,12 @@ class _Objective:
         out.conf_sum = float(out.conf.sum())
         out.n_triplets, out.w2d_sum = None, max(out.conf_sum, 1e-6)
         out.segment = self.segment[idx]
+        out.depth_ref, out.depth_dir, out.depth_w = (
+            self.depth_ref[idx],
+            self.depth_dir[idx],
+            self.depth_w[idx],
+        )
+        out.n_depth = max(float(out.depth_w.sum()), 1.0)
         out.triplets = torch.as_tensor(_triplets(out.segment), dtype=torch.long, device=dev)
         out.landmarks = self.landmarks.take(idx)
         return out
@@ -427,13 +440,41 @@ class _Objective:
             terms["l2d"] = (w * err).sum() / w.sum().clamp_min(1e-6)
         else:
             terms["l2d"] = pose.sum() * 0.0
+        dev = root.device
+        ref, direction = (
+            torch.as_tensor(self.depth_ref, device=dev),
+            torch.as_tensor(self.depth_dir, device=dev),
+        )
+        along = ((root.double() - ref) * direction).sum(-1)
+        terms["depth"] = (torch.as_tensor(self.depth_w, device=dev) * along**2).sum().float() / self.n_depth
         terms["loss"] = (
             cfg.w_pose * terms["accel_pose"]
             + cfg.w_orient * terms["accel_orient"]
             + cfg.w_position * terms["accel_position"]
             + cfg.w_2d * terms["l2d"]
+            + cfg.w_depth * terms["depth"]
         )
         return terms
+
+
+def _depth_prior(
+    problem: SmoothingProblem, valid_cam: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference roots ``(N, 3)`` m (the network's), unit viewing directions ``(N, 3)`` (from the mean centre of
+    the instance's valid cameras to that root) and weights ``(N,)`` (0 where the root is not finite or no
+    camera is valid) of the depth term (``w_depth``)."""
+    n = problem.n
+    centre_sum = np.zeros((n, 3))
+    count = np.zeros(n)
+    vi = np.asarray(problem.view_instance)[valid_cam]
+    np.add.at(centre_sum, vi, np.asarray(problem.view_T_world_from_crop, np.float64)[valid_cam, :3, 3])
+    np.add.at(count, vi, 1.0)
+    ref = np.asarray(problem.init.root, np.float64)
+    d = ref - centre_sum / np.maximum(count, 1.0)[:, None]
+    norm = np.linalg.norm(d, axis=-1)
+    ok = (count > 0) & np.all(np.isfinite(ref), -1) & np.isfinite(norm) & (norm > 1e-6)
+    d = np.where(ok[:, None], d / np.where(ok, norm, 1.0)[:, None], 0.0)
+    return np.where(ok[:, None], ref, 0.0), d, ok.astype(np.float64)
 
 
 def _sanitise_init(problem: SmoothingProblem) -> tuple[Trajectory, np.ndarray]:
@@ -550,15 +591,15 @@ def _solve_chunk(job: tuple) -> tuple[np.ndarray, int]:
     """One chunk's Gauss–Newton solve (also the worker function of ``workers > 1``).
 
     Args:
-        job: ``(problem, mano, cfg, x0 (n, 24), free (n,), n_triplets, w2d_sum)``: the chunk's problem and the
-            whole problem's normalisers.
+        job: ``(problem, mano, cfg, x0 (n, 24), free (n,), n_triplets, w2d_sum, n_depth)``: the chunk's
+            problem and the whole problem's normalisers.
 
     Returns:
         the solution ``(n, 24)`` and the iterations run.
     """
-    problem, mano, cfg, x0, free, n_tri, w2d_sum = job
+    problem, mano, cfg, x0, free, n_tri, w2d_sum, n_depth = job
     obj = _Objective(problem, mano, cfg)
-    obj.n_triplets, obj.w2d_sum = n_tri, w2d_sum
+    obj.n_triplets, obj.w2d_sum, obj.n_depth = n_tri, w2d_sum, n_depth
     gn = _GaussNewton(obj, x0, free, cfg)
     return gn.run(cfg.iterations), gn.iterations_run
 
@@ -574,7 +615,7 @@ def _solve_gn(problem, mano, cfg, init: Trajectory, free: np.ndarray, history) -
     torch thread each); the result is the same as with one.
     """
     full = _Objective(problem, mano, cfg)
-    n_tri, w2d_sum = len(full.triplets), full.w2d_sum
+    n_tri, w2d_sum, n_depth = len(full.triplets), full.w2d_sum, full.n_depth
     x0 = np.concatenate([init.pose, init.rot[:, :, 0], init.rot[:, :, 1], init.root], -1)
     x = x0.copy()
     if history is not None:
@@ -584,7 +625,7 @@ def _solve_gn(problem, mano, cfg, init: Trajectory, free: np.ndarray, history) -
     def jobs():
         for idx in chunks:
             sub = problem.subset(idx) if len(idx) < problem.n else problem
-            yield sub, mano, cfg, x0[idx], free[idx], n_tri, w2d_sum
+            yield sub, mano, cfg, x0[idx], free[idx], n_tri, w2d_sum, n_depth
 
     if cfg.workers > 1 and len(chunks) > 1 and torch.device(cfg.device).type == "cpu":
         import multiprocessing
@@ -742,6 +783,9 @@ class _GaussNewton:
             self.c_acc[sl] = getattr(cfg, f"w_{name}") / (n_tri * width)
             self.eps_acc[sl] = getattr(cfg, f"eps_{name}")
         self.use_2d = objective.conf_sum > 0 and cfg.w_2d > 0 and len(objective.view_instance) > 0
+        #: depth term: per-frame weight c·w (0 = off), viewing direction and reference root
+        self.c_depth = cfg.w_depth * objective.depth_w / objective.n_depth
+        self.depth_dir, self.depth_ref = objective.depth_dir, objective.depth_ref
         if self.use_2d:
             self.Rc, self.tc = objective.Rc64, objective.tc64
             self.kpn, self.conf = objective.kpn64, objective.conf64
@@ -781,10 +825,17 @@ class _GaussNewton:
         PR = P @ self.Rc.transpose(1, 2)[:, None]  # (M, L, 2, 3)
         return r, w, PR @ J[vi]  # tensors; Jacobian (M, L, 2, 24)
 
+    def _depth(self, x: np.ndarray) -> np.ndarray:
+        """Depth residuals ``(N,)`` m: the root's offset from the network's along the viewing direction."""
+        return ((x[:, 21:] - self.depth_ref) * self.depth_dir).sum(-1)
+
     def loss(self, x: np.ndarray) -> float:
         """The smoothed objective at ``x``."""
         a = self._accel(x)
         f = float((self.c_acc * np.sqrt(a * a + self.eps_acc**2)).sum())
+        if self.c_depth.any():
+            d = self._depth(x)
+            f += float((self.c_depth * d * d).sum())
         if self.use_2d:
             r, w, _ = self._l2d(x, jac=False)
             c = self.cfg.w_2d * w / self.obj.w2d_sum
@@ -820,6 +871,14 @@ class _GaussNewton:
         ab[0] = diag.reshape(-1)
         ab[_P] = off1.reshape(-1)
         ab[2 * _P] = off2.reshape(-1)
+        if self.c_depth.any():  # Σ c·d², d = uᵀ(root − root_net): gradient 2c·d·u, rank-1 root blocks 2c·uuᵀ
+            d = self._depth(x)
+            f += float((self.c_depth * d * d).sum())
+            u = self.depth_dir
+            g[:, 21:] += (2 * self.c_depth * d)[:, None] * u
+            Hd = (2 * self.c_depth)[:, None, None] * u[:, :, None] * u[:, None, :]  # (N, 3, 3)
+            for o in range(3):
+                ab[o].reshape(n, _P)[:, 21 : _P - o] += np.diagonal(Hd, offset=-o, axis1=1, axis2=2)
         if self.use_2d:
             r, w, Jr = self._l2d(x, jac=True)  # torch, float64
             c = self.cfg.w_2d * w / self.obj.w2d_sum  # (M, L)
