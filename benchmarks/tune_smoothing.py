@@ -88,14 +88,14 @@ def candidates() -> tuple[dict, dict]:
         ),
         "config.yaml, accel ×4": replace(pipe, w_pose=2.0, w_orient=2.0, w_position=2.0),
         "config.yaml, min_conf 0.5": replace(pipe, min_conf=0.5),
-        "w_2d 0.3": replace(base, w_2d=0.3),
-        "w_depth 1": replace(base, w_depth=1.0),
-        "w_depth 3": replace(base, w_depth=3.0),
-        "w_2d 0.3, w_depth 1": replace(base, w_2d=0.3, w_depth=1.0),
-        "w_2d 0.3, w_depth 3": replace(base, w_2d=0.3, w_depth=3.0),
-        "no 2D term (accel only)": replace(base, w_2d=0.0),
-        "AdamW + cosine, 500 it (report)": replace(base, solver="adamw", iterations=500),
     }
+    for w_2d in (1.0, 0.3):  # the grid the pipeline's w_2d / w_depth were chosen from
+        for w_depth in (0.0, 1.0, 3.0):
+            cfg = replace(base, w_2d=w_2d, w_depth=w_depth)
+            if cfg not in (base, pipe):
+                offline[f"w_2d {w_2d:g}, w_depth {w_depth:g}"] = cfg
+    offline["no 2D term (accel only)"] = replace(base, w_2d=0.0)
+    offline["AdamW + cosine, 500 it (report)"] = replace(base, solver="adamw", iterations=500)
     online = {
         f"online, config.yaml (window {d.window}, {d.free} free, {d.iterations} it)": d,
         "online, 2 it": replace(d, iterations=2),
