@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -240,18 +241,24 @@ def test_default_settings_recover_known_optimum(mano_model, settings):
     assert np.linalg.norm(out.root - gt.root, axis=-1).mean() < 2e-3  # the bias is gone
 
 
-def test_gauss_newton_reaches_adamw_reference_loss(mano_model):
-    """The default solver reaches (at least) the loss of 5,000 AdamW iterations on the same objective."""
+@pytest.mark.parametrize("settings", ["library", "config.yaml"])
+def test_gauss_newton_reaches_adamw_reference_loss(mano_model, settings):
+    """The default solver reaches the loss of 5,000 AdamW iterations on the same objective: the report's loss
+    (library defaults; within 2 %) and the pipeline's (with the depth term: the `tol` stop ends it after 8
+    iterations 2.5 % above; run on, it reaches the reference, so both solvers find the same minimum)."""
     rng = np.random.default_rng(22)
     gt = _trajectory(12, rng)
     problem, _ = _problem(gt, _noisy(gt, rng), mano_model, kp_noise_px=1.0, rng=rng)
-    gn = sm.neural_smooth(problem, mano_model)
-    ref = sm.neural_smooth(problem, mano_model, sm.NeuralSmoothConfig(solver="adamw", iterations=5000))
-    loss_init = sm.loss_terms(problem, mano_model, problem.init)["loss"]
-    loss_gn = sm.loss_terms(problem, mano_model, gn)["loss"]
-    loss_ref = sm.loss_terms(problem, mano_model, ref)["loss"]
+    cfg = sm.NeuralSmoothConfig() if settings == "library" else _pipeline_settings()
+    gn = sm.neural_smooth(problem, mano_model, cfg)
+    ref = sm.neural_smooth(problem, mano_model, replace(cfg, solver="adamw", iterations=5000))
+    loss_init = sm.loss_terms(problem, mano_model, problem.init, cfg)["loss"]
+    loss_gn = sm.loss_terms(problem, mano_model, gn, cfg)["loss"]
+    loss_ref = sm.loss_terms(problem, mano_model, ref, cfg)["loss"]
     assert loss_gn < 0.3 * loss_init
-    assert loss_gn <= 1.02 * loss_ref, (loss_gn, loss_ref)
+    assert loss_gn <= (1.02 if settings == "library" else 1.03) * loss_ref, (loss_gn, loss_ref)
+    more = sm.neural_smooth(problem, mano_model, replace(cfg, iterations=30, tol=0.0))
+    assert sm.loss_terms(problem, mano_model, more, cfg)["loss"] <= 1.005 * loss_ref
 
 
 def test_depth_term_keeps_the_networks_depth_and_lets_2d_fix_the_rest(mano_model):

@@ -12,6 +12,11 @@ network's 2D keypoints (confidence-weighted, wrist excluded). The report minimis
 Levenberg–Marquardt on the same loss with the L1 terms smoothed as ``sqrt(r² + ε²)``
 (:class:`_GaussNewton`: banded normal equations, ~10 iterations; docs/smoothing.md).
 
+Beyond the report, ``w_depth > 0`` adds ``w_depth · mean_t (u_tᵀ(root_t − root_net,t))²`` (m²): a Gaussian
+prior on the root's depth along the viewing direction ``u_t`` (mean camera centre → network root), which
+narrow-baseline views cannot triangulate; the directions across ``u_t`` stay with L2D. 0 (the default) is
+the report's loss.
+
 Units and parameterisation (our choices, documented in docs/smoothing.md):
 
 * orientation: continuous 6D (first two rotation-matrix columns): no axis-angle wrap-around;
