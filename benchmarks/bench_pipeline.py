@@ -6,7 +6,7 @@ Clones the repository (HEAD) into a temporary folder, runs the default target th
 writes (``benchmarks/<rule>.*.tsv``) into a per-stage table. ``--log FILE --workdir DIR`` instead parses
 an earlier run of exactly that command. Results go to docs/benchmarks.md.
 
-Run: ``python benchmarks/bench_pipeline.py`` (≈ 25 min on 2 cores).
+Run: ``python benchmarks/bench_pipeline.py`` (≈ 17 min on 2 cores).
 """
 
 from __future__ import annotations
