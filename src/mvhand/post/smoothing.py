@@ -386,6 +386,10 @@ class _Objective:
         self.segment = np.asarray(problem.segment)
         self.depth_ref, self.depth_dir, self.depth_w = _depth_prior(problem, valid_cam)
         self.n_depth = max(float(self.depth_w.sum()), 1.0)
+        #: the same as float64 tensors on the device, built once (the torch loss is AdamW's hot path)
+        self.depth_t = tuple(
+            torch.as_tensor(a, device=dev) for a in (self.depth_ref, self.depth_dir, self.depth_w)
+        )
         order = np.argsort(problem.view_instance, kind="stable")
         counts = np.bincount(problem.view_instance, minlength=problem.n)
         self._view_order, self._view_start, self._view_count = order, np.cumsum(counts) - counts, counts
@@ -420,6 +424,9 @@ class _Objective:
             self.depth_w[idx],
         )
         out.n_depth = max(float(out.depth_w.sum()), 1.0)
+        out.depth_t = tuple(
+            torch.as_tensor(a, device=dev) for a in (out.depth_ref, out.depth_dir, out.depth_w)
+        )
         out.triplets = torch.as_tensor(_triplets(out.segment), dtype=torch.long, device=dev)
         out.landmarks = self.landmarks.take(idx)
         return out
@@ -445,13 +452,9 @@ class _Objective:
             terms["l2d"] = (w * err).sum() / w.sum().clamp_min(1e-6)
         else:
             terms["l2d"] = pose.sum() * 0.0
-        dev = root.device
-        ref, direction = (
-            torch.as_tensor(self.depth_ref, device=dev),
-            torch.as_tensor(self.depth_dir, device=dev),
-        )
+        ref, direction, weight = self.depth_t
         along = ((root.double() - ref) * direction).sum(-1)
-        terms["depth"] = (torch.as_tensor(self.depth_w, device=dev) * along**2).sum().float() / self.n_depth
+        terms["depth"] = (weight * along**2).sum().float() / self.n_depth
         terms["loss"] = (
             cfg.w_pose * terms["accel_pose"]
             + cfg.w_orient * terms["accel_orient"]
